@@ -1,0 +1,60 @@
+# The README's commands: `make run` (demo on http://127.0.0.1:8000/a/demo) and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+VENDOR := static/vendor
+NPM := node_modules/.package-lock.json
+
+.PHONY: setup run test lint typecheck unit bench clean
+
+setup: $(BIN)/avatar-bff $(VENDOR)/.stamp chromium
+
+$(BIN)/avatar-bff: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+$(NPM): package.json package-lock.json
+	npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	touch $@
+
+# Only the files pages use are copied; node_modules itself is never served.
+$(VENDOR)/.stamp: $(NPM)
+	rm -rf $(VENDOR) && mkdir -p $(VENDOR)/socket.io $(VENDOR)/chart.js $(VENDOR)/mermaid $(VENDOR)/katex $(VENDOR)/codemirror
+	cp node_modules/socket.io-client/dist/socket.io.min.js $(VENDOR)/socket.io/
+	cp node_modules/chart.js/dist/chart.umd.min.js $(VENDOR)/chart.js/
+	cp node_modules/mermaid/dist/mermaid.min.js $(VENDOR)/mermaid/
+	cp -r node_modules/katex/dist/katex.min.js node_modules/katex/dist/katex.min.css node_modules/katex/dist/fonts $(VENDOR)/katex/
+	cp node_modules/codemirror/lib/codemirror.js node_modules/codemirror/lib/codemirror.css $(VENDOR)/codemirror/
+	touch $@
+
+# Debian's Chromium for the browser tests (Playwright drives it; it never downloads a browser).
+chromium:
+	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium espeak-ng >/dev/null; }
+	@command -v espeak-ng >/dev/null || { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng >/dev/null || echo "espeak-ng unavailable: the simulator will play tones"; }
+
+run: setup
+	$(BIN)/avatar-bff serve --demo
+
+unit: setup
+	$(BIN)/pytest -q
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: setup
+	$(BIN)/mypy
+
+test: setup
+	$(BIN)/pytest -q
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+bench: setup
+	$(BIN)/python bench/run_all.py
+
+clean:
+	rm -rf $(VENV) node_modules $(VENDOR)

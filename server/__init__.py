@@ -1,0 +1,1 @@
+"""avatar-bff: backend-for-frontend for Kaltura Conversational Avatar embeds."""

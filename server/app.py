@@ -1,0 +1,90 @@
+"""The composition root: create_app(settings) wires settings, database, security and routers."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from server import health
+from server.db import create_engine, create_sessionmaker
+from server.dependencies import Services
+from server.pages import router as pages
+from server.paths import STATIC_DIR, TEMPLATES_DIR
+from server.sdk import SELF_HOSTED_URL_PREFIX
+from server.security.headers import SecurityHeadersMiddleware
+from server.security.signing import Signer
+from server.settings import Settings, load_settings
+
+log = logging.getLogger("avatar_bff")
+
+ERROR_TITLES = {400: "Bad request", 404: "Not found", 405: "Method not allowed", 414: "Address too long",
+                422: "Invalid request", 503: "Unavailable"}  # fmt: skip
+
+
+def _wants_json(request: Request) -> bool:
+    return request.url.path.startswith(("/api/", "/healthz", "/readyz")) or "text/html" not in request.headers.get(
+        "accept", "text/html"
+    )
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """Build the ASGI app for the given settings (tests pass their own)."""
+    engine = create_engine(settings.effective_database_url)
+    templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
+    services = Services(settings, engine, create_sessionmaker(engine), Signer(settings.secret), templates)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await engine.dispose()
+
+    app = FastAPI(title="avatar-bff", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    app.state.services = services
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        status = exc.status_code if isinstance(exc, StarletteHTTPException) else 500
+        detail = exc.detail if isinstance(exc, StarletteHTTPException) else "Something went wrong on our side."
+        if status >= 500 and not isinstance(exc, StarletteHTTPException):
+            log.exception("unhandled error on %s %s", request.method, request.url.path)
+        if _wants_json(request):
+            return JSONResponse({"code": f"http_{status}", "message": str(detail)}, status)
+        title = ERROR_TITLES.get(status, "Error")
+        return templates.TemplateResponse(
+            request, "errors/error.html", {"status": status, "title": title, "message": detail}, status_code=status
+        )
+
+    async def validation_error(request: Request, exc: Exception) -> Response:
+        errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+        where = ".".join(str(p) for p in errors[0]["loc"]) if errors else "request"
+        message = f"{where}: {errors[0]['msg']}" if errors else "invalid request"
+        return JSONResponse({"code": "invalid_request", "message": message}, 400)
+
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(Exception, http_error)
+
+    app.include_router(health.router)
+    app.include_router(pages.router)
+
+    @app.get("/", include_in_schema=False)
+    async def index(request: Request) -> HTMLResponse:
+        return templates.TemplateResponse(request, "index.html", {})
+
+    settings.sdk_dir.mkdir(parents=True, exist_ok=True)
+    app.mount(SELF_HOSTED_URL_PREFIX, StaticFiles(directory=settings.sdk_dir), name="sdk")
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.add_middleware(SecurityHeadersMiddleware, max_query_bytes=settings.max_query_bytes)
+    return app
+
+
+def create_app_from_env() -> FastAPI:
+    """Factory for `uvicorn --factory` and `avatar-bff serve` (settings from the environment)."""
+    return create_app(load_settings())

@@ -1,0 +1,244 @@
+"""The `avatar-bff` command: serve, migrate, admins and tokens, flows, SDK vendoring, simulator."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import os
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+from pydantic import ValidationError
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from server import migrate
+from server.db import create_engine, create_sessionmaker
+from server.flows import FlowImportError, FlowsDocument, apply_document, demo_document, export_document
+from server.models import AdminUser, ApiToken, Flow
+from server.sdk import DEFAULT_SDK_VERSION, SdkError, vendor
+from server.security.secrets_hashing import hash_password, new_api_token
+from server.settings import Settings, SettingsError, load_settings
+
+T = TypeVar("T")
+API_SCOPES = ("transcripts:read", "transcripts:delete")
+MIN_PASSWORD_LENGTH = 12
+
+
+class CommandError(Exception):
+    """A command failed for a reason the operator can fix; printed as one line."""
+
+
+def _run_db(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    async def runner() -> T:
+        engine = create_engine(settings.effective_database_url)
+        try:
+            async with create_sessionmaker(engine)() as db:
+                return await work(db)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(runner())
+
+
+def _seed_demo(settings: Settings) -> None:
+    async def work(db: AsyncSession) -> None:
+        await apply_document(db, demo_document(), settings.allowed_upstream_hosts)
+        await db.commit()
+
+    _run_db(settings, work)
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    if args.demo:
+        os.environ["AVATAR_BFF_DEMO"] = "true"
+        os.environ.setdefault("AVATAR_BFF_SIMULATOR_URL", f"http://127.0.0.1:{args.simulator_port}")
+    settings = load_settings()
+    migrate.upgrade(settings.effective_database_url)
+    if settings.demo:
+        _seed_demo(settings)
+        print(f"demo: http://{args.host}:{args.port}/a/demo and /a/demo-iframe (upstream {settings.simulator_url})")
+    uvicorn.run(
+        "server.app:create_app_from_env",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=None if args.reload else args.workers,
+        reload=args.reload,
+        log_level=settings.log_level,
+        proxy_headers=True,
+        ws_max_size=4 * 1024 * 1024,
+    )
+
+
+def cmd_migrate(args: argparse.Namespace) -> None:
+    settings = load_settings()
+    migrate.upgrade(settings.effective_database_url, args.revision)
+    print(f"database at {migrate.head_revision(settings.effective_database_url)}")
+
+
+def _read_password() -> str:
+    if sys.stdin.isatty():
+        first = getpass.getpass("Password: ")
+        if first != getpass.getpass("Repeat password: "):
+            raise CommandError("the passwords do not match")
+        return first
+    return sys.stdin.readline().rstrip("\n")
+
+
+def cmd_create_admin(args: argparse.Namespace) -> None:
+    settings = load_settings()
+    email = args.email.strip().lower()
+    if "@" not in email or len(email) > 254:
+        raise CommandError(f"{args.email!r} is not an email address")
+    password = _read_password()
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise CommandError(f"the password must have at least {MIN_PASSWORD_LENGTH} characters")
+
+    async def work(db: AsyncSession) -> None:
+        db.add(AdminUser(email=email, password_hash=hash_password(password)))
+        try:
+            await db.commit()
+        except IntegrityError:
+            raise CommandError(f"an admin with email {email} already exists") from None
+
+    _run_db(settings, work)
+    print(f"admin {email} created")
+
+
+def cmd_create_token(args: argparse.Namespace) -> None:
+    settings = load_settings()
+    new = new_api_token()
+
+    async def work(db: AsyncSession) -> None:
+        db.add(ApiToken(name=args.name, prefix=new.prefix, token_hash=new.token_hash, scopes=sorted(set(args.scope))))
+        await db.commit()
+
+    _run_db(settings, work)
+    print(f"token {args.name!r} created with scopes {', '.join(sorted(set(args.scope)))}; it is shown only once:")
+    print(new.token)
+
+
+def cmd_flows(args: argparse.Namespace) -> None:
+    settings = load_settings()
+
+    async def work(db: AsyncSession) -> None:
+        if args.action == "list":
+            for flow in (await db.execute(select(Flow).order_by(Flow.slug))).scalars():
+                state = "enabled" if flow.enabled else "disabled"
+                print(f"{flow.slug}\t{flow.sdk_mode}\t{flow.upstream}\t{state}\t{flow.display_name}")
+        elif args.action == "show":
+            document = await export_document(db, [args.slug])
+            if not document.flows:
+                raise CommandError(f"no flow with slug {args.slug!r}")
+            print(document.model_dump_json(indent=2))
+        elif args.action == "export":
+            print((await export_document(db, args.slug or None)).model_dump_json(indent=2))
+        elif args.action == "import":
+            document = _load_document(Path(args.file))
+            slugs = await apply_document(db, document, settings.allowed_upstream_hosts)
+            await db.commit()
+            print(f"imported {len(slugs)} flow(s): {', '.join(slugs)}")
+
+    _run_db(settings, work)
+
+
+def _load_document(path: Path) -> FlowsDocument:
+    try:
+        raw = json.loads(path.read_text())
+    except OSError as exc:
+        raise CommandError(f"cannot read {path}: {exc.strerror}") from None
+    except json.JSONDecodeError as exc:
+        raise CommandError(f"{path} is not JSON: {exc}") from None
+    try:
+        return FlowsDocument.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise CommandError(f"{path}: {where}: {first['msg']} ({exc.error_count()} problem(s) in all)") from None
+
+
+def cmd_vendor_sdk(args: argparse.Namespace) -> None:
+    settings = load_settings()
+    vendor(args.version, settings.sdk_dir, Path(args.source) if args.source else None)
+    print("pages now load the SDK from this server; the CDN is no longer in their CSP")
+
+
+def cmd_simulator(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from server.simulator import SimulatorConfig, create_app
+
+    public_url = args.public_url or f"http://{args.host}:{args.port}"
+    app = create_app(SimulatorConfig(public_url=public_url))
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="avatar-bff", description="Host Kaltura Conversational Avatar pages, relay their signaling, keep transcripts."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run the web server (applies migrations first)")
+    serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    serve.add_argument("--workers", type=int, default=1, help="worker processes (not sticky: see README)")
+    serve.add_argument("--reload", action="store_true", help="restart on code changes (development)")
+    serve.add_argument("--demo", action="store_true", help="dev settings, seed the demo flows, use the simulator")
+    serve.add_argument("--simulator-port", type=int, default=9100, help="port of the local simulator (demo)")
+    serve.set_defaults(func=cmd_serve)
+
+    mig = sub.add_parser("migrate", help="apply database migrations")
+    mig.add_argument("--revision", default="head", help="target revision (default head)")
+    mig.set_defaults(func=cmd_migrate)
+
+    admin = sub.add_parser("create-admin", help="create an admin user (password from stdin when piped)")
+    admin.add_argument("email")
+    admin.set_defaults(func=cmd_create_admin)
+
+    token = sub.add_parser("create-token", help="create a REST API token; prints it alone on the last line")
+    token.add_argument("name", help="what the token is for, e.g. 'crm-export'")
+    token.add_argument("--scope", action="append", choices=API_SCOPES, required=True, help="repeat for more")
+    token.set_defaults(func=cmd_create_token)
+
+    flows = sub.add_parser("flows", help="list, show, import or export flows (JSON)")
+    flows_sub = flows.add_subparsers(dest="action", required=True, metavar="ACTION")
+    flows_sub.add_parser("list", help="one line per flow")
+    show = flows_sub.add_parser("show", help="one flow as JSON")
+    show.add_argument("slug")
+    imp = flows_sub.add_parser("import", help="create or update flows and templates from a JSON file (all or none)")
+    imp.add_argument("file")
+    exp = flows_sub.add_parser("export", help="print flows and their templates as JSON")
+    exp.add_argument("slug", nargs="*", help="only these flows")
+    flows.set_defaults(func=cmd_flows)
+
+    sdk = sub.add_parser("vendor-sdk", help="download the pinned Kaltura SDK files, verify them, serve them ourselves")
+    sdk.add_argument("--version", default=DEFAULT_SDK_VERSION, help=f"SDK tag (default {DEFAULT_SDK_VERSION})")
+    sdk.add_argument("--from", dest="source", help="read the files from a local checkout of the SDK repository")
+    sdk.set_defaults(func=cmd_vendor_sdk)
+
+    sim = sub.add_parser("simulator", help="run the local upstream simulator (stands in for Kaltura's service)")
+    sim.add_argument("--host", default="127.0.0.1")
+    sim.add_argument("--port", type=int, default=9100)
+    sim.add_argument("--public-url", help="URL browsers use to reach the simulator")
+    sim.set_defaults(func=cmd_simulator)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (SettingsError, CommandError, SdkError, FlowImportError) as exc:
+        print(f"avatar-bff: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None

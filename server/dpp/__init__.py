@@ -1,0 +1,1 @@
+"""Dynamic Page Prompt templates: rendering and validation."""

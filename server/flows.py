@@ -1,0 +1,257 @@
+"""Flow definitions: validation, import/export as JSON, and the demo flows."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import selectinload
+
+from server.dpp.render import DppError, validate_template
+from server.models import DppTemplate, DppTemplateVersion, Flow
+from server.sdk import DEFAULT_SDK_VERSION, SUPPORTED_VERSIONS
+from server.upstreams import ENDPOINT_FIELDS, host_allowed
+
+SLUG = r"^[a-z0-9][a-z0-9-]{0,63}$"
+ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:\d{1,5})?$")
+END_PHRASE = "Ending call now."
+
+
+def _check_origin(value: str) -> str:
+    if not ORIGIN.match(value):
+        raise ValueError(f"{value!r} is not an origin like https://example.com")
+    return value.lower()
+
+
+class SpokenCommand(BaseModel):
+    """A phrase the avatar says that makes the page act (case-insensitive substring)."""
+
+    model_config = ConfigDict(extra="forbid")
+    phrase: str = Field(min_length=2, max_length=200)
+    action: Literal["end"] = "end"
+
+
+class TurnOverride(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    urls: list[str] = Field(default_factory=list, max_length=8)
+    username: str | None = None
+    credential: str | None = None
+    iceTransportPolicy: Literal["all", "relay"] = "relay"  # noqa: N815 - the SDK's own key
+
+    @field_validator("urls")
+    @classmethod
+    def _ice_urls(cls, urls: list[str]) -> list[str]:
+        for url in urls:
+            if not url.startswith(("stun:", "turn:", "turns:")):
+                raise ValueError(f"{url!r} is not a stun:, turn: or turns: URL")
+        return urls
+
+
+class TemplateSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=120)
+    description: str = ""
+    body: dict[str, Any]
+
+    @model_validator(mode="after")
+    def _renders(self) -> TemplateSpec:
+        try:
+            validate_template(self.body)
+        except DppError as exc:
+            raise ValueError(f"template {self.name!r}: {exc}") from None
+        return self
+
+
+class FlowSpec(BaseModel):
+    """Everything an operator sets for one flow; the import/export format."""
+
+    model_config = ConfigDict(extra="forbid")
+    slug: str = Field(pattern=SLUG)
+    display_name: str = Field(min_length=1, max_length=200)
+    client_id: str = Field(min_length=1, max_length=200, pattern=r"^\S+$")
+    flow_id: str = Field(min_length=1, max_length=200, pattern=r"^\S+$")
+    sdk_mode: Literal["socket", "iframe"] = "socket"
+    upstream: Literal["kaltura-us", "kaltura-eu", "simulator", "custom"] = "kaltura-us"
+    custom_endpoints: dict[str, str] | None = None
+    sdk_version: str = DEFAULT_SDK_VERSION
+    genui_enabled: bool = True
+    spoken_commands: list[SpokenCommand] = Field(
+        default_factory=lambda: [SpokenCommand(phrase=END_PHRASE)], max_length=20
+    )
+    turn_override: TurnOverride | None = None
+    allowed_origins: list[str] = Field(default_factory=list, max_length=20)
+    genui_origins: list[str] = Field(default_factory=list, max_length=20)
+    dpp_template: str | None = None
+    enabled: bool = True
+
+    @field_validator("allowed_origins", "genui_origins")
+    @classmethod
+    def _origins(cls, values: list[str]) -> list[str]:
+        return [_check_origin(v) for v in values]
+
+    @field_validator("sdk_version")
+    @classmethod
+    def _pinned(cls, value: str) -> str:
+        if value not in SUPPORTED_VERSIONS:
+            raise ValueError(f"SDK version {value!r} is not pinned; known: {', '.join(SUPPORTED_VERSIONS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _custom_endpoints(self) -> FlowSpec:
+        if self.upstream == "custom":
+            missing = [f for f in ENDPOINT_FIELDS if not (self.custom_endpoints or {}).get(f)]
+            if missing:
+                raise ValueError(f"upstream 'custom' needs custom_endpoints: {', '.join(missing)}")
+            for name, url in (self.custom_endpoints or {}).items():
+                if name not in ENDPOINT_FIELDS or not url.startswith(("https://", "http://")):
+                    raise ValueError(f"custom_endpoints.{name}: expected an http(s) URL for one of {ENDPOINT_FIELDS}")
+        elif self.custom_endpoints:
+            raise ValueError("custom_endpoints is only allowed with upstream 'custom'")
+        return self
+
+
+class FlowsDocument(BaseModel):
+    """The JSON file `avatar-bff flows import` reads and `flows export` writes."""
+
+    model_config = ConfigDict(extra="forbid")
+    dpp_templates: list[TemplateSpec] = Field(default_factory=list)
+    flows: list[FlowSpec] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _references(self) -> FlowsDocument:
+        slugs = [f.slug for f in self.flows]
+        if len(slugs) != len(set(slugs)):
+            raise ValueError("a flow slug appears twice")
+        return self
+
+
+class FlowImportError(Exception):
+    """The document is valid JSON but cannot be applied; nothing was written."""
+
+
+def check_upstream_hosts(spec: FlowSpec, allowed: list[str]) -> None:
+    if spec.upstream == "custom":
+        for name, url in (spec.custom_endpoints or {}).items():
+            if not host_allowed(url, allowed):
+                raise FlowImportError(
+                    f"flow {spec.slug!r}: custom_endpoints.{name} host is not in AVATAR_BFF_ALLOWED_UPSTREAM_HOSTS"
+                )
+
+
+async def latest_version(db: AsyncSession, template_id: int) -> DppTemplateVersion | None:
+    result = await db.execute(
+        select(DppTemplateVersion)
+        .where(DppTemplateVersion.template_id == template_id)
+        .order_by(DppTemplateVersion.version.desc())
+        .limit(1)
+    )
+    return result.scalar_one_or_none()
+
+
+async def save_template(db: AsyncSession, spec: TemplateSpec, author: str = "") -> DppTemplate:
+    """Create the template or add a version when the body changed (versions are never edited)."""
+    template = (await db.execute(select(DppTemplate).where(DppTemplate.name == spec.name))).scalar_one_or_none()
+    if template is None:
+        template = DppTemplate(name=spec.name, description=spec.description)
+        db.add(template)
+        await db.flush()
+    template.description = spec.description
+    latest = await latest_version(db, template.id)
+    if latest is None or latest.body != spec.body:
+        db.add(
+            DppTemplateVersion(
+                template_id=template.id, version=(latest.version + 1) if latest else 1, body=spec.body, author=author
+            )
+        )
+    return template
+
+
+async def apply_document(db: AsyncSession, document: FlowsDocument, allowed_hosts: list[str]) -> list[str]:
+    """Upsert templates and flows in the caller's transaction; return the flow slugs written."""
+    templates: dict[str, int] = {}
+    for template_spec in document.dpp_templates:
+        template = await save_template(db, template_spec, author="import")
+        templates[template.name] = template.id
+    for spec in document.flows:
+        check_upstream_hosts(spec, allowed_hosts)
+        template_id = None
+        if spec.dpp_template is not None:
+            template_id = templates.get(spec.dpp_template)
+            if template_id is None:
+                found = await db.execute(select(DppTemplate.id).where(DppTemplate.name == spec.dpp_template))
+                template_id = found.scalar_one_or_none()
+            if template_id is None:
+                raise FlowImportError(f"flow {spec.slug!r}: unknown dpp_template {spec.dpp_template!r}")
+        values = spec.model_dump(exclude={"dpp_template"}, mode="json")
+        values["dpp_template_id"] = template_id
+        flow = (await db.execute(select(Flow).where(Flow.slug == spec.slug))).scalar_one_or_none()
+        if flow is None:
+            db.add(Flow(**values))
+        else:
+            for key, value in values.items():
+                setattr(flow, key, value)
+    await db.flush()
+    return [spec.slug for spec in document.flows]
+
+
+def flow_to_spec(flow: Flow) -> FlowSpec:
+    return FlowSpec(
+        slug=flow.slug,
+        display_name=flow.display_name,
+        client_id=flow.client_id,
+        flow_id=flow.flow_id,
+        sdk_mode=flow.sdk_mode,  # type: ignore[arg-type]
+        upstream=flow.upstream,  # type: ignore[arg-type]
+        custom_endpoints=flow.custom_endpoints,
+        sdk_version=flow.sdk_version,
+        genui_enabled=flow.genui_enabled,
+        spoken_commands=[SpokenCommand(**c) for c in flow.spoken_commands],
+        turn_override=TurnOverride(**flow.turn_override) if flow.turn_override else None,
+        allowed_origins=flow.allowed_origins,
+        genui_origins=flow.genui_origins,
+        dpp_template=flow.dpp_template.name if flow.dpp_template else None,
+        enabled=flow.enabled,
+    )
+
+
+async def export_document(db: AsyncSession, slugs: list[str] | None = None) -> FlowsDocument:
+    query = select(Flow).options(selectinload(Flow.dpp_template)).order_by(Flow.slug)
+    if slugs:
+        query = query.where(Flow.slug.in_(slugs))
+    flows = list((await db.execute(query)).scalars())
+    specs = [flow_to_spec(flow) for flow in flows]
+    templates = []
+    for template in {flow.dpp_template.id: flow.dpp_template for flow in flows if flow.dpp_template}.values():
+        latest = await latest_version(db, template.id)
+        if latest is not None:
+            templates.append(TemplateSpec(name=template.name, description=template.description, body=latest.body))
+    return FlowsDocument(dpp_templates=templates, flows=specs)
+
+
+def demo_document() -> FlowsDocument:
+    """The two flows `serve --demo` seeds, both backed by the local simulator."""
+    body = {
+        "user": {"first_name": "{{ visitor.first_name | default('') }}"},
+        "page": {"title": "{{ flow.display_name }}", "url": "{{ flow.url }}"},
+        "questions": [
+            "What would you like an avatar on your website to do?",
+            "Which of our features should I show you first?",
+        ],
+    }
+    simulator_turn = TurnOverride(urls=["stun:127.0.0.1:3478"], iceTransportPolicy="all")
+    return FlowsDocument(
+        dpp_templates=[TemplateSpec(name="demo-welcome", description="Greets the visitor, asks two questions", body=body)],
+        flows=[
+            FlowSpec(
+                slug="demo", display_name="Demo avatar (Socket SDK)", client_id="demo-client", flow_id="demo-flow",
+                sdk_mode="socket", upstream="simulator", turn_override=simulator_turn, dpp_template="demo-welcome",
+            ),
+            FlowSpec(
+                slug="demo-iframe", display_name="Demo avatar (Iframe SDK)", client_id="demo-client",
+                flow_id="demo-flow-iframe", sdk_mode="iframe", upstream="simulator", dpp_template="demo-welcome",
+            ),
+        ],
+    )  # fmt: skip

@@ -1,0 +1,195 @@
+"""The data model: flows, DPP templates and their immutable versions, sessions, transcripts, admins, tokens."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    event,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, Mapper, mapped_column, relationship
+
+SDK_MODES = ("socket", "iframe")
+UPSTREAMS = ("kaltura-us", "kaltura-eu", "simulator", "custom")
+SESSION_STATUSES = ("created", "active", "ended", "expired")
+ROLES = ("Avatar", "User")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite stores naive values)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given; use an aware UTC datetime")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class DppTemplate(Base):
+    """A named Dynamic Page Prompt template; its content lives in immutable versions."""
+
+    __tablename__ = "dpp_templates"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(120), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    versions: Mapped[list[DppTemplateVersion]] = relationship(
+        back_populates="template", order_by="DppTemplateVersion.version", cascade="all, delete-orphan"
+    )
+
+
+class DppTemplateVersion(Base):
+    """One immutable revision of a template: JSON whose string values are sandboxed Jinja2."""
+
+    __tablename__ = "dpp_template_versions"
+    __table_args__ = (UniqueConstraint("template_id", "version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    template_id: Mapped[int] = mapped_column(ForeignKey("dpp_templates.id", ondelete="CASCADE"))
+    version: Mapped[int] = mapped_column(Integer)
+    body: Mapped[Any] = mapped_column(JSON)
+    author: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    template: Mapped[DppTemplate] = relationship(back_populates="versions")
+
+
+@event.listens_for(DppTemplateVersion, "before_update")
+def _versions_are_immutable(_mapper: Mapper[Any], _conn: Any, target: DppTemplateVersion) -> None:
+    raise ValueError(f"DPP template version {target.id} is immutable; save a new version instead")
+
+
+class Flow(Base):
+    """A Kaltura avatar flow and how we present it."""
+
+    __tablename__ = "flows"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    slug: Mapped[str] = mapped_column(String(64), unique=True)
+    display_name: Mapped[str] = mapped_column(String(200))
+    client_id: Mapped[str] = mapped_column(String(200))
+    flow_id: Mapped[str] = mapped_column(String(200))
+    sdk_mode: Mapped[str] = mapped_column(String(16), default="socket")
+    upstream: Mapped[str] = mapped_column(String(32), default="kaltura-us")
+    custom_endpoints: Mapped[dict[str, str] | None] = mapped_column(JSON, nullable=True)
+    sdk_version: Mapped[str] = mapped_column(String(32), default="v2.7.4")
+    genui_enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    spoken_commands: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)
+    turn_override: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    allowed_origins: Mapped[list[str]] = mapped_column(JSON, default=list)
+    genui_origins: Mapped[list[str]] = mapped_column(JSON, default=list)
+    dpp_template_id: Mapped[int | None] = mapped_column(
+        ForeignKey("dpp_templates.id", ondelete="SET NULL"), nullable=True
+    )
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    dpp_template: Mapped[DppTemplate | None] = relationship()
+
+
+class Session(Base):
+    """One visitor conversation on a hosted page."""
+
+    __tablename__ = "sessions"
+    __table_args__ = (Index("ix_sessions_flow_created", "flow_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    flow_id: Mapped[int] = mapped_column(ForeignKey("flows.id", ondelete="CASCADE"))
+    template_version_id: Mapped[int | None] = mapped_column(
+        ForeignKey("dpp_template_versions.id", ondelete="SET NULL"), nullable=True
+    )
+    rendered_dpp: Mapped[Any] = mapped_column(JSON, nullable=True)
+    visitor_context: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    status: Mapped[str] = mapped_column(String(16), default="created")
+    end_reason: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+    flow: Mapped[Flow] = relationship()
+
+
+class TranscriptEntry(Base):
+    """One line of a conversation, as reported by one source (the page or the relay tap)."""
+
+    __tablename__ = "transcript_entries"
+    __table_args__ = (UniqueConstraint("session_id", "source", "seq"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"), index=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    role: Mapped[str] = mapped_column(String(16))
+    text: Mapped[str] = mapped_column(Text)
+    timestamp: Mapped[datetime] = mapped_column(UTCDateTime)
+    source: Mapped[str] = mapped_column(String(16))
+
+
+class AdminUser(Base):
+    __tablename__ = "admin_users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class ApiToken(Base):
+    """A bearer token for the REST API; only a hash of the secret part is stored."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(120))
+    prefix: Mapped[str] = mapped_column(String(16), unique=True)
+    token_hash: Mapped[str] = mapped_column(String(128))
+    scopes: Mapped[list[str]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

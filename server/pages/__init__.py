@@ -1,0 +1,1 @@
+"""Hosted avatar pages."""

@@ -1,0 +1,1 @@
+"""Security primitives: CSP, signed tokens, password and API-token hashing."""

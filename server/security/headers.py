@@ -1,0 +1,51 @@
+"""ASGI middleware: a nonce per request, bounded query strings, and security headers on every response."""
+
+from __future__ import annotations
+
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from server.security.csp import PagePolicy, baseline_headers, build_csp, new_nonce, permissions_policy
+
+TOO_LONG_BODY = (
+    b"<!doctype html><title>URL too long</title><h1>414: the address is too long</h1>"
+    b"<p>Shorten the query string and try again.</p>"
+)
+
+
+class SecurityHeadersMiddleware:
+    def __init__(self, app: ASGIApp, max_query_bytes: int) -> None:
+        self.app = app
+        self.max_query_bytes = max_query_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        https = scope.get("scheme") == "https"
+        nonce = new_nonce()
+        scope.setdefault("state", {})["csp_nonce"] = nonce
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in baseline_headers(https).items():
+                    headers.setdefault(name, value)
+                if headers.get("content-type", "").startswith("text/html"):
+                    # Pages set their own policy; any other HTML (errors, docs) gets the strictest one.
+                    headers.setdefault("Content-Security-Policy", build_csp(nonce, PagePolicy()))
+                    headers.setdefault("Permissions-Policy", permissions_policy())
+                    headers.setdefault("Cache-Control", "no-store")
+            await send(message)
+
+        if len(scope.get("query_string", b"")) > self.max_query_bytes:
+            await send_with_headers(
+                {
+                    "type": "http.response.start",
+                    "status": 414,
+                    "headers": [(b"content-type", b"text/html; charset=utf-8")],
+                }
+            )
+            await send({"type": "http.response.body", "body": TOO_LONG_BODY})
+            return
+        await self.app(scope, receive, send_with_headers)

@@ -1,0 +1,115 @@
+"""Configuration from the environment (prefix ``AVATAR_BFF_``) and an optional ``.env`` file."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+SECRET_FILE_NAME = "secret_key"
+MIN_SECRET_LENGTH = 32
+
+
+class SettingsError(Exception):
+    """A setting is missing or invalid; the message is one line meant for an operator."""
+
+
+def _split_commas(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Every knob of the service. Field names map to ``AVATAR_BFF_<NAME>`` variables."""
+
+    model_config = SettingsConfigDict(env_prefix="AVATAR_BFF_", env_file=".env", extra="ignore")
+
+    environment: Literal["production", "dev"] = "production"
+    demo: bool = False
+    data_dir: Path = Path("data")
+    database_url: str = ""
+    secret_key: SecretStr | None = None
+    public_url: str = ""
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    default_upstream: Literal["kaltura-us", "kaltura-eu", "simulator"] = "kaltura-us"
+    simulator_url: str = "http://127.0.0.1:9100"
+    allowed_upstream_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["*.avatar.us.kaltura.ai", "*.avatar.eu.kaltura.ai"]
+    )
+    max_query_bytes: int = Field(default=8192, ge=256, le=65536)
+    session_token_ttl_seconds: int = Field(default=2 * 3600, ge=60)
+
+    @field_validator("allowed_upstream_hosts", mode="before")
+    @classmethod
+    def _hosts_from_commas(cls, value: object) -> object:
+        return _split_commas(value)
+
+    @field_validator("public_url", "simulator_url")
+    @classmethod
+    def _absolute_http_url(cls, value: str) -> str:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+    @field_validator("secret_key")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < MIN_SECRET_LENGTH:
+            raise ValueError(f"must be at least {MIN_SECRET_LENGTH} characters")
+        return value
+
+    @property
+    def is_dev(self) -> bool:
+        return self.environment == "dev" or self.demo
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite+aiosqlite:///{self.data_dir / 'avatar-bff.db'}"
+
+    @property
+    def sdk_dir(self) -> Path:
+        """Where `avatar-bff vendor-sdk` stores self-hosted SDK files."""
+        return self.data_dir / "sdk"
+
+    @property
+    def secret(self) -> bytes:
+        if self.secret_key is None:  # load_settings() always fills it in
+            raise SettingsError("AVATAR_BFF_SECRET_KEY is not set")
+        return self.secret_key.get_secret_value().encode()
+
+
+def _persisted_dev_secret(data_dir: Path) -> SecretStr:
+    """Reuse (or create) the dev secret under data_dir so restarts keep signed tokens valid."""
+    path = data_dir / SECRET_FILE_NAME
+    if path.exists():
+        return SecretStr(path.read_text().strip())
+    data_dir.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_urlsafe(48)
+    path.touch(mode=0o600)
+    path.write_text(value)
+    return SecretStr(value)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings from the environment, apply overrides, and fill in the dev secret.
+
+    Raises SettingsError with a single human-readable line instead of a validation traceback.
+    """
+    try:
+        settings = Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = "_".join(str(part) for part in first["loc"]).upper()
+        raise SettingsError(f"invalid setting AVATAR_BFF_{field}: {first['msg'].removeprefix('Value error, ')}") from None
+    if settings.secret_key is None:
+        if not settings.is_dev:
+            raise SettingsError(
+                "AVATAR_BFF_SECRET_KEY is required in production "
+                f"(at least {MIN_SECRET_LENGTH} characters; set AVATAR_BFF_ENVIRONMENT=dev to generate one)"
+            )
+        settings.secret_key = _persisted_dev_secret(settings.data_dir)
+    return settings

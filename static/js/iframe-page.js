@@ -1,0 +1,88 @@
+// Hosted page for the Iframe SDK: the meeting runs in a sandboxed iframe; we listen to its postMessages.
+import {
+  addTranscriptEntry, clearError, readConfig, sdkMissingMessage,
+  setConversationControls, setStatus, showError,
+} from './conversation-ui.js';
+
+const config = readConfig();
+const $ = (id) => document.getElementById(id);
+const meetOrigin = new URL(config.sdk.config.meetBaseUrl).origin;
+const DPP_DELAY_MS = 500; // the meeting page needs a moment after showing the agent
+let sdk = null;
+
+function textOf(data, key) {
+  if (typeof data === 'string') return data;
+  return data && typeof data[key] === 'string' ? data[key] : '';
+}
+
+function endsWithCommand(text) {
+  const lower = text.toLowerCase();
+  return (config.commands || []).some((c) => c.action === 'end' && lower.includes(c.phrase.toLowerCase()));
+}
+
+function finish(message) {
+  setConversationControls(false);
+  $('start').disabled = true;
+  setStatus(message);
+}
+
+// The SDK does not check who sent a message; we only trust the meeting origin.
+window.addEventListener('message', (event) => {
+  if (event.origin !== meetOrigin) return;
+  const message = event.data;
+  if (!message || message.issuer !== 'eself-conversation-events') return;
+  switch (message.event) {
+    case 'showing-agent':
+      setStatus('In conversation.');
+      setTimeout(() => { if (sdk && config.dpp) sdk.injectPrompt(JSON.stringify(config.dpp)); }, DPP_DELAY_MS);
+      break;
+    case 'agent-talked': {
+      const text = textOf(message.data, 'agentContent');
+      addTranscriptEntry('Avatar', text);
+      if (endsWithCommand(text)) setTimeout(() => { if (sdk) sdk.end(); finish('The conversation has ended. Thank you!'); }, 1200);
+      break;
+    }
+    case 'user-transcription':
+      addTranscriptEntry('User', textOf(message.data, 'userTranscription'));
+      break;
+    case 'permissions-denied':
+      setStatus('Microphone unavailable: use the text box inside the avatar window.');
+      break;
+    case 'conversation-ended':
+      finish('The conversation has ended. Thank you!');
+      break;
+    case 'load-agent-error':
+      showError('The avatar could not be loaded. Please try again later.');
+      break;
+    default:
+      break;
+  }
+});
+
+$('start').addEventListener('click', async () => {
+  clearError();
+  if (typeof window.KalturaAvatarSDK !== 'function') { showError(sdkMissingMessage()); return; }
+  $('start').disabled = true;
+  sdk = sdk || new window.KalturaAvatarSDK({ clientId: config.sdk.clientId, flowId: config.sdk.flowId,
+    container: '#avatar-container', config: config.sdk.config });
+  sdk.on('error', () => showError('We cannot reach the avatar service. Check your connection and try again.'));
+  setStatus('Connecting to the avatar…');
+  try {
+    await sdk.start();
+    setConversationControls(true);
+  } catch (error) {
+    $('start').disabled = false;
+    showError('We cannot reach the avatar service. Check your connection and try again.');
+  }
+});
+
+$('end').addEventListener('click', () => {
+  if (sdk) sdk.end();
+  finish('You ended the conversation.');
+});
+
+if (typeof window.KalturaAvatarSDK !== 'function') {
+  showError(sdkMissingMessage());
+  $('start').disabled = true;
+}
+window.avatarPage = { get sdk() { return sdk; } };

@@ -1,0 +1,92 @@
+// Hosted page for the Socket SDK: Socket.IO + WebRTC, text fallback, spoken commands, DPP on `ready`.
+import {
+  addTranscriptEntry, bindEndCommands, clearError, errorMessage, readConfig, sdkMissingMessage,
+  setConversationControls, setStatus, showError,
+} from './conversation-ui.js';
+
+const config = readConfig();
+const $ = (id) => document.getElementById(id);
+let sdk = null;
+
+function createSdk() {
+  const avatar = new window.KalturaAvatarSDK({ ...config.sdk, container: '#avatar-container' });
+  for (const [name, url] of Object.entries(config.libraries || {})) avatar.setLibraryUrl(name, url);
+
+  avatar.on('state-change', ({ to }) => {
+    if (to === 'connecting') setStatus('Connecting to the avatar…');
+    if (to === 'joined') setStatus('The avatar is getting ready…');
+  });
+  avatar.on('ready', () => {
+    setStatus('In conversation. Speak, or type below.');
+    setConversationControls(true);
+    if (config.dpp) avatar.injectDPP(config.dpp);
+  });
+  avatar.on('transcript-entry', (entry) => addTranscriptEntry(entry.role, entry.text, new Date(entry.timestamp)));
+  avatar.on('mic-denied', () => setStatus('Microphone unavailable: type your messages below.'));
+  avatar.on('time-warning', ({ remainingSeconds }) => setStatus(`About ${Math.round(remainingSeconds)} seconds left.`));
+  avatar.on('reconnecting', ({ attempt, maxAttempts }) => setStatus(`Reconnecting (${attempt} of ${maxAttempts})…`));
+  avatar.on('reconnected', () => { clearError(); setStatus('Reconnected.'); });
+  avatar.on('queue-started', () => setStatus('All avatars are busy; you are in the queue…'));
+  avatar.on('conversation-ended', () => finish('The conversation has ended. Thank you!'));
+  avatar.on('error', (error) => {
+    showError(errorMessage(error));
+    if (error && error.recoverable === false) setConversationControls(false);
+  });
+  bindEndCommands(config.commands, (phrase) => avatar.onEndPhrase(phrase, () => endSoon()));
+  return avatar;
+}
+
+function finish(message) {
+  setConversationControls(false);
+  $('start').disabled = true;
+  setStatus(message);
+}
+
+function endSoon() {
+  // Let the closing sentence finish playing before the call is closed.
+  setTimeout(() => { if (sdk) sdk.end(); finish('The conversation has ended. Thank you!'); }, 1200);
+}
+
+$('start').addEventListener('click', async () => {
+  clearError();
+  if (typeof window.KalturaAvatarSDK !== 'function') { showError(sdkMissingMessage()); return; }
+  $('start').disabled = true;
+  $('end').disabled = false;
+  sdk = sdk || createSdk();
+  try {
+    await sdk.connect();
+  } catch (error) {
+    showError(errorMessage(error));
+  }
+});
+
+$('end').addEventListener('click', () => {
+  if (sdk) sdk.end();
+  finish('You ended the conversation.');
+});
+
+$('mute').addEventListener('click', () => {
+  if (!sdk) return;
+  const muted = !sdk.isMicMuted();
+  if (muted) sdk.muteMic(); else sdk.unmuteMic();
+  $('mute').setAttribute('aria-pressed', String(muted));
+  $('mute').textContent = muted ? 'Unmute microphone' : 'Mute microphone';
+});
+
+$('text-form').addEventListener('submit', (event) => {
+  event.preventDefault();
+  const text = $('text-input').value.trim();
+  if (!text || !sdk) return;
+  try {
+    sdk.sendText(text);
+    $('text-input').value = '';
+  } catch (error) {
+    showError(errorMessage(error));
+  }
+});
+
+if (typeof window.KalturaAvatarSDK !== 'function') {
+  showError(sdkMissingMessage());
+  $('start').disabled = true;
+}
+window.avatarPage = { get sdk() { return sdk; } };
