@@ -149,16 +149,15 @@ def vendor(
     version: str, sdk_dir: Path, source_dir: Path | None = None, report: Callable[[str], None] = print
 ) -> list[Path]:
     """Store every pinned file of `version` under sdk_dir so pages serve them from our origin."""
+    pins = [pin for (pinned_version, _mode), pin in sorted(PINS.items()) if pinned_version == version]
+    if not pins:
+        raise SdkError(f"no pinned SDK files for version {version!r}; known: {SUPPORTED_VERSIONS}")
+    verified = [(pin, fetch_pinned(pin, source_dir)) for pin in pins]  # all verified before any is stored
     stored = []
-    for (pinned_version, mode), pin in sorted(PINS.items()):
-        if pinned_version != version:
-            continue
-        data = fetch_pinned(pin, source_dir)
+    for pin, data in verified:
         target = sdk_dir / pin.version / pin.file_name
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data)
-        report(f"stored {mode} SDK {version} ({len(data)} bytes, {pin.integrity}) at {target}")
+        report(f"stored {pin.mode} SDK {version} ({len(data)} bytes, {pin.integrity}) at {target}")
         stored.append(target)
-    if not stored:
-        raise SdkError(f"no pinned SDK files for version {version!r}; known: {SUPPORTED_VERSIONS}")
     return stored

@@ -1,0 +1,42 @@
+"""Fixtures shared by the whole suite."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from server import migrate
+from server.app import create_app
+from server.db import create_engine, create_sessionmaker
+from server.flows import apply_document, demo_document
+from server.settings import Settings
+from tests.support import ServerThread, make_settings
+
+
+def seed_demo(settings: Settings) -> None:
+    async def work() -> None:
+        engine = create_engine(settings.effective_database_url)
+        async with create_sessionmaker(engine)() as db:
+            await apply_document(db, demo_document(), settings.allowed_upstream_hosts)
+            await db.commit()
+        await engine.dispose()
+
+    asyncio.run(work())
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """Dev settings on a migrated SQLite database in a temp dir, with the demo flows seeded."""
+    value = make_settings(tmp_path)
+    migrate.upgrade(value.effective_database_url)
+    seed_demo(value)
+    return value
+
+
+@pytest.fixture
+def live_server(settings: Settings) -> Iterator[ServerThread]:
+    with ServerThread(create_app(settings)) as server:
+        yield server

@@ -1,0 +1,143 @@
+"""Hosted pages over real HTTP: content, security headers, sessions, and refusals that are not 500s."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import socket
+
+import httpx
+from sqlalchemy import select, update
+
+from server.models import Flow, Session
+from server.settings import Settings
+from tests.support import ServerThread, db_session
+
+
+def page_config(html: str) -> dict[str, object]:
+    match = re.search(r'<script type="application/json" id="avatar-config">(.*?)</script>', html, re.S)
+    assert match, "page has no config element"
+    config: dict[str, object] = json.loads(match.group(1))
+    return config
+
+
+def raw_status(port: int, target: str) -> int:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
+        status_line = sock.makefile("rb").readline().decode()
+    return int(status_line.split()[1])
+
+
+def csp_directives(header: str) -> dict[str, list[str]]:
+    return {part.split()[0]: part.split()[1:] for part in header.split("; ")}
+
+
+def test_socket_page_renders_with_strict_policy_and_nonce(live_server: ServerThread) -> None:
+    response = httpx.get(f"{live_server.url}/a/demo")
+    assert response.status_code == 200
+    csp = csp_directives(response.headers["content-security-policy"])
+    nonce = next(s for s in csp["script-src"] if s.startswith("'nonce-"))[7:-1]
+    assert f'nonce="{nonce}"' in response.text
+    assert csp["default-src"] == ["'none'"]
+    assert csp["object-src"] == ["'none'"] and csp["base-uri"] == ["'none'"]
+    assert csp["frame-ancestors"] == ["'self'"]
+    assert "'sha256-IH5Ndxg07H1Vllt57d6RnKYyzLDzYvq6kyFvy1zXTBU='" in csp["style-src"]
+    for banned in ("'unsafe-inline'", "'unsafe-eval'", "'strict-dynamic'"):
+        assert banned not in response.headers["content-security-policy"]
+    assert response.headers["cache-control"] == "no-store"
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["cross-origin-opener-policy"] == "same-origin"
+    assert "microphone=(self)" in response.headers["permissions-policy"]
+    assert "strict-transport-security" not in response.headers  # plain http
+    assert "local simulator" in response.text
+    assert "onclick" not in response.text and "style=" not in response.text
+
+
+def test_each_request_gets_a_new_nonce(live_server: ServerThread) -> None:
+    first = httpx.get(f"{live_server.url}/a/demo").headers["content-security-policy"]
+    second = httpx.get(f"{live_server.url}/a/demo").headers["content-security-policy"]
+    assert first != second
+
+
+def test_cdn_sdk_url_is_the_only_third_party_script(live_server: ServerThread) -> None:
+    csp = csp_directives(httpx.get(f"{live_server.url}/a/demo").headers["content-security-policy"])
+    third_party = [s for s in csp["script-src"] if s.startswith("https://")]
+    assert third_party == [
+        "https://cdn.jsdelivr.net/gh/kaltura/conversational-avatar-embed-sdk@v2.7.4/sdk-socket/dist/kaltura-avatar-sdk.js"
+    ]
+
+
+def test_self_hosted_sdk_removes_the_cdn_from_the_policy(live_server: ServerThread, settings: Settings) -> None:
+    target = settings.sdk_dir / "v2.7.4" / "socket-kaltura-avatar-sdk.js"
+    target.parent.mkdir(parents=True)
+    target.write_text("// stand-in; the browser tests use the real file")
+    response = httpx.get(f"{live_server.url}/a/demo")
+    assert "cdn.jsdelivr.net" not in response.headers["content-security-policy"]
+    assert 'src="/static/sdk/v2.7.4/socket-kaltura-avatar-sdk.js"' in response.text
+    served = httpx.get(f"{live_server.url}/static/sdk/v2.7.4/socket-kaltura-avatar-sdk.js")
+    assert served.headers["content-type"].endswith("charset=utf-8")  # the SDK fails to parse without it
+
+
+def test_iframe_page_allows_only_the_meeting_frame(live_server: ServerThread, settings: Settings) -> None:
+    response = httpx.get(f"{live_server.url}/a/demo-iframe")
+    assert response.status_code == 200
+    csp = csp_directives(response.headers["content-security-policy"])
+    assert csp["frame-src"] == [settings.simulator_url]
+    assert f'microphone=(self "{settings.simulator_url}")' in response.headers["permissions-policy"]
+    assert page_config(response.text)["mode"] == "iframe"
+
+
+def test_page_renders_dpp_from_visitor_context_and_opens_a_session(
+    live_server: ServerThread, settings: Settings
+) -> None:
+    response = httpx.get(f"{live_server.url}/a/demo", params={"first_name": 'Ana "</script>'})
+    config = page_config(response.text)
+    dpp = config["dpp"]
+    assert isinstance(dpp, dict) and dpp["user"]["first_name"] == 'Ana "</script>'
+    assert "</script>\"" not in response.text.split('id="avatar-config">')[1].split("</script>")[0]
+    session_info = config["session"]
+    assert isinstance(session_info, dict) and session_info["token"]
+
+    async def stored() -> Session:
+        async with db_session(settings) as db:
+            row = (await db.execute(select(Session).where(Session.id == session_info["id"]))).scalar_one()
+            return row
+
+    row = asyncio.run(stored())
+    assert row.status == "created"
+    assert row.visitor_context == {"first_name": 'Ana "</script>'}
+    assert row.rendered_dpp == dpp
+
+
+def test_unknown_slug_is_a_404_page_not_a_trace(live_server: ServerThread) -> None:
+    response = httpx.get(f"{live_server.url}/a/no-such-flow", headers={"accept": "text/html"})
+    assert response.status_code == 404
+    assert "There is no avatar page at this address." in response.text
+    assert "Traceback" not in response.text
+    assert "default-src 'none'" in response.headers["content-security-policy"]
+
+
+def test_disabled_flow_is_a_404(live_server: ServerThread, settings: Settings) -> None:
+    async def disable() -> None:
+        async with db_session(settings) as db:
+            await db.execute(update(Flow).where(Flow.slug == "demo").values(enabled=False))
+            await db.commit()
+
+    asyncio.run(disable())
+    assert httpx.get(f"{live_server.url}/a/demo").status_code == 404
+
+
+def test_oversized_query_strings_are_refused_cleanly(live_server: ServerThread) -> None:
+    medium = httpx.get(f"{live_server.url}/a/demo?x={'a' * 10_000}")
+    assert medium.status_code == 414
+    assert raw_status(live_server.port, f"/a/demo?x={'a' * 100_000}") in (400, 414)  # httpx refuses such URLs
+    long_value = httpx.get(f"{live_server.url}/a/demo", params={"first_name": "a" * 300})
+    assert long_value.status_code == 400
+    assert "first_name" in long_value.text
+
+
+def test_health_and_readiness(live_server: ServerThread) -> None:
+    assert httpx.get(f"{live_server.url}/healthz").json() == {"status": "ok"}
+    ready = httpx.get(f"{live_server.url}/readyz")
+    assert ready.status_code == 200 and ready.json()["status"] == "ready"

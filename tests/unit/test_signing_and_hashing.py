@@ -1,0 +1,65 @@
+"""Signed tokens, password hashes and API tokens."""
+
+from __future__ import annotations
+
+import pytest
+
+from server.security.secrets_hashing import (
+    hash_api_token,
+    hash_password,
+    new_api_token,
+    token_prefix,
+    verify_password,
+)
+from server.security.signing import Signer, TokenError
+
+signer = Signer(b"k" * 40)
+
+
+def test_signed_payload_round_trips() -> None:
+    token = signer.sign("page-session", {"sid": "abc"}, ttl_seconds=60, now=1000)
+    assert signer.verify("page-session", token, now=1010)["sid"] == "abc"
+
+
+def test_expired_token_is_refused_with_reason() -> None:
+    token = signer.sign("page-session", {"sid": "abc"}, ttl_seconds=60, now=1000)
+    with pytest.raises(TokenError) as caught:
+        signer.verify("page-session", token, now=1061)
+    assert caught.value.code == "expired"
+
+
+@pytest.mark.parametrize("mangle", [lambda t: t[:-2] + "xy", lambda t: "e30" + t[3:], lambda t: "nodot", lambda t: ""])
+def test_forged_or_malformed_token_is_refused(mangle: object) -> None:
+    token = signer.sign("page-session", {"sid": "abc"}, ttl_seconds=60)
+    with pytest.raises(TokenError) as caught:
+        signer.verify("page-session", mangle(token))  # type: ignore[operator]
+    assert caught.value.code == "invalid"
+
+
+def test_token_of_one_kind_never_verifies_as_another() -> None:
+    token = signer.sign("page-session", {"sid": "abc"}, ttl_seconds=60)
+    with pytest.raises(TokenError):
+        signer.verify("whep-target", token)
+
+
+def test_token_from_another_secret_is_refused() -> None:
+    token = Signer(b"other" * 10).sign("page-session", {"sid": "abc"}, ttl_seconds=60)
+    with pytest.raises(TokenError):
+        signer.verify("page-session", token)
+
+
+def test_passwords_are_salted_and_verified() -> None:
+    first, second = hash_password("correct horse battery"), hash_password("correct horse battery")
+    assert first != second and "correct" not in first
+    assert verify_password("correct horse battery", first)
+    assert not verify_password("wrong horse battery", first)
+    assert not verify_password("anything", "garbage")
+
+
+def test_api_tokens_are_random_and_only_their_hash_is_kept() -> None:
+    token = new_api_token()
+    assert token.token not in token.token_hash
+    assert hash_api_token(token.token) == token.token_hash
+    assert token_prefix(token.token) == token.prefix
+    assert token_prefix("Bearer nonsense") is None
+    assert new_api_token().token != token.token
