@@ -19,15 +19,8 @@ $(NPM): package.json package-lock.json
 	npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
 	touch $@
 
-# Only the files pages use are copied; node_modules itself is never served.
-$(VENDOR)/.stamp: $(NPM)
-	rm -rf $(VENDOR) && mkdir -p $(VENDOR)/socket.io $(VENDOR)/chart.js $(VENDOR)/mermaid $(VENDOR)/katex $(VENDOR)/codemirror
-	cp node_modules/socket.io-client/dist/socket.io.min.js $(VENDOR)/socket.io/
-	cp node_modules/chart.js/dist/chart.umd.min.js $(VENDOR)/chart.js/
-	cp node_modules/mermaid/dist/mermaid.min.js $(VENDOR)/mermaid/
-	cp -r node_modules/katex/dist/katex.min.js node_modules/katex/dist/katex.min.css node_modules/katex/dist/fonts $(VENDOR)/katex/
-	cp node_modules/codemirror/lib/codemirror.js node_modules/codemirror/lib/codemirror.css $(VENDOR)/codemirror/
-	touch $@
+$(VENDOR)/.stamp: $(NPM) scripts/copy-vendor-assets.sh
+	sh scripts/copy-vendor-assets.sh
 
 # Debian's Chromium for the browser tests (Playwright drives it; it never downloads a browser).
 chromium:

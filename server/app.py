@@ -30,9 +30,9 @@ ERROR_TITLES = {400: "Bad request", 404: "Not found", 405: "Method not allowed",
 
 
 def _wants_json(request: Request) -> bool:
-    return request.url.path.startswith(("/api/", "/healthz", "/readyz")) or "text/html" not in request.headers.get(
-        "accept", "text/html"
-    )
+    return request.url.path.startswith(
+        ("/api/", "/healthz", "/readyz")
+    ) or "text/html" not in request.headers.get("accept", "text/html")
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -51,14 +51,19 @@ def create_app(settings: Settings) -> FastAPI:
 
     async def http_error(request: Request, exc: Exception) -> Response:
         status = exc.status_code if isinstance(exc, StarletteHTTPException) else 500
-        detail = exc.detail if isinstance(exc, StarletteHTTPException) else "Something went wrong on our side."
+        detail = (
+            exc.detail if isinstance(exc, StarletteHTTPException) else "Something went wrong on our side."
+        )
         if status >= 500 and not isinstance(exc, StarletteHTTPException):
             log.exception("unhandled error on %s %s", request.method, request.url.path)
         if _wants_json(request):
             return JSONResponse({"code": f"http_{status}", "message": str(detail)}, status)
         title = ERROR_TITLES.get(status, "Error")
         return templates.TemplateResponse(
-            request, "errors/error.html", {"status": status, "title": title, "message": detail}, status_code=status
+            request,
+            "errors/error.html",
+            {"status": status, "title": title, "message": detail},
+            status_code=status,
         )
 
     async def validation_error(request: Request, exc: Exception) -> Response:

@@ -64,7 +64,10 @@ def cmd_serve(args: argparse.Namespace) -> None:
     migrate.upgrade(settings.effective_database_url)
     if settings.demo:
         _seed_demo(settings)
-        print(f"demo: http://{args.host}:{args.port}/a/demo and /a/demo-iframe (upstream {settings.simulator_url})")
+        print(
+            f"demo: http://{args.host}:{args.port}/a/demo and /a/demo-iframe"
+            f" (upstream {settings.simulator_url})"
+        )
     uvicorn.run(
         "server.app:create_app_from_env",
         factory=True,
@@ -118,11 +121,18 @@ def cmd_create_token(args: argparse.Namespace) -> None:
     new = new_api_token()
 
     async def work(db: AsyncSession) -> None:
-        db.add(ApiToken(name=args.name, prefix=new.prefix, token_hash=new.token_hash, scopes=sorted(set(args.scope))))
+        db.add(
+            ApiToken(
+                name=args.name, prefix=new.prefix, token_hash=new.token_hash, scopes=sorted(set(args.scope))
+            )
+        )
         await db.commit()
 
     _run_db(settings, work)
-    print(f"token {args.name!r} created with scopes {', '.join(sorted(set(args.scope)))}; it is shown only once:")
+    print(
+        f"token {args.name!r} created with scopes {', '.join(sorted(set(args.scope)))};"
+        " it is shown only once:"
+    )
     print(new.token)
 
 
@@ -162,7 +172,9 @@ def _load_document(path: Path) -> FlowsDocument:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        raise CommandError(f"{path}: {where}: {first['msg']} ({exc.error_count()} problem(s) in all)") from None
+        raise CommandError(
+            f"{path}: {where}: {first['msg']} ({exc.error_count()} problem(s) in all)"
+        ) from None
 
 
 def cmd_vendor_sdk(args: argparse.Namespace) -> None:
@@ -183,7 +195,8 @@ def cmd_simulator(args: argparse.Namespace) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="avatar-bff", description="Host Kaltura Conversational Avatar pages, relay their signaling, keep transcripts."
+        prog="avatar-bff",
+        description="Host Kaltura Conversational Avatar pages, relay their signaling, keep transcripts.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -192,7 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     serve.add_argument("--workers", type=int, default=1, help="worker processes (not sticky: see README)")
     serve.add_argument("--reload", action="store_true", help="restart on code changes (development)")
-    serve.add_argument("--demo", action="store_true", help="dev settings, seed the demo flows, use the simulator")
+    serve.add_argument(
+        "--demo", action="store_true", help="dev settings, seed the demo flows, use the simulator"
+    )
     serve.add_argument("--simulator-port", type=int, default=9100, help="port of the local simulator (demo)")
     serve.set_defaults(func=cmd_serve)
 
@@ -214,18 +229,28 @@ def build_parser() -> argparse.ArgumentParser:
     flows_sub.add_parser("list", help="one line per flow")
     show = flows_sub.add_parser("show", help="one flow as JSON")
     show.add_argument("slug")
-    imp = flows_sub.add_parser("import", help="create or update flows and templates from a JSON file (all or none)")
+    imp = flows_sub.add_parser(
+        "import", help="create or update flows and templates from a JSON file (all or none)"
+    )
     imp.add_argument("file")
     exp = flows_sub.add_parser("export", help="print flows and their templates as JSON")
     exp.add_argument("slug", nargs="*", help="only these flows")
     flows.set_defaults(func=cmd_flows)
 
-    sdk = sub.add_parser("vendor-sdk", help="download the pinned Kaltura SDK files, verify them, serve them ourselves")
-    sdk.add_argument("--version", default=DEFAULT_SDK_VERSION, help=f"SDK tag (default {DEFAULT_SDK_VERSION})")
-    sdk.add_argument("--from", dest="source", help="read the files from a local checkout of the SDK repository")
+    sdk = sub.add_parser(
+        "vendor-sdk", help="download the pinned Kaltura SDK files, verify them, serve them ourselves"
+    )
+    sdk.add_argument(
+        "--version", default=DEFAULT_SDK_VERSION, help=f"SDK tag (default {DEFAULT_SDK_VERSION})"
+    )
+    sdk.add_argument(
+        "--from", dest="source", help="read the files from a local checkout of the SDK repository"
+    )
     sdk.set_defaults(func=cmd_vendor_sdk)
 
-    sim = sub.add_parser("simulator", help="run the local upstream simulator (stands in for Kaltura's service)")
+    sim = sub.add_parser(
+        "simulator", help="run the local upstream simulator (stands in for Kaltura's service)"
+    )
     sim.add_argument("--host", default="127.0.0.1")
     sim.add_argument("--port", type=int, default=9100)
     sim.add_argument("--public-url", help="URL browsers use to reach the simulator")

@@ -39,7 +39,7 @@ class TurnOverride(BaseModel):
     urls: list[str] = Field(default_factory=list, max_length=8)
     username: str | None = None
     credential: str | None = None
-    iceTransportPolicy: Literal["all", "relay"] = "relay"  # noqa: N815 - the SDK's own key
+    iceTransportPolicy: Literal["all", "relay"] = "relay"
 
     @field_validator("urls")
     @classmethod
@@ -107,7 +107,9 @@ class FlowSpec(BaseModel):
                 raise ValueError(f"upstream 'custom' needs custom_endpoints: {', '.join(missing)}")
             for name, url in (self.custom_endpoints or {}).items():
                 if name not in ENDPOINT_FIELDS or not url.startswith(("https://", "http://")):
-                    raise ValueError(f"custom_endpoints.{name}: expected an http(s) URL for one of {ENDPOINT_FIELDS}")
+                    raise ValueError(
+                        f"custom_endpoints.{name}: expected an http(s) URL for one of {ENDPOINT_FIELDS}"
+                    )
         elif self.custom_endpoints:
             raise ValueError("custom_endpoints is only allowed with upstream 'custom'")
         return self
@@ -137,7 +139,8 @@ def check_upstream_hosts(spec: FlowSpec, allowed: list[str]) -> None:
         for name, url in (spec.custom_endpoints or {}).items():
             if not host_allowed(url, allowed):
                 raise FlowImportError(
-                    f"flow {spec.slug!r}: custom_endpoints.{name} host is not in AVATAR_BFF_ALLOWED_UPSTREAM_HOSTS"
+                    f"flow {spec.slug!r}: custom_endpoints.{name} host is not in"
+                    " AVATAR_BFF_ALLOWED_UPSTREAM_HOSTS"
                 )
 
 
@@ -153,7 +156,9 @@ async def latest_version(db: AsyncSession, template_id: int) -> DppTemplateVersi
 
 async def save_template(db: AsyncSession, spec: TemplateSpec, author: str = "") -> DppTemplate:
     """Create the template or add a version when the body changed (versions are never edited)."""
-    template = (await db.execute(select(DppTemplate).where(DppTemplate.name == spec.name))).scalar_one_or_none()
+    template = (
+        await db.execute(select(DppTemplate).where(DppTemplate.name == spec.name))
+    ).scalar_one_or_none()
     if template is None:
         template = DppTemplate(name=spec.name, description=spec.description)
         db.add(template)
@@ -163,7 +168,10 @@ async def save_template(db: AsyncSession, spec: TemplateSpec, author: str = "") 
     if latest is None or latest.body != spec.body:
         db.add(
             DppTemplateVersion(
-                template_id=template.id, version=(latest.version + 1) if latest else 1, body=spec.body, author=author
+                template_id=template.id,
+                version=(latest.version + 1) if latest else 1,
+                body=spec.body,
+                author=author,
             )
         )
     return template
@@ -203,8 +211,8 @@ def flow_to_spec(flow: Flow) -> FlowSpec:
         display_name=flow.display_name,
         client_id=flow.client_id,
         flow_id=flow.flow_id,
-        sdk_mode=flow.sdk_mode,  # type: ignore[arg-type]
-        upstream=flow.upstream,  # type: ignore[arg-type]
+        sdk_mode=flow.sdk_mode,
+        upstream=flow.upstream,
         custom_endpoints=flow.custom_endpoints,
         sdk_version=flow.sdk_version,
         genui_enabled=flow.genui_enabled,
@@ -227,7 +235,9 @@ async def export_document(db: AsyncSession, slugs: list[str] | None = None) -> F
     for template in {flow.dpp_template.id: flow.dpp_template for flow in flows if flow.dpp_template}.values():
         latest = await latest_version(db, template.id)
         if latest is not None:
-            templates.append(TemplateSpec(name=template.name, description=template.description, body=latest.body))
+            templates.append(
+                TemplateSpec(name=template.name, description=template.description, body=latest.body)
+            )
     return FlowsDocument(dpp_templates=templates, flows=specs)
 
 
@@ -242,16 +252,26 @@ def demo_document() -> FlowsDocument:
         ],
     }
     simulator_turn = TurnOverride(urls=["stun:127.0.0.1:3478"], iceTransportPolicy="all")
-    return FlowsDocument(
-        dpp_templates=[TemplateSpec(name="demo-welcome", description="Greets the visitor, asks two questions", body=body)],
-        flows=[
-            FlowSpec(
-                slug="demo", display_name="Demo avatar (Socket SDK)", client_id="demo-client", flow_id="demo-flow",
-                sdk_mode="socket", upstream="simulator", turn_override=simulator_turn, dpp_template="demo-welcome",
-            ),
-            FlowSpec(
-                slug="demo-iframe", display_name="Demo avatar (Iframe SDK)", client_id="demo-client",
-                flow_id="demo-flow-iframe", sdk_mode="iframe", upstream="simulator", dpp_template="demo-welcome",
-            ),
-        ],
-    )  # fmt: skip
+    welcome = TemplateSpec(
+        name="demo-welcome", description="Greets the visitor, asks two questions", body=body
+    )
+    socket_flow = FlowSpec(
+        slug="demo",
+        display_name="Demo avatar (Socket SDK)",
+        client_id="demo-client",
+        flow_id="demo-flow",
+        sdk_mode="socket",
+        upstream="simulator",
+        turn_override=simulator_turn,
+        dpp_template=welcome.name,
+    )
+    iframe_flow = FlowSpec(
+        slug="demo-iframe",
+        display_name="Demo avatar (Iframe SDK)",
+        client_id="demo-client",
+        flow_id="demo-flow-iframe",
+        sdk_mode="iframe",
+        upstream="simulator",
+        dpp_template=welcome.name,
+    )
+    return FlowsDocument(dpp_templates=[welcome], flows=[socket_flow, iframe_flow])

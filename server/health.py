@@ -29,10 +29,16 @@ async def readyz(services: Annotated[Services, Depends(get_services)]) -> JSONRe
             await connection.execute(text("SELECT 1"))
         current = await current_revision(services.engine)
     except (SQLAlchemyError, OSError) as exc:
-        return JSONResponse({"status": "unavailable", "reason": f"database unreachable: {type(exc).__name__}"}, 503)
+        return JSONResponse(
+            {"status": "unavailable", "reason": f"database unreachable: {type(exc).__name__}"}, 503
+        )
     head = head_revision(services.settings.effective_database_url)
     if current != head:
         return JSONResponse(
-            {"status": "unavailable", "reason": f"migrations not applied (database at {current}, code at {head})"}, 503
+            {
+                "status": "unavailable",
+                "reason": f"migrations not applied (database at {current}, code at {head})",
+            },
+            503,
         )
     return JSONResponse({"status": "ready", "revision": current})

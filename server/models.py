@@ -1,4 +1,4 @@
-"""The data model: flows, DPP templates and their immutable versions, sessions, transcripts, admins, tokens."""
+"""The data model: flows, DPP templates and immutable versions, sessions, transcripts, admins, tokens."""
 
 from __future__ import annotations
 

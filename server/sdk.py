@@ -133,7 +133,9 @@ def fetch_pinned(pin: SdkPin, source_dir: Path | None = None) -> bytes:
         if source_dir is not None:
             path = source_dir / pin.repo_path
             if not path.is_file():
-                raise SdkError(f"{path} not found (expected a checkout of the SDK repository at {pin.version})")
+                raise SdkError(
+                    f"{path} not found (expected a checkout of the SDK repository at {pin.version})"
+                )
             data = path.read_bytes()
         else:
             data = _download(pin)

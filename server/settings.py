@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-SECRET_FILE_NAME = "secret_key"
+SECRET_FILE_NAME = "secret_key"  # noqa: S105 - a file name
 MIN_SECRET_LENGTH = 32
 
 
@@ -104,7 +104,9 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         first = exc.errors()[0]
         field = "_".join(str(part) for part in first["loc"]).upper()
-        raise SettingsError(f"invalid setting AVATAR_BFF_{field}: {first['msg'].removeprefix('Value error, ')}") from None
+        raise SettingsError(
+            f"invalid setting AVATAR_BFF_{field}: {first['msg'].removeprefix('Value error, ')}"
+        ) from None
     if settings.secret_key is None:
         if not settings.is_dev:
             raise SettingsError(

@@ -51,4 +51,6 @@ def host_allowed(url: str, patterns: list[str]) -> bool:
         return False
     host = parts.hostname.lower()
     netloc = f"{host}:{parts.port}" if parts.port else host
-    return any(fnmatch.fnmatchcase(netloc, p.lower()) or fnmatch.fnmatchcase(host, p.lower()) for p in patterns)
+    return any(
+        fnmatch.fnmatchcase(netloc, p.lower()) or fnmatch.fnmatchcase(host, p.lower()) for p in patterns
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -31,8 +32,14 @@ def seed_demo(settings: Settings) -> None:
 def settings(tmp_path: Path) -> Settings:
     """Dev settings on a migrated SQLite database in a temp dir, with the demo flows seeded."""
     value = make_settings(tmp_path)
-    migrate.upgrade(value.effective_database_url)
-    seed_demo(value)
+
+    def prepare() -> None:
+        migrate.upgrade(value.effective_database_url)
+        seed_demo(value)
+
+    # A thread of its own: Playwright's sync API keeps an event loop running in the main thread.
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(prepare).result()
     return value
 
 

@@ -18,7 +18,6 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.db import create_engine, create_sessionmaker
-
 from server.settings import Settings, load_settings
 
 TEST_SECRET = "test-secret-" + "x" * 40

@@ -26,7 +26,7 @@ router = APIRouter()
 VISITOR_KEY = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 MAX_VISITOR_FIELDS = 20
 MAX_VISITOR_VALUE = 200
-SESSION_TOKEN_KIND = "page-session"
+SESSION_TOKEN_KIND = "page-session"  # noqa: S105 - a token kind, not a secret
 
 
 def visitor_context(query: dict[str, str]) -> dict[str, str]:
@@ -63,12 +63,18 @@ async def hosted_page(
     if version is not None:
         context = {
             "visitor": visitor,
-            "flow": {"slug": flow.slug, "display_name": flow.display_name, "url": str(request.url.remove_query_params(list(request.query_params)))},
+            "flow": {
+                "slug": flow.slug,
+                "display_name": flow.display_name,
+                "url": str(request.url.remove_query_params(list(request.query_params))),
+            },
         }
         try:
             dpp = render_dpp(version.body, context)
         except DppError as exc:
-            raise HTTPException(503, f"This avatar page is misconfigured: its prompt template failed ({exc}).") from None
+            raise HTTPException(
+                503, f"This avatar page is misconfigured: its prompt template failed ({exc})."
+            ) from None
     session = Session(flow_id=flow.id, template_version_id=version.id if version else None, rendered_dpp=dpp,
                       visitor_context=visitor)  # fmt: skip
     db.add(session)

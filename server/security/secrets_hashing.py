@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**15, 8, 1
 _SCRYPT_MAXMEM = 64 * 1024 * 1024
-TOKEN_PREFIX = "abff"
+TOKEN_PREFIX = "abff"  # noqa: S105 - a public marker, not a secret
 
 
 def hash_password(password: str) -> str:

@@ -68,7 +68,9 @@ def test_cdn_sdk_url_is_the_only_third_party_script(live_server: ServerThread) -
     ]
 
 
-def test_self_hosted_sdk_removes_the_cdn_from_the_policy(live_server: ServerThread, settings: Settings) -> None:
+def test_self_hosted_sdk_removes_the_cdn_from_the_policy(
+    live_server: ServerThread, settings: Settings
+) -> None:
     target = settings.sdk_dir / "v2.7.4" / "socket-kaltura-avatar-sdk.js"
     target.parent.mkdir(parents=True)
     target.write_text("// stand-in; the browser tests use the real file")
@@ -95,7 +97,7 @@ def test_page_renders_dpp_from_visitor_context_and_opens_a_session(
     config = page_config(response.text)
     dpp = config["dpp"]
     assert isinstance(dpp, dict) and dpp["user"]["first_name"] == 'Ana "</script>'
-    assert "</script>\"" not in response.text.split('id="avatar-config">')[1].split("</script>")[0]
+    assert '</script>"' not in response.text.split('id="avatar-config">')[1].split("</script>")[0]
     session_info = config["session"]
     assert isinstance(session_info, dict) and session_info["token"]
 

@@ -22,7 +22,9 @@ def test_default_policy_allows_only_our_origin_and_the_nonce() -> None:
 
 
 def test_never_unsafe_keywords_whatever_the_page_asks() -> None:
-    policy = PagePolicy(script_urls=(SDK_URL,), connect_origins=("https://a.example",), frame_origins=("https://b",))
+    policy = PagePolicy(
+        script_urls=(SDK_URL,), connect_origins=("https://a.example",), frame_origins=("https://b",)
+    )
     text = build_csp("n", policy)
     for banned in ("unsafe-inline", "unsafe-eval", "strict-dynamic", "*"):
         assert banned not in text.replace(SDK_URL, "")

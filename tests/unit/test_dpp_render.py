@@ -1,4 +1,4 @@
-"""DPP templates: string leaves are sandboxed Jinja2, so visitor input can't break JSON or escape the sandbox."""
+"""DPP templates: string leaves are sandboxed Jinja2; visitor input can't break the JSON or the sandbox."""
 
 from __future__ import annotations
 
@@ -8,7 +8,11 @@ from server.dpp.render import DppError, render_dpp, validate_template
 
 
 def test_string_leaves_are_rendered_with_the_visitor_context() -> None:
-    body = {"user": {"first_name": "{{ visitor.first_name }}"}, "questions": ["Hi {{ visitor.first_name }}?"], "n": 3}
+    body = {
+        "user": {"first_name": "{{ visitor.first_name }}"},
+        "questions": ["Hi {{ visitor.first_name }}?"],
+        "n": 3,
+    }
     rendered = render_dpp(body, {"visitor": {"first_name": "Ana"}})
     assert rendered == {"user": {"first_name": "Ana"}, "questions": ["Hi Ana?"], "n": 3}
 

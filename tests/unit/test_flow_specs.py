@@ -39,8 +39,10 @@ def test_invalid_flows_are_refused_with_a_reason(change: dict[str, Any], message
 
 
 def test_custom_endpoints_must_be_on_allowed_hosts() -> None:
-    spec = FlowSpec(**{**BASE, "upstream": "custom", "custom_endpoints": {**CUSTOM, "api": "https://evil.example"}})
-    with pytest.raises(FlowImportError, match="custom_endpoints.api"):
+    spec = FlowSpec(
+        **{**BASE, "upstream": "custom", "custom_endpoints": {**CUSTOM, "api": "https://evil.example"}}
+    )
+    with pytest.raises(FlowImportError, match=r"custom_endpoints\.api"):
         check_upstream_hosts(spec, ["*.avatar.us.kaltura.ai"])
 
 

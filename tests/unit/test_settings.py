@@ -35,7 +35,10 @@ def test_dev_secret_is_generated_once_and_kept(tmp_path: Path) -> None:
 
 def test_allowed_hosts_accept_a_comma_list(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AVATAR_BFF_ALLOWED_UPSTREAM_HOSTS", "a.example, *.b.example")
-    assert load_settings(environment="dev", data_dir=tmp_path).allowed_upstream_hosts == ["a.example", "*.b.example"]
+    assert load_settings(environment="dev", data_dir=tmp_path).allowed_upstream_hosts == [
+        "a.example",
+        "*.b.example",
+    ]
 
 
 def test_default_database_is_sqlite_under_the_data_dir(tmp_path: Path) -> None:

@@ -28,7 +28,9 @@ def test_expired_token_is_refused_with_reason() -> None:
     assert caught.value.code == "expired"
 
 
-@pytest.mark.parametrize("mangle", [lambda t: t[:-2] + "xy", lambda t: "e30" + t[3:], lambda t: "nodot", lambda t: ""])
+@pytest.mark.parametrize(
+    "mangle", [lambda t: t[:-2] + "xy", lambda t: "e30" + t[3:], lambda t: "nodot", lambda t: ""]
+)
 def test_forged_or_malformed_token_is_refused(mangle: object) -> None:
     token = signer.sign("page-session", {"sid": "abc"}, ttl_seconds=60)
     with pytest.raises(TokenError) as caught:

@@ -1,0 +1,95 @@
+"""Headless Debian Chromium driven by Playwright (no browser download), with the pinned Kaltura SDK.
+
+The SDK's CDN is unreachable from test machines, so a route answers the exact pinned URL with the verified
+bytes from `avatar-bff vendor-sdk`'s cache — the browser still checks the integrity hash.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from playwright.sync_api import Browser, BrowserContext, Page, Route, sync_playwright
+
+from server.sdk import PINS, SdkError, SdkPin, fetch_pinned
+
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--use-fake-ui-for-media-stream",
+    "--use-fake-device-for-media-stream", "--autoplay-policy=no-user-gesture-required",
+]  # fmt: skip
+
+RECORD_VIOLATIONS = """
+window.__cspViolations = [];
+document.addEventListener('securitypolicyviolation', (e) => {
+  window.__cspViolations.push({directive: e.violatedDirective, blocked: e.blockedURI, sample: e.sample});
+});
+"""
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    executable = shutil.which("chromium")
+    if executable is None:
+        pytest.skip("Debian's chromium is not installed (make setup installs it)")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture(scope="session")
+def sdk_files() -> dict[str, tuple[SdkPin, bytes]]:
+    try:
+        return {
+            pin.mode: (pin, fetch_pinned(pin)) for (version, _), pin in PINS.items() if version == "v2.7.4"
+        }
+    except SdkError as exc:
+        pytest.skip(
+            f"the pinned Kaltura SDK is not available offline (run avatar-bff vendor-sdk once): {exc}"
+        )
+
+
+@dataclass
+class PageWatch:
+    """A page plus what it complained about: CSP violations, console errors, third-party requests."""
+
+    page: Page
+    console_errors: list[str] = field(default_factory=list)
+    requests: list[str] = field(default_factory=list)
+
+    def violations(self) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = self.page.evaluate("window.__cspViolations || []")
+        return found
+
+
+def _serve_pinned(body: bytes) -> Callable[[Route], None]:
+    headers = {"content-type": "application/javascript; charset=utf-8", "access-control-allow-origin": "*"}
+
+    def handle(route: Route) -> None:
+        route.fulfill(status=200, body=body, headers=headers)
+
+    return handle
+
+
+@pytest.fixture
+def context(browser: Browser, sdk_files: dict[str, tuple[SdkPin, bytes]]) -> Iterator[BrowserContext]:
+    ctx = browser.new_context()
+    ctx.add_init_script(RECORD_VIOLATIONS)
+    for pin, data in sdk_files.values():
+        ctx.route(pin.cdn_url, _serve_pinned(data))
+    yield ctx
+    ctx.close()
+
+
+@pytest.fixture
+def watch(context: BrowserContext) -> PageWatch:
+    page = context.new_page()
+    watched = PageWatch(page)
+    page.on("console", lambda msg: watched.console_errors.append(msg.text) if msg.type == "error" else None)
+    page.on("pageerror", lambda exc: watched.console_errors.append(f"uncaught: {exc}"))
+    page.on("request", lambda request: watched.requests.append(request.url))
+    return watched
