@@ -7,6 +7,7 @@ import asyncio
 import getpass
 import json
 import os
+import subprocess
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -55,19 +56,33 @@ def _seed_demo(settings: Settings) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
-    import uvicorn
-
     if args.demo:
         os.environ["AVATAR_BFF_DEMO"] = "true"
         os.environ.setdefault("AVATAR_BFF_SIMULATOR_URL", f"http://127.0.0.1:{args.simulator_port}")
     settings = load_settings()
     migrate.upgrade(settings.effective_database_url)
+    simulator = None
     if settings.demo:
         _seed_demo(settings)
-        print(
-            f"demo: http://{args.host}:{args.port}/a/demo and /a/demo-iframe"
-            f" (upstream {settings.simulator_url})"
-        )
+        simulator = _start_simulator(args.simulator_port)
+        print(f"demo: http://{args.host}:{args.port}/a/demo and /a/demo-iframe (simulator {settings.simulator_url})")
+    try:
+        _serve(args, settings)
+    finally:
+        if simulator is not None:
+            simulator.terminate()
+            simulator.wait(timeout=10)
+
+
+def _start_simulator(port: int) -> subprocess.Popen[bytes]:
+    """The demo's upstream: the simulator in a child process, so it stays a stranger to the app."""
+    command = [sys.executable, "-c", "from server.cli import main; main()", "simulator", "--port", str(port)]
+    return subprocess.Popen(command)  # noqa: S603 - our own interpreter and module
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> None:
+    import uvicorn
+
     uvicorn.run(
         "server.app:create_app_from_env",
         factory=True,
