@@ -7,7 +7,6 @@ import asyncio
 import getpass
 import json
 import os
-import subprocess
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -61,23 +60,10 @@ def cmd_serve(args: argparse.Namespace) -> None:
         os.environ.setdefault("AVATAR_BFF_SIMULATOR_URL", f"http://127.0.0.1:{args.simulator_port}")
     settings = load_settings()
     migrate.upgrade(settings.effective_database_url)
-    simulator = None
     if settings.demo:
         _seed_demo(settings)
-        simulator = _start_simulator(args.simulator_port)
-        print(f"demo: http://{args.host}:{args.port}/a/demo and /a/demo-iframe (simulator {settings.simulator_url})")
-    try:
-        _serve(args, settings)
-    finally:
-        if simulator is not None:
-            simulator.terminate()
-            simulator.wait(timeout=10)
-
-
-def _start_simulator(port: int) -> subprocess.Popen[bytes]:
-    """The demo's upstream: the simulator in a child process, so it stays a stranger to the app."""
-    command = [sys.executable, "-c", "from server.cli import main; main()", "simulator", "--port", str(port)]
-    return subprocess.Popen(command)  # noqa: S603 - our own interpreter and module
+        print(f"demo: http://{args.host}:{args.port}/a/demo and /a/demo-iframe")
+    _serve(args, settings)
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> None:
@@ -198,16 +184,6 @@ def cmd_vendor_sdk(args: argparse.Namespace) -> None:
     print("pages now load the SDK from this server; the CDN is no longer in their CSP")
 
 
-def cmd_simulator(args: argparse.Namespace) -> None:
-    import uvicorn
-
-    from server.simulator import SimulatorConfig, create_app
-
-    public_url = args.public_url or f"http://{args.host}:{args.port}"
-    app = create_app(SimulatorConfig(public_url=public_url))
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="avatar-bff",
@@ -263,13 +239,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sdk.set_defaults(func=cmd_vendor_sdk)
 
-    sim = sub.add_parser(
-        "simulator", help="run the local upstream simulator (stands in for Kaltura's service)"
-    )
-    sim.add_argument("--host", default="127.0.0.1")
-    sim.add_argument("--port", type=int, default=9100)
-    sim.add_argument("--public-url", help="URL browsers use to reach the simulator")
-    sim.set_defaults(func=cmd_simulator)
     return parser
 
 
