@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -14,12 +15,16 @@ from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from server import health
+from server.api import docs, v1
 from server.db import create_engine, create_sessionmaker
 from server.dependencies import Services
+from server.errors import ServiceError
+from server.housekeeping import run_housekeeping
 from server.pages import router as pages
 from server.paths import STATIC_DIR, TEMPLATES_DIR
 from server.sdk import SELF_HOSTED_URL_PREFIX
 from server.security.headers import SecurityHeadersMiddleware
+from server.security.limits import RequestLimitsMiddleware
 from server.security.signing import Signer
 from server.settings import Settings, load_settings
 
@@ -43,10 +48,21 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        housekeeping = asyncio.create_task(run_housekeeping(services))
         yield
+        housekeeping.cancel()
         await engine.dispose()
 
-    app = FastAPI(title="avatar-bff", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    app = FastAPI(
+        title="avatar-bff API",
+        version="1",
+        description="Sessions and transcripts of hosted avatar conversations. Bearer tokens come from "
+        '`avatar-bff create-token`. Every error is JSON: `{"code": …, "message": …}`.',
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/api/openapi.json",
+        lifespan=lifespan,
+    )
     app.state.services = services
 
     async def http_error(request: Request, exc: Exception) -> Response:
@@ -72,12 +88,19 @@ def create_app(settings: Settings) -> FastAPI:
         message = f"{where}: {errors[0]['msg']}" if errors else "invalid request"
         return JSONResponse({"code": "invalid_request", "message": message}, 400)
 
+    async def service_error(_request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ServiceError)
+        return JSONResponse({"code": exc.code, "message": exc.message}, exc.status)
+
+    app.add_exception_handler(ServiceError, service_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(Exception, http_error)
 
     app.include_router(health.router)
     app.include_router(pages.router)
+    app.include_router(v1.router)
+    app.include_router(docs.router)
 
     @app.get("/", include_in_schema=False)
     async def index(request: Request) -> HTMLResponse:
@@ -86,7 +109,12 @@ def create_app(settings: Settings) -> FastAPI:
     settings.sdk_dir.mkdir(parents=True, exist_ok=True)
     app.mount(SELF_HOSTED_URL_PREFIX, StaticFiles(directory=settings.sdk_dir), name="sdk")
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    app.add_middleware(SecurityHeadersMiddleware, max_query_bytes=settings.max_query_bytes)
+    app.add_middleware(
+        RequestLimitsMiddleware,
+        max_query_bytes=settings.max_query_bytes,
+        max_body_bytes=settings.max_body_bytes,
+    )
+    app.add_middleware(SecurityHeadersMiddleware)  # outermost: every response, refusals included
     return app
 
 

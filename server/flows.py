@@ -86,6 +86,7 @@ class FlowSpec(BaseModel):
     genui_origins: list[str] = Field(default_factory=list, max_length=20)
     dpp_template: str | None = None
     enabled: bool = True
+    retention_days: int | None = Field(default=None, ge=1, le=3650)
 
     @field_validator("allowed_origins", "genui_origins")
     @classmethod
@@ -222,6 +223,7 @@ def flow_to_spec(flow: Flow) -> FlowSpec:
         genui_origins=flow.genui_origins,
         dpp_template=flow.dpp_template.name if flow.dpp_template else None,
         enabled=flow.enabled,
+        retention_days=flow.retention_days,
     )
 
 

@@ -128,6 +128,7 @@ class Flow(Base):
         ForeignKey("dpp_templates.id", ondelete="SET NULL"), nullable=True
     )
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    retention_days: Mapped[int | None] = mapped_column(Integer, nullable=True)  # None: keep forever
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
@@ -150,6 +151,7 @@ class Session(Base):
     status: Mapped[str] = mapped_column(String(16), default="created")
     end_reason: Mapped[str | None] = mapped_column(String(64), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_activity_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
     flow: Mapped[Flow] = relationship()

@@ -41,7 +41,10 @@ class Settings(BaseSettings):
         default_factory=lambda: ["*.avatar.us.kaltura.ai", "*.avatar.eu.kaltura.ai"]
     )
     max_query_bytes: int = Field(default=8192, ge=256, le=65536)
+    max_body_bytes: int = Field(default=1024 * 1024, ge=64 * 1024)
     session_token_ttl_seconds: int = Field(default=2 * 3600, ge=60)
+    session_idle_seconds: int = Field(default=30 * 60, ge=60)
+    housekeeping_interval_seconds: float = Field(default=300, gt=0)
 
     @field_validator("allowed_upstream_hosts", mode="before")
     @classmethod

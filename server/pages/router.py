@@ -19,6 +19,7 @@ from server.models import Flow, Session
 from server.pages.config import SOCKET_IO_CLIENT, build_page
 from server.sdk import pin_for, script_source
 from server.security.csp import build_csp, permissions_policy
+from server.security.signing import PAGE_SESSION
 from server.upstreams import endpoints_for
 
 router = APIRouter()
@@ -26,7 +27,6 @@ router = APIRouter()
 VISITOR_KEY = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 MAX_VISITOR_FIELDS = 20
 MAX_VISITOR_VALUE = 200
-SESSION_TOKEN_KIND = "page-session"  # noqa: S105 - a token kind, not a secret
 
 
 def visitor_context(query: dict[str, str]) -> dict[str, str]:
@@ -80,7 +80,7 @@ async def hosted_page(
     db.add(session)
     await db.commit()
     token = services.signer.sign(
-        SESSION_TOKEN_KIND, {"sid": session.id, "flow": flow.slug}, settings.session_token_ttl_seconds
+        PAGE_SESSION, {"sid": session.id, "flow": flow.slug}, settings.session_token_ttl_seconds
     )
     endpoints = endpoints_for(flow.upstream, flow.custom_endpoints, settings.simulator_url)
     sdk = script_source(pin_for(flow.sdk_version, flow.sdk_mode), settings.sdk_dir)

@@ -1,4 +1,4 @@
-"""ASGI middleware: a nonce per request, bounded query strings, and security headers on every response."""
+"""ASGI middleware: a nonce per request and security headers on every response."""
 
 from __future__ import annotations
 
@@ -7,16 +7,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.security.csp import PagePolicy, baseline_headers, build_csp, new_nonce, permissions_policy
 
-TOO_LONG_BODY = (
-    b"<!doctype html><title>URL too long</title><h1>414: the address is too long</h1>"
-    b"<p>Shorten the query string and try again.</p>"
-)
-
 
 class SecurityHeadersMiddleware:
-    def __init__(self, app: ASGIApp, max_query_bytes: int) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.max_query_bytes = max_query_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -38,14 +32,4 @@ class SecurityHeadersMiddleware:
                     headers.setdefault("Cache-Control", "no-store")
             await send(message)
 
-        if len(scope.get("query_string", b"")) > self.max_query_bytes:
-            await send_with_headers(
-                {
-                    "type": "http.response.start",
-                    "status": 414,
-                    "headers": [(b"content-type", b"text/html; charset=utf-8")],
-                }
-            )
-            await send({"type": "http.response.body", "body": TOO_LONG_BODY})
-            return
         await self.app(scope, receive, send_with_headers)

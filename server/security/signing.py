@@ -9,6 +9,9 @@ import json
 import time
 from typing import Any
 
+# Token kinds: a token signed for one purpose never verifies for another.
+PAGE_SESSION = "page-session"
+
 
 class TokenError(Exception):
     """A token was refused; ``code`` is stable, the message is for people."""

@@ -3,8 +3,16 @@ import {
   addTranscriptEntry, clearError, readConfig, sdkMissingMessage,
   setConversationControls, setStatus, showError,
 } from './conversation-ui.js';
+import { TranscriptSender } from './transcript-sender.js';
 
 const config = readConfig();
+const transcript = new TranscriptSender(config.session.token);
+transcript.watchPageLifecycle();
+
+function recordLine(role, text) {
+  addTranscriptEntry(role, text);
+  transcript.add(role, text);
+}
 const $ = (id) => document.getElementById(id);
 const meetOrigin = new URL(config.sdk.config.meetBaseUrl).origin;
 const DPP_DELAY_MS = 500; // the meeting page needs a moment after showing the agent
@@ -21,6 +29,7 @@ function endsWithCommand(text) {
 }
 
 function finish(message) {
+  transcript.close(true);
   setConversationControls(false);
   $('start').disabled = true;
   setStatus(message);
@@ -38,12 +47,12 @@ window.addEventListener('message', (event) => {
       break;
     case 'agent-talked': {
       const text = textOf(message.data, 'agentContent');
-      addTranscriptEntry('Avatar', text);
+      recordLine('Avatar', text);
       if (endsWithCommand(text)) setTimeout(() => { if (sdk) sdk.end(); finish('The conversation has ended. Thank you!'); }, 1200);
       break;
     }
     case 'user-transcription':
-      addTranscriptEntry('User', textOf(message.data, 'userTranscription'));
+      recordLine('User', textOf(message.data, 'userTranscription'));
       break;
     case 'permissions-denied':
       setStatus('Microphone unavailable: use the text box inside the avatar window.');

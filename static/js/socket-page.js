@@ -3,8 +3,11 @@ import {
   addTranscriptEntry, bindEndCommands, clearError, errorMessage, readConfig, sdkMissingMessage,
   setConversationControls, setStatus, showError,
 } from './conversation-ui.js';
+import { TranscriptSender } from './transcript-sender.js';
 
 const config = readConfig();
+const transcript = new TranscriptSender(config.session.token);
+transcript.watchPageLifecycle();
 const $ = (id) => document.getElementById(id);
 let sdk = null;
 
@@ -21,7 +24,11 @@ function createSdk() {
     setConversationControls(true);
     if (config.dpp) avatar.injectDPP(config.dpp);
   });
-  avatar.on('transcript-entry', (entry) => addTranscriptEntry(entry.role, entry.text, new Date(entry.timestamp)));
+  avatar.on('transcript-entry', (entry) => {
+    const when = new Date(entry.timestamp);
+    addTranscriptEntry(entry.role, entry.text, when);
+    transcript.add(entry.role, entry.text, when);
+  });
   avatar.on('mic-denied', () => setStatus('Microphone unavailable: type your messages below.'));
   avatar.on('time-warning', ({ remainingSeconds }) => setStatus(`About ${Math.round(remainingSeconds)} seconds left.`));
   avatar.on('reconnecting', ({ attempt, maxAttempts }) => setStatus(`Reconnecting (${attempt} of ${maxAttempts})…`));
@@ -37,6 +44,7 @@ function createSdk() {
 }
 
 function finish(message) {
+  transcript.close(true);
   setConversationControls(false);
   $('start').disabled = true;
   setStatus(message);

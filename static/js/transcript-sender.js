@@ -1,0 +1,72 @@
+// Sends transcript lines to the server as they happen; on leave/end it flushes with sendBeacon.
+// Every line carries a per-session seq, so retries are harmless: the server stores each seq once
+// and answers with the highest contiguous seq it holds, and we resend only what follows.
+
+const ENDPOINT = '/api/v1/page/transcript';
+const BEACON_BUDGET = 32 * 1024; // browsers share ~64 KB across pending beacons
+const FLUSH_DELAY_MS = 1000;
+
+export class TranscriptSender {
+  constructor(token) {
+    this.token = token;
+    this.nextSeq = 1;
+    this.pending = [];
+    this.timer = null;
+    this.closed = false;
+  }
+
+  add(role, text, timestamp = new Date()) {
+    if (!text || this.closed) return;
+    this.pending.push({ seq: this.nextSeq++, role, text, timestamp: timestamp.toISOString() });
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => this.flush(), FLUSH_DELAY_MS);
+  }
+
+  acknowledge(highestSeq) {
+    this.pending = this.pending.filter((entry) => entry.seq > highestSeq);
+  }
+
+  async flush() {
+    if (!this.pending.length) return;
+    const entries = this.pending.slice(0, 200);
+    try {
+      const response = await fetch(ENDPOINT, {
+        method: 'POST', keepalive: true, headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ token: this.token, entries }),
+      });
+      if (response.ok) this.acknowledge((await response.json()).highest_seq);
+    } catch (_) { /* offline: kept for the next flush or the final beacon */ }
+    if (this.pending.length) this.timer = setTimeout(() => this.flush(), FLUSH_DELAY_MS * 3);
+  }
+
+  // Final flush that survives the page going away: chunked so each beacon stays within budget.
+  close(final = true) {
+    if (this.closed) return;
+    clearTimeout(this.timer);
+    const chunks = [];
+    let chunk = [];
+    for (const entry of this.pending) {
+      const candidate = [...chunk, entry];
+      if (chunk.length && JSON.stringify({ token: this.token, entries: candidate }).length > BEACON_BUDGET) {
+        chunks.push(chunk);
+        chunk = [entry];
+      } else {
+        chunk = candidate;
+      }
+    }
+    chunks.push(chunk);
+    chunks.forEach((entries, index) => {
+      const last = index === chunks.length - 1;
+      const body = JSON.stringify({ token: this.token, entries, final: final && last });
+      navigator.sendBeacon(ENDPOINT, new Blob([body], { type: 'application/json' }));
+    });
+    if (final) this.closed = true;
+  }
+
+  watchPageLifecycle() {
+    window.addEventListener('pagehide', () => this.close(true));
+    document.addEventListener('visibilitychange', () => {
+      if (document.visibilityState === 'hidden' && this.pending.length) this.close(false);
+    });
+  }
+}

@@ -1,0 +1,255 @@
+"""Transcript ingest from pages and the REST API, over real HTTP on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from server.models import ApiToken, Flow, Session, TranscriptEntry, utcnow
+from server.security.secrets_hashing import new_api_token
+from server.security.signing import PAGE_SESSION, Signer
+from server.settings import Settings
+from server.transcripts.store import expire_and_purge
+from tests.support import ServerThread, db_session
+
+T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+
+
+def open_page(server: ServerThread, slug: str = "demo") -> tuple[str, str]:
+    html = httpx.get(f"{server.url}/a/{slug}").text
+    config = json.loads(html.split('id="avatar-config">')[1].split("</script>")[0])
+    return config["session"]["id"], config["session"]["token"]
+
+
+def entry(seq: int, role: str = "Avatar", text: str | None = None, offset: float = 0) -> dict[str, Any]:
+    when = T0 + timedelta(seconds=30 * seq + offset)
+    return {"seq": seq, "role": role, "text": text or f"line {seq}", "timestamp": when.isoformat()}
+
+
+def post(server: ServerThread, body: Any, content_type: str = "application/json") -> httpx.Response:
+    data = body if isinstance(body, str | bytes) else json.dumps(body)
+    return httpx.post(
+        f"{server.url}/api/v1/page/transcript", content=data, headers={"content-type": content_type}
+    )
+
+
+def stored_count(settings: Settings, session_id: str) -> int:
+    async def count() -> int:
+        async with db_session(settings) as db:
+            query = select(func.count()).where(TranscriptEntry.session_id == session_id)
+            return int((await db.execute(query)).scalar_one())
+
+    return asyncio.run(count())
+
+
+def make_token(settings: Settings, *scopes: str, revoked: bool = False) -> str:
+    new = new_api_token()
+
+    async def store() -> None:
+        async with db_session(settings) as db:
+            db.add(ApiToken(name="t", prefix=new.prefix, token_hash=new.token_hash, scopes=list(scopes),
+                            revoked_at=utcnow() if revoked else None))  # fmt: skip
+            await db.commit()
+
+    asyncio.run(store())
+    return new.token
+
+
+def add_relay_lines(settings: Settings, session_id: str, lines: list[tuple[int, str, str, float]]) -> None:
+    async def store() -> None:
+        async with db_session(settings) as db:
+            for seq, role, text, offset in lines:
+                when = T0 + timedelta(seconds=30 * seq + offset)
+                db.add(TranscriptEntry(session_id=session_id, seq=seq, role=role, text=text, timestamp=when,
+                                       source="relay"))  # fmt: skip
+            await db.commit()
+
+    asyncio.run(store())
+
+
+def test_a_retried_batch_stores_nothing_twice(live_server: ServerThread, settings: Settings) -> None:
+    session_id, token = open_page(live_server)
+    batch = {"token": token, "entries": [entry(1), entry(2, "User")]}
+    first = post(live_server, batch)
+    assert first.status_code == 200 and first.json() == {"stored": 2, "highest_seq": 2, "status": "active"}
+    again = post(live_server, batch)
+    assert again.json() == {"stored": 0, "highest_seq": 2, "status": "active"}
+    assert stored_count(settings, session_id) == 2
+
+
+def test_highest_seq_tells_the_page_what_to_resend(live_server: ServerThread) -> None:
+    _, token = open_page(live_server)
+    assert post(live_server, {"token": token, "entries": [entry(1), entry(3)]}).json()["highest_seq"] == 1
+    assert post(live_server, {"token": token, "entries": [entry(2)]}).json()["highest_seq"] == 3
+
+
+def test_final_flush_ends_the_session_and_later_lines_are_refused(live_server: ServerThread) -> None:
+    _, token = open_page(live_server)
+    assert (
+        post(live_server, {"token": token, "entries": [entry(1)], "final": True}).json()["status"] == "ended"
+    )
+    assert post(live_server, {"token": token, "entries": [entry(1)]}).status_code == 200  # a retry is fine
+    late = post(live_server, {"token": token, "entries": [entry(2)]})
+    assert late.status_code == 409 and late.json()["code"] == "session_ended"
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "words"),
+    [
+        ({"entries": [entry(1)]}, 400, "token"),
+        ({"entries": [entry(1, text=" ")]}, 400, "blank"),
+        ({"entries": [entry(1, text="x" * 100_000)]}, 400, "text"),
+        ({"entries": [entry(i) for i in range(1, 10_001)]}, 400, "entries"),
+        ({"entries": [entry(1), entry(1)]}, 400, "twice"),
+        ({"entries": [{**entry(1), "role": "Narrator"}]}, 400, "role"),
+        ({"entries": [entry(1), {**entry(2), "timestamp": "yesterday"}]}, 400, "timestamp"),
+    ],
+)
+def test_bad_batches_are_refused_whole_with_a_reason(
+    live_server: ServerThread, settings: Settings, body: dict[str, Any], status: int, words: str
+) -> None:
+    session_id, token = open_page(live_server)
+    response = post(live_server, {"token": token, **body} if "token" not in words else body)
+    assert response.status_code == status
+    assert words in response.json()["message"]
+    assert stored_count(settings, session_id) == 0
+
+
+def test_forged_expired_and_unknown_tokens(live_server: ServerThread, settings: Settings) -> None:
+    _, token = open_page(live_server)
+    forged = post(live_server, {"token": token[:-3] + "abc", "entries": [entry(1)]})
+    assert forged.status_code == 401 and forged.json()["code"] == "token_invalid"
+    signer = Signer(settings.secret)
+    expired = signer.sign(PAGE_SESSION, {"sid": "x"}, ttl_seconds=60, now=0)
+    assert post(live_server, {"token": expired, "entries": [entry(1)]}).json()["code"] == "token_expired"
+    unknown = signer.sign(PAGE_SESSION, {"sid": "no-such-session"}, ttl_seconds=60)
+    assert post(live_server, {"token": unknown, "entries": [entry(1)]}).status_code == 404
+
+
+def test_non_json_wrong_type_and_oversized_bodies(live_server: ServerThread) -> None:
+    assert post(live_server, "{not json").status_code == 400
+    assert post(live_server, '{"token": "x", "entries": []}', "text/plain").status_code == 415
+    assert post(live_server, b"x" * (2 * 1024 * 1024)).status_code == 413
+
+
+def test_api_requires_a_valid_scoped_token(live_server: ServerThread, settings: Settings) -> None:
+    url = f"{live_server.url}/api/v1/sessions"
+    assert httpx.get(url).json()["code"] == "missing_token"
+    assert httpx.get(url, headers={"authorization": "Bearer abff_00000000_nope"}).status_code == 401
+    revoked = make_token(settings, "transcripts:read", revoked=True)
+    assert httpx.get(url, headers={"authorization": f"Bearer {revoked}"}).json()["code"] == "revoked_token"
+    reader = make_token(settings, "transcripts:read")
+    assert httpx.get(url, headers={"authorization": f"Bearer {reader}"}).status_code == 200
+    erase = httpx.delete(f"{url}/whatever", headers={"authorization": f"Bearer {reader}"})
+    assert erase.status_code == 403 and erase.json()["code"] == "insufficient_scope"
+
+
+def test_transcript_merges_page_and_relay_lines(live_server: ServerThread, settings: Settings) -> None:
+    session_id, token = open_page(live_server)
+    post(live_server, {"token": token, "entries": [entry(1, "Avatar", "Hello Ana!"), entry(2, "User", "Hi")]})
+    add_relay_lines(settings, session_id, [(1, "Avatar", "Hello Ana!", 0.4), (2, "User", "hi", 0.3),
+                                           (3, "Avatar", "Ending call now.", 0)])  # fmt: skip
+    auth = {"authorization": f"Bearer {make_token(settings, 'transcripts:read')}"}
+    body = httpx.get(f"{live_server.url}/api/v1/sessions/{session_id}/transcript", headers=auth).json()
+    assert [(e["seq"], e["role"], e["text"], e["sources"]) for e in body["entries"]] == [
+        (1, "Avatar", "Hello Ana!", ["page", "relay"]),
+        (2, "User", "Hi", ["page", "relay"]),
+        (3, "Avatar", "Ending call now.", ["relay"]),
+    ]
+    text = httpx.get(
+        f"{live_server.url}/api/v1/sessions/{session_id}/transcript?format=text", headers=auth
+    ).text
+    assert text == "Avatar: Hello Ana!\nUser: Hi\nAvatar: Ending call now."
+    markdown = httpx.get(
+        f"{live_server.url}/api/v1/sessions/{session_id}/transcript",
+        params={"format": "markdown", "timestamps": "true"},
+        headers=auth,
+    ).text
+    assert markdown.startswith("[2026-05-01T12:00:30Z] **Avatar:** Hello Ana!\n\n")
+
+
+def test_sessions_list_filters_and_paginates(live_server: ServerThread, settings: Settings) -> None:
+    ids = [open_page(live_server, "demo")[0] for _ in range(5)] + [open_page(live_server, "demo-iframe")[0]]
+    auth = {"authorization": f"Bearer {make_token(settings, 'transcripts:read')}"}
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params: dict[str, Any] = {"flow": "demo", "limit": 2, **({"cursor": cursor} if cursor else {})}
+        page = httpx.get(f"{live_server.url}/api/v1/sessions", params=params, headers=auth).json()
+        seen += [item["id"] for item in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert sorted(seen) == sorted(ids[:5]) and len(seen) == 5
+    detail = httpx.get(f"{live_server.url}/api/v1/sessions/{ids[0]}", headers=auth).json()
+    assert detail["dpp_template"] == {"name": "demo-welcome", "version": 1}
+    bad = httpx.get(f"{live_server.url}/api/v1/sessions", params={"cursor": "garbage"}, headers=auth)
+    assert bad.status_code == 400 and bad.json()["code"] == "invalid_cursor"
+
+
+def test_erasure_removes_session_and_transcript(live_server: ServerThread, settings: Settings) -> None:
+    session_id, token = open_page(live_server)
+    post(live_server, {"token": token, "entries": [entry(1)]})
+    auth = {"authorization": f"Bearer {make_token(settings, 'transcripts:read', 'transcripts:delete')}"}
+    assert httpx.delete(f"{live_server.url}/api/v1/sessions/{session_id}", headers=auth).status_code == 204
+    assert httpx.get(f"{live_server.url}/api/v1/sessions/{session_id}", headers=auth).status_code == 404
+    assert stored_count(settings, session_id) == 0
+
+
+def test_export_streams_ndjson_and_csv(live_server: ServerThread, settings: Settings) -> None:
+    session_id, token = open_page(live_server)
+    post(live_server, {"token": token, "entries": [entry(1, text='Say "hi", please'), entry(2, "User")]})
+    auth = {"authorization": f"Bearer {make_token(settings, 'transcripts:read')}"}
+    ndjson = httpx.get(f"{live_server.url}/api/v1/export", headers=auth).text.splitlines()
+    record = next(json.loads(line) for line in ndjson if json.loads(line)["id"] == session_id)
+    assert [e["text"] for e in record["entries"]] == ['Say "hi", please', "line 2"]
+    rows = list(
+        csv.reader(io.StringIO(httpx.get(f"{live_server.url}/api/v1/export?format=csv", headers=auth).text))
+    )
+    assert rows[0][:4] == ["session_id", "flow", "seq", "role"]
+    assert [session_id, "demo", "1", "Avatar", 'Say "hi", please'] == rows[1][:5]
+
+
+def test_openapi_documents_v1_and_docs_page_is_self_hosted(live_server: ServerThread) -> None:
+    spec = httpx.get(f"{live_server.url}/api/openapi.json").json()
+    assert {"/api/v1/sessions", "/api/v1/sessions/{session_id}/transcript", "/api/v1/page/transcript"} <= set(
+        spec["paths"]
+    )
+    docs = httpx.get(f"{live_server.url}/api/docs")
+    assert docs.status_code == 200 and "/static/vendor/swagger-ui/swagger-ui-bundle.js" in docs.text
+    assert "https://" not in docs.headers["content-security-policy"]
+
+
+def test_housekeeping_ends_idle_sessions_and_applies_retention(settings: Settings) -> None:
+    async def scenario() -> tuple[tuple[int, int], list[tuple[str, str]]]:
+        async with db_session(settings) as db:
+            flow = (await db.execute(select(Flow).where(Flow.slug == "demo"))).scalar_one()
+            flow.retention_days = 30
+            now, old = utcnow(), utcnow() - timedelta(days=40)
+            db.add_all(
+                [
+                    Session(
+                        id="idle", flow_id=flow.id, created_at=now, last_activity_at=now - timedelta(hours=2)
+                    ),
+                    Session(id="fresh", flow_id=flow.id, created_at=now, last_activity_at=now),
+                    Session(
+                        id="ancient", flow_id=flow.id, created_at=old, last_activity_at=old, status="ended"
+                    ),
+                ]
+            )
+            await db.commit()
+            counts = await expire_and_purge(db, utcnow(), timedelta(minutes=30))
+            rows = (await db.execute(select(Session.id, Session.status).order_by(Session.id))).all()
+            return counts, [(r[0], r[1]) for r in rows]
+
+    counts, rows = asyncio.run(scenario())
+    assert counts == (1, 1)
+    assert rows == [("fresh", "created"), ("idle", "ended")]
