@@ -8,10 +8,11 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import uvicorn
 from sqlalchemy.engine import make_url
@@ -20,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from server.db import create_engine, create_sessionmaker
 from server.settings import Settings, load_settings
 
+T = TypeVar("T")
 TEST_SECRET = "test-secret-" + "x" * 40
 
 
@@ -97,3 +99,12 @@ async def db_session(settings: Settings) -> AsyncIterator[AsyncSession]:
             yield session
     finally:
         await engine.dispose()
+
+
+def run_async(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run a coroutine to completion from sync test code, in a thread of its own.
+
+    Playwright's sync API keeps an event loop running in the main thread, where asyncio.run() is refused.
+    """
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(lambda: asyncio.run(factory())).result()

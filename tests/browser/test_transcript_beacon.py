@@ -1,0 +1,54 @@
+"""Closing the tab loses no transcript line the page already showed: the page flushes with sendBeacon."""
+
+from __future__ import annotations
+
+import time
+
+from playwright.sync_api import BrowserContext
+from sqlalchemy import select
+
+from server.models import Session, TranscriptEntry
+from server.settings import Settings
+from tests.support import ServerThread, db_session, run_async
+
+ADD_LINES = """async () => {
+  const { TranscriptSender } = await import('/static/js/transcript-sender.js');
+  const config = JSON.parse(document.getElementById('avatar-config').textContent);
+  const sender = new TranscriptSender(config.session.token);
+  sender.watchPageLifecycle();
+  sender.add('Avatar', 'Hello! How can I help?');
+  sender.add('User', 'Show me a chart, please');
+  return config.session.id;
+}"""
+
+
+def stored(settings: Settings, session_id: str) -> tuple[list[tuple[int, str, str]], str]:
+    async def read() -> tuple[list[tuple[int, str, str]], str]:
+        async with db_session(settings) as db:
+            rows = (
+                await db.execute(
+                    select(TranscriptEntry.seq, TranscriptEntry.role, TranscriptEntry.text)
+                    .where(TranscriptEntry.session_id == session_id)
+                    .order_by(TranscriptEntry.seq)
+                )
+            ).all()
+            status = (await db.execute(select(Session.status).where(Session.id == session_id))).scalar_one()
+            return [(r[0], r[1], r[2]) for r in rows], status
+
+    return run_async(read)
+
+
+def test_closing_the_tab_flushes_pending_lines(
+    live_server: ServerThread, settings: Settings, context: BrowserContext
+) -> None:
+    page = context.new_page()
+    page.goto(f"{live_server.url}/a/demo")
+    session_id = page.evaluate(ADD_LINES)
+    page.close(run_before_unload=True)  # well before the 1 s batching delay: only the beacon can save them
+    deadline = time.monotonic() + 10
+    lines, status = stored(settings, session_id)
+    while len(lines) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+        lines, status = stored(settings, session_id)
+    assert lines == [(1, "Avatar", "Hello! How can I help?"), (2, "User", "Show me a chart, please")]
+    assert status == "ended"
