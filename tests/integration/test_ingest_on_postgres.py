@@ -1,0 +1,54 @@
+"""Idempotent ingest relies on ON CONFLICT DO NOTHING, which each backend spells its own way: PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from server import migrate
+from server.errors import ServiceError
+from server.models import Flow, Session
+from server.security.signing import PAGE_SESSION, Signer
+from server.settings import Settings
+from server.transcripts.ingest import PageBatch, PageEntry, ingest_page_batch
+from server.transcripts.store import canonical_transcript
+from tests.support import db_session, fresh_postgres_database, make_settings
+
+pytestmark = pytest.mark.skipif(
+    not os.environ.get("AVATAR_BFF_TEST_DATABASE_URL"),
+    reason="needs AVATAR_BFF_TEST_DATABASE_URL (PostgreSQL)",
+)
+
+
+def test_retried_and_partial_batches_on_postgres(tmp_path: Path) -> None:
+    with fresh_postgres_database() as url:
+        settings = make_settings(tmp_path, database_url=url)
+        migrate.upgrade(url)
+        asyncio.run(scenario(settings))
+
+
+async def scenario(settings: Settings) -> None:
+    signer = Signer(settings.secret)
+    async with db_session(settings) as db:
+        flow = Flow(slug="f", display_name="F", client_id="c", flow_id="f")
+        db.add(flow)
+        await db.flush()
+        db.add(Session(id="s1", flow_id=flow.id))
+        await db.commit()
+        token = signer.sign(PAGE_SESSION, {"sid": "s1"}, 60)
+        at = datetime(2026, 1, 1, tzinfo=UTC)
+        lines = [PageEntry(seq=n, role="Avatar", text=f"line {n}", timestamp=at) for n in (1, 2, 4)]
+        first = await ingest_page_batch(db, signer, PageBatch(token=token, entries=lines))
+        again = await ingest_page_batch(db, signer, PageBatch(token=token, entries=lines))
+        assert (first.stored, first.highest_seq, again.stored, again.highest_seq) == (3, 2, 0, 2)
+        assert [e.text for e in await canonical_transcript(db, "s1")] == ["line 1", "line 2", "line 4"]
+        await ingest_page_batch(db, signer, PageBatch(token=token, entries=[], final=True))
+        with pytest.raises(ServiceError) as refused:
+            await ingest_page_batch(
+                db, signer, PageBatch(token=token, entries=[lines[0].model_copy(update={"seq": 9})])
+            )
+        assert refused.value.code == "session_ended"
