@@ -1,0 +1,150 @@
+"""Transcript ingest throughput through the HTTP API vs raw SQLAlchemy inserts into the same database,
+and p99 latency of fetching a 500-line transcript. Figures are ratios measured side by side in one run.
+
+    .venv/bin/python bench/ingest.py            # SQLite (temp file)
+    AVATAR_BFF_TEST_DATABASE_URL=postgresql+asyncpg://… .venv/bin/python bench/ingest.py   # and PostgreSQL
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from server import migrate
+from server.app import create_app
+from server.models import ApiToken, Flow, Session, TranscriptEntry
+from server.security.secrets_hashing import new_api_token
+from server.security.signing import PAGE_SESSION, Signer
+from tests.support import ServerThread, db_session, fresh_postgres_database, make_settings
+
+SESSIONS, LINES, BATCH, CLIENTS = 40, 250, 25, 8  # 10,000 lines per method
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+async def seed(settings: object, count: int, prefix: str) -> list[str]:
+    async with db_session(settings) as db:  # type: ignore[arg-type]
+        flow = Flow(slug=f"bench-{prefix}", display_name="Bench", client_id="c", flow_id="f")
+        db.add(flow)
+        await db.flush()
+        ids = [f"{prefix}{n:04d}" for n in range(count)]
+        db.add_all(Session(id=i, flow_id=flow.id) for i in ids)
+        await db.commit()
+        return ids
+
+
+def line(seq: int) -> dict[str, object]:
+    when = (T0 + timedelta(seconds=seq)).isoformat()
+    return {
+        "seq": seq,
+        "role": "Avatar" if seq % 2 else "User",
+        "text": f"Line {seq} of the bench.",
+        "timestamp": when,
+    }
+
+
+async def raw_inserts(settings: object, ids: list[str]) -> float:
+    start = time.perf_counter()
+    async with db_session(settings) as db:  # type: ignore[arg-type]
+        for session_id in ids:
+            for first in range(1, LINES + 1, BATCH):
+                db.add_all(
+                    TranscriptEntry(
+                        session_id=session_id,
+                        seq=s,
+                        role="Avatar",
+                        text=f"Line {s} of the bench.",
+                        timestamp=T0 + timedelta(seconds=s),
+                        source="page",
+                    )
+                    for s in range(first, first + BATCH)
+                )
+                await db.commit()
+    return SESSIONS * LINES / (time.perf_counter() - start)
+
+
+async def api_ingest(url: str, signer: Signer, ids: list[str]) -> float:
+    tokens = {i: signer.sign(PAGE_SESSION, {"sid": i}, 3600) for i in ids}
+    queue: asyncio.Queue[tuple[str, int]] = asyncio.Queue()
+    for session_id in ids:
+        for first in range(1, LINES + 1, BATCH):
+            queue.put_nowait((session_id, first))
+
+    async def client() -> None:
+        async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+            while not queue.empty():
+                session_id, first = queue.get_nowait()
+                body = {
+                    "token": tokens[session_id],
+                    "entries": [line(s) for s in range(first, first + BATCH)],
+                }
+                response = await http.post("/api/v1/page/transcript", json=body)
+                response.raise_for_status()
+
+    start = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(CLIENTS)))
+    return SESSIONS * LINES / (time.perf_counter() - start)
+
+
+async def fetch_p99(url: str, settings: object, session_id: str) -> float:
+    new = new_api_token()
+    async with db_session(settings) as db:  # type: ignore[arg-type]
+        db.add(
+            ApiToken(name="bench", prefix=new.prefix, token_hash=new.token_hash, scopes=["transcripts:read"])
+        )
+        await db.commit()
+    timings = []
+    async with httpx.AsyncClient(base_url=url, headers={"authorization": f"Bearer {new.token}"}) as http:
+        for _ in range(200):
+            start = time.perf_counter()
+            response = await http.get(f"/api/v1/sessions/{session_id}/transcript")
+            timings.append(time.perf_counter() - start)
+            assert len(response.json()["entries"]) == 500
+    return statistics.quantiles(timings, n=100)[98] * 1000
+
+
+def run(label: str, database_url: str | None, data_dir: Path) -> None:
+    overrides = {"database_url": database_url} if database_url else {}
+    settings = make_settings(data_dir, **overrides)
+    migrate.upgrade(settings.effective_database_url)
+    raw_ids = asyncio.run(seed(settings, SESSIONS, "raw"))
+    api_ids = asyncio.run(seed(settings, SESSIONS, "api"))
+    big = asyncio.run(seed(settings, 1, "big"))[0]
+    raw = asyncio.run(raw_inserts(settings, raw_ids))
+    with ServerThread(create_app(settings)) as server:
+        signer = Signer(settings.secret)
+        api = asyncio.run(api_ingest(server.url, signer, api_ids))
+        asyncio.run(api_ingest_one(server.url, signer, big))
+        p99 = asyncio.run(fetch_p99(server.url, settings, big))
+    print(f"{label}: raw inserts {raw:,.0f} lines/s; API {api:,.0f} lines/s = {api / raw:.2f} x raw "
+          f"(batches of {BATCH}, {CLIENTS} clients); 500-line transcript fetch p99 {p99:.1f} ms")  # fmt: skip
+
+
+async def api_ingest_one(url: str, signer: Signer, session_id: str) -> None:
+    token = signer.sign(PAGE_SESSION, {"sid": session_id}, 3600)
+    async with httpx.AsyncClient(base_url=url) as http:
+        for first in range(1, 501, 100):
+            body = {"token": token, "entries": [line(s) for s in range(first, first + 100)]}
+            (await http.post("/api/v1/page/transcript", json=body)).raise_for_status()
+
+
+def main() -> None:
+    with ExitStack() as stack:
+        data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        run("SQLite", None, data_dir / "sqlite")
+        if os.environ.get("AVATAR_BFF_TEST_DATABASE_URL"):
+            run("PostgreSQL", stack.enter_context(fresh_postgres_database()), data_dir / "pg")
+
+
+if __name__ == "__main__":
+    main()
