@@ -47,7 +47,7 @@ test: setup
 	$(BIN)/mypy
 
 bench: setup
-	$(BIN)/python bench/run_all.py
+	$(BIN)/python bench/ingest.py
 
 clean:
 	rm -rf $(VENV) node_modules $(VENDOR)
