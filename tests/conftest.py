@@ -28,10 +28,9 @@ def seed_demo(settings: Settings) -> None:
     asyncio.run(work())
 
 
-@pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    """Dev settings on a migrated SQLite database in a temp dir, with the demo flows seeded."""
-    value = make_settings(tmp_path)
+def prepared_settings(data_dir: Path) -> Settings:
+    """Dev settings on a migrated SQLite database in data_dir, with the demo flows seeded."""
+    value = make_settings(data_dir)
 
     def prepare() -> None:
         migrate.upgrade(value.effective_database_url)
@@ -41,6 +40,11 @@ def settings(tmp_path: Path) -> Settings:
     with ThreadPoolExecutor(1) as pool:
         pool.submit(prepare).result()
     return value
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return prepared_settings(tmp_path)
 
 
 @pytest.fixture
