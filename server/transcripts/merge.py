@@ -38,17 +38,25 @@ def normalise(text: str) -> str:
     return _SPACE.sub(" ", folded).strip(" .,!?;:…\"'")
 
 
-def _matching_group(groups: list[list[SourceEntry]], entry: SourceEntry) -> list[SourceEntry] | None:
+@dataclass
+class _Group:
+    key: str  # normalised text, computed once
+    members: list[SourceEntry]
+
+    @property
+    def first(self) -> SourceEntry:
+        return self.members[0]
+
+
+def _matching_group(groups: list[_Group], entry: SourceEntry, key: str) -> _Group | None:
     """The recent group that already holds this line from the other source, if any."""
-    key = normalise(entry.text)
     for group in reversed(groups):
-        first = group[0]
-        if entry.timestamp - first.timestamp > SAME_LINE_WINDOW:
+        if entry.timestamp - group.first.timestamp > SAME_LINE_WINDOW:
             return None
         if (
-            first.role == entry.role
-            and normalise(first.text) == key
-            and entry.source not in {m.source for m in group}
+            group.key == key
+            and group.first.role == entry.role
+            and all(member.source != entry.source for member in group.members)
         ):
             return group
     return None
@@ -62,21 +70,22 @@ def merge(entries: list[SourceEntry]) -> list[CanonicalEntry]:
     """
     unique = {(e.source, e.seq): e for e in sorted(entries, key=lambda e: (e.source, e.seq, e.timestamp))}
     ordered = sorted(unique.values(), key=lambda e: (e.timestamp, e.source, e.seq))
-    groups: list[list[SourceEntry]] = []
+    groups: list[_Group] = []
     for entry in ordered:
-        match = _matching_group(groups, entry)
+        key = normalise(entry.text)
+        match = _matching_group(groups, entry, key)
         if match is None:
-            groups.append([entry])
+            groups.append(_Group(key, [entry]))
         else:
-            match.append(entry)
-    groups.sort(key=lambda group: (group[0].timestamp, group[0].source, group[0].seq))
+            match.members.append(entry)
+    groups.sort(key=lambda group: (group.first.timestamp, group.first.source, group.first.seq))
     return [
         CanonicalEntry(
             seq=index,
-            role=group[0].role,
-            text=group[0].text,
-            timestamp=group[0].timestamp,
-            sources=tuple(sorted({member.source for member in group})),
+            role=group.first.role,
+            text=group.first.text,
+            timestamp=group.first.timestamp,
+            sources=tuple(sorted({member.source for member in group.members})),
         )
         for index, group in enumerate(groups, start=1)
     ]
