@@ -85,7 +85,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> None:
 def cmd_migrate(args: argparse.Namespace) -> None:
     settings = load_settings()
     migrate.upgrade(settings.effective_database_url, args.revision)
-    print(f"database at {migrate.head_revision(settings.effective_database_url)}")
+    print(f"database at {migrate.head_revision()}")
 
 
 def _read_password() -> str:

@@ -32,7 +32,7 @@ async def readyz(services: Annotated[Services, Depends(get_services)]) -> JSONRe
         return JSONResponse(
             {"status": "unavailable", "reason": f"database unreachable: {type(exc).__name__}"}, 503
         )
-    head = head_revision(services.settings.effective_database_url)
+    head = head_revision()
     if current != head:
         return JSONResponse(
             {

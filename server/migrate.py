@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 
 from alembic import command
@@ -30,8 +31,10 @@ def downgrade(database_url: str, revision: str = "base") -> None:
     command.downgrade(alembic_config(database_url), revision)
 
 
-def head_revision(database_url: str) -> str | None:
-    return ScriptDirectory.from_config(alembic_config(database_url)).get_current_head()
+@cache
+def head_revision() -> str | None:
+    """The newest migration in the code (read from disk once per process)."""
+    return ScriptDirectory.from_config(alembic_config("")).get_current_head()
 
 
 async def current_revision(engine: AsyncEngine) -> str | None:
