@@ -6,13 +6,15 @@ import asyncio
 import json
 import re
 import socket
+from pathlib import Path
 
 import httpx
 from sqlalchemy import select, update
 
+from server.app import create_app
 from server.models import Flow, Session
 from server.settings import Settings
-from tests.support import ServerThread, db_session
+from tests.support import ServerThread, db_session, make_settings
 
 
 def page_config(html: str) -> dict[str, object]:
@@ -143,3 +145,10 @@ def test_health_and_readiness(live_server: ServerThread) -> None:
     assert httpx.get(f"{live_server.url}/healthz").json() == {"status": "ok"}
     ready = httpx.get(f"{live_server.url}/readyz")
     assert ready.status_code == 200 and ready.json()["status"] == "ready"
+
+
+def test_readiness_fails_with_a_reason_before_migrations(tmp_path: Path) -> None:
+    with ServerThread(create_app(make_settings(tmp_path))) as server:
+        response = httpx.get(f"{server.url}/readyz")
+    assert response.status_code == 503
+    assert "migrations not applied" in response.json()["reason"]
