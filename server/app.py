@@ -7,6 +7,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import httpx
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -22,6 +23,7 @@ from server.errors import ServiceError
 from server.housekeeping import run_housekeeping
 from server.pages import router as pages
 from server.paths import STATIC_DIR, TEMPLATES_DIR
+from server.relay import whep
 from server.sdk import SELF_HOSTED_URL_PREFIX
 from server.security.headers import SecurityHeadersMiddleware
 from server.security.limits import RequestLimitsMiddleware
@@ -44,13 +46,17 @@ def create_app(settings: Settings) -> FastAPI:
     """Build the ASGI app for the given settings (tests pass their own)."""
     engine = create_engine(settings.effective_database_url)
     templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
-    services = Services(settings, engine, create_sessionmaker(engine), Signer(settings.secret), templates)
+    http = httpx.AsyncClient(follow_redirects=False, timeout=settings.whep_timeout_seconds)
+    services = Services(
+        settings, engine, create_sessionmaker(engine), Signer(settings.secret), templates, http
+    )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         housekeeping = asyncio.create_task(run_housekeeping(services))
         yield
         housekeeping.cancel()
+        await http.aclose()
         await engine.dispose()
 
     app = FastAPI(
@@ -101,6 +107,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(pages.router)
     app.include_router(v1.router)
     app.include_router(docs.router)
+    app.include_router(whep.router)
 
     @app.get("/", include_in_schema=False)
     async def index(request: Request) -> HTMLResponse:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+import httpx
 from fastapi import Request
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -20,6 +21,9 @@ class Services:
     sessions: async_sessionmaker[AsyncSession]
     signer: Signer
     templates: Jinja2Templates
+    http: (
+        httpx.AsyncClient
+    )  # outbound calls to the upstream (WHEP, Iframe SDK assets); never follows redirects
 
 
 def get_services(request: Request) -> Services:

@@ -43,6 +43,12 @@ class Settings(BaseSettings):
     max_query_bytes: int = Field(default=8192, ge=256, le=65536)
     max_body_bytes: int = Field(default=1024 * 1024, ge=64 * 1024)
     session_token_ttl_seconds: int = Field(default=2 * 3600, ge=60)
+    relay_connect_timeout_seconds: float = Field(default=5.0, gt=0, le=14)
+    relay_max_payload_bytes: int = Field(default=2 * 1024 * 1024, ge=64 * 1024)
+    relay_events_per_second: float = Field(default=50, gt=0)
+    relay_max_per_flow: int = Field(default=50, ge=1)
+    relay_max_total: int = Field(default=500, ge=1)
+    whep_timeout_seconds: float = Field(default=10.0, gt=0)
     session_idle_seconds: int = Field(default=30 * 60, ge=60)
     housekeeping_interval_seconds: float = Field(default=300, gt=0)
 

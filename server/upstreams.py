@@ -39,6 +39,11 @@ def endpoints_for(upstream: str, custom: dict[str, str] | None, simulator_url: s
     raise ValueError(f"unknown upstream {upstream!r}")
 
 
+def relay_allowed_hosts(allowed: list[str], simulator_url: str) -> list[str]:
+    """Hosts the relay may reach: the configured patterns plus the local simulator."""
+    return [*allowed, urlsplit(simulator_url).netloc]
+
+
 def origin_of(url: str) -> str:
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}"

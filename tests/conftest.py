@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,9 +29,9 @@ def seed_demo(settings: Settings) -> None:
     asyncio.run(work())
 
 
-def prepared_settings(data_dir: Path) -> Settings:
+def prepared_settings(data_dir: Path, **overrides: Any) -> Settings:
     """Dev settings on a migrated SQLite database in data_dir, with the demo flows seeded."""
-    value = make_settings(data_dir)
+    value = make_settings(data_dir, **overrides)
 
     def prepare() -> None:
         migrate.upgrade(value.effective_database_url)

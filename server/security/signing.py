@@ -11,6 +11,8 @@ from typing import Any
 
 # Token kinds: a token signed for one purpose never verifies for another.
 PAGE_SESSION = "page-session"
+WHEP_TARGET = "whep-target"  # an upstream WHEP URL handed to one session
+WHEP_RESOURCE = "whep-resource"  # the session resource (Location) an upstream WHEP answer named
 
 
 class TokenError(Exception):

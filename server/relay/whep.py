@@ -1,0 +1,101 @@
+"""WHEP through our origin: the browser posts its SDP offer here; we forward it to the URL upstream handed
+to that session. Targets travel as signed opaque ids, so any instance can serve them and nobody can point
+the proxy anywhere else (no open proxy, no SSRF)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+from urllib.parse import urljoin
+
+import httpx
+from fastapi import APIRouter, Depends, Request, Response
+
+from server.dependencies import Services, get_services
+from server.errors import ServiceError
+from server.security.signing import WHEP_RESOURCE, WHEP_TARGET, Signer, TokenError
+from server.upstreams import host_allowed, relay_allowed_hosts
+
+router = APIRouter(prefix="/relay/whep", include_in_schema=False)
+MAX_SDP_BYTES = 64 * 1024
+TARGET_TTL_SECONDS = 4 * 3600  # a conversation renegotiates on the same URL for as long as it lasts
+PASSED_HEADERS = ("content-type", "etag", "link")
+
+
+def whep_proxy_path(signer: Signer, upstream_url: str, session_id: str) -> str:
+    return f"/relay/whep/{signer.sign(WHEP_TARGET, {'u': upstream_url, 's': session_id}, TARGET_TTL_SECONDS)}"
+
+
+def _target(services: Services, kind: str, token: str) -> str:
+    try:
+        url = str(services.signer.verify(kind, token).get("u", ""))
+    except TokenError as exc:
+        raise ServiceError(404, "unknown_whep_target", f"no WHEP session here ({exc})") from None
+    settings = services.settings
+    if not host_allowed(url, relay_allowed_hosts(settings.allowed_upstream_hosts, settings.simulator_url)):
+        raise ServiceError(403, "whep_host_not_allowed", "the upstream WHEP host is not an allowed upstream")
+    return url
+
+
+async def _forward(
+    services: Services, method: str, url: str, body: bytes, content_type: str | None
+) -> Response:
+    headers = {"content-type": content_type} if content_type else {}
+    try:
+        answer = await services.http.request(
+            method, url, content=body, headers=headers, timeout=services.settings.whep_timeout_seconds
+        )
+    except httpx.TimeoutException:
+        raise ServiceError(
+            504,
+            "whep_timeout",
+            f"the avatar video service did not answer within {services.settings.whep_timeout_seconds:g} s",
+        ) from None
+    except httpx.HTTPError as exc:
+        raise ServiceError(
+            502, "whep_unreachable", f"the avatar video service is unreachable ({type(exc).__name__})"
+        ) from None
+    if answer.is_redirect:
+        raise ServiceError(502, "whep_redirect_refused", "the avatar video service redirected; not followed")
+    response = Response(answer.content, status_code=answer.status_code)
+    for name in PASSED_HEADERS:
+        if name in answer.headers:
+            response.headers[name] = answer.headers[name]
+    if location := answer.headers.get("location"):
+        resource = urljoin(url, location)
+        response.headers["location"] = "/relay/whep/resource/" + services.signer.sign(
+            WHEP_RESOURCE, {"u": resource}, TARGET_TTL_SECONDS
+        )
+    return response
+
+
+async def _sdp_body(request: Request) -> bytes:
+    if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/sdp":
+        raise ServiceError(415, "unsupported_media_type", "send the offer as application/sdp")
+    body = await request.body()
+    if len(body) > MAX_SDP_BYTES:
+        raise ServiceError(413, "offer_too_large", f"the SDP offer exceeds {MAX_SDP_BYTES // 1024} KB")
+    return body
+
+
+@router.post("/{target}")
+async def post_offer(
+    target: str, request: Request, services: Annotated[Services, Depends(get_services)]
+) -> Response:
+    url = _target(services, WHEP_TARGET, target)
+    return await _forward(services, "POST", url, await _sdp_body(request), "application/sdp")
+
+
+@router.patch("/resource/{resource}")
+async def patch_resource(
+    resource: str, request: Request, services: Annotated[Services, Depends(get_services)]
+) -> Response:
+    url = _target(services, WHEP_RESOURCE, resource)
+    body = await request.body()
+    if len(body) > MAX_SDP_BYTES:
+        raise ServiceError(413, "payload_too_large", f"the request exceeds {MAX_SDP_BYTES // 1024} KB")
+    return await _forward(services, "PATCH", url, body, request.headers.get("content-type"))
+
+
+@router.delete("/resource/{resource}")
+async def delete_resource(resource: str, services: Annotated[Services, Depends(get_services)]) -> Response:
+    return await _forward(services, "DELETE", _target(services, WHEP_RESOURCE, resource), b"", None)
