@@ -24,6 +24,7 @@ from server.housekeeping import run_housekeeping
 from server.pages import router as pages
 from server.paths import STATIC_DIR, TEMPLATES_DIR
 from server.relay import whep
+from server.relay.sockets import RelayHub, SocketIORoute
 from server.sdk import SELF_HOSTED_URL_PREFIX
 from server.security.headers import SecurityHeadersMiddleware
 from server.security.limits import RequestLimitsMiddleware
@@ -51,10 +52,14 @@ def create_app(settings: Settings) -> FastAPI:
         settings, engine, create_sessionmaker(engine), Signer(settings.secret), templates, http
     )
 
+    relay = RelayHub(services, [settings.public_url] if settings.public_url else None)
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         housekeeping = asyncio.create_task(run_housekeeping(services))
+        await relay.start()
         yield
+        await relay.stop()
         housekeeping.cancel()
         await http.aclose()
         await engine.dispose()
@@ -121,7 +126,10 @@ def create_app(settings: Settings) -> FastAPI:
         max_query_bytes=settings.max_query_bytes,
         max_body_bytes=settings.max_body_bytes,
     )
-    app.add_middleware(SecurityHeadersMiddleware)  # outermost: every response, refusals included
+    app.add_middleware(SecurityHeadersMiddleware)  # every response, refusals included
+    # Outermost: Socket.IO traffic goes straight to the relay with its own size limit and Origin check.
+    app.add_middleware(SocketIORoute, socketio_app=relay.app)
+    app.state.relay = relay
     return app
 
 
