@@ -1,0 +1,287 @@
+"""The simulated conversation service: the Socket SDK's event protocol, in the order the SDK needs."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from typing import Any
+from urllib.parse import parse_qsl
+
+import socketio
+from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc.sdp import candidate_from_sdp
+
+from server.simulator.config import SimulatorConfig
+from server.simulator.conversation import Dialogue, Reply, parse_dpp
+from server.simulator.session import SimSession
+from server.simulator.speech import chunks, synthesize, tone
+
+log = logging.getLogger("avatar_bff.simulator")
+END_GRACE_SECONDS = 1.0
+
+
+class Simulator:
+    """Holds every simulated session; speaks for the avatar; answers the Socket SDK's events."""
+
+    def __init__(self, config: SimulatorConfig) -> None:
+        self.config = config
+        self.sessions: dict[str, SimSession] = {}  # by session id
+        self.by_sid: dict[str, SimSession] = {}
+        self.waiting: set[str] = set()  # sockets told there is no agent, polling for one
+        self.sio = socketio.AsyncServer(
+            async_mode="asgi",
+            cors_allowed_origins="*",
+            max_http_buffer_size=config.max_payload_bytes,
+            async_handlers=False,
+            logger=False,
+            engineio_logger=False,
+        )
+        self.sio.on("connect", self._connect)
+        self.sio.on("disconnect", self._disconnect)
+        self.sio.on("*", self._event)
+
+    def scaled(self, seconds: float) -> float:
+        return seconds * self.config.time_scale
+
+    # ---- lifecycle -------------------------------------------------------------------------------------
+    def new_session(self, transport: str, send: Any, query: dict[str, str]) -> SimSession:
+        session = SimSession(
+            transport,
+            send,
+            Dialogue(self.config.closing_phrases),
+            query=query,
+            client_id=query.get("client", ""),
+            flow_id=query.get("flowId", ""),
+        )
+        self.sessions[session.id] = session
+        return session
+
+    def known(self, client_id: str, flow_id: str) -> bool:
+        known = self.config.known_clients
+        return known is None or flow_id in known.get(client_id, set())
+
+    async def end(self, session: SimSession, event: str = "conversationEnded") -> None:
+        if session.ended:
+            return
+        await session.send(event)
+        session.ended = True
+        await asyncio.sleep(self.scaled(END_GRACE_SECONDS))
+        if session.socket_sid is not None:
+            await self.sio.disconnect(session.socket_sid)
+
+    async def forget(self, session: SimSession) -> None:
+        await session.close()
+        self.sessions.pop(session.id, None)
+
+    # ---- speaking --------------------------------------------------------------------------------------
+    async def speak(self, session: SimSession, text: str) -> None:
+        """One utterance as the service sends it: text first, then server-timed chunks paced in real time."""
+        async with session.speech_lock:
+            speech_id = uuid.uuid4().hex[:12]
+            pieces = chunks(text, self.config.words_per_minute)
+            planned_ms = sum(piece.duration_ms for piece in pieces)
+            audio = synthesize(text, self.config.words_per_minute) if self.config.time_scale >= 1 else None
+            if audio is None and self.config.time_scale >= 1:
+                audio = tone(planned_ms / 1000)
+            stretch = (audio.size / 48 / planned_ms) if audio is not None and planned_ms else 1.0
+            await session.send("generatingSpeech", {"text": text, "speechId": speech_id})
+            for piece in pieces:
+                await session.send(
+                    "debug_stvTaskGenerated", {"text": piece.text + " ", "speechId": speech_id}
+                )
+            if audio is not None:
+                session.voice.say(audio)
+            else:
+                session.voice.speaking_for(self.scaled(planned_ms / 1000))
+            await session.send("stvStartedTalking")
+            for piece in pieces:
+                duration = max(1, round(piece.duration_ms * stretch))
+                await session.send(
+                    "stvSpeechChunk", {"text": piece.text, "speechId": speech_id, "durationMs": duration}
+                )
+                await asyncio.sleep(self.scaled(duration / 1000))
+            await session.send("stvSpeechChunk", {"text": "", "speechId": speech_id, "durationMs": 1})
+            await session.send("stvFinishedGenerating", {"speechId": speech_id})
+            await session.send("stvFinishedTalking", {"agentContent": text, "speechId": speech_id})
+
+    async def respond(self, session: SimSession, reply: Reply) -> None:
+        for event, payload in reply.events:
+            await session.send(event, payload)
+        await self.speak(session, reply.text)
+        if reply.ends:
+            await self.end(session)
+
+    async def user_said(self, session: SimSession, text: str) -> None:
+        await session.send("agentTurnToTalk", {"userTranscription": text})
+        await self.respond(session, session.dialogue.reply(text))
+
+    async def run_clock(self, session: SimSession) -> None:
+        limit = self.config.conversation_seconds
+        await asyncio.sleep(self.scaled(max(0.0, limit - 60)))
+        await session.send("conversationTimeWarning", {"remainingTime": min(60, limit)})
+        await asyncio.sleep(self.scaled(min(60.0, limit)))
+        await self.end(session, "conversationTimeExpired")
+
+    def start_conversation(self, session: SimSession) -> None:
+        session.spawn(self.run_clock(session))
+        session.spawn(self.respond(session, session.dialogue.greeting()))
+
+    # ---- Socket.IO -------------------------------------------------------------------------------------
+    async def _connect(self, sid: str, environ: dict[str, Any], _auth: Any = None) -> None:
+        query = dict(parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True))
+        query = {k: v for k, v in query.items() if k not in ("EIO", "transport", "t", "sid")}
+
+        async def send(event: str, data: Any) -> None:
+            await self.sio.emit(event, data, to=sid)
+
+        session = self.new_session("socket", send, query)
+        session.socket_sid = sid
+        self.by_sid[sid] = session
+        session.log("in", "connect", query)
+        session.spawn(self._greet_connection(sid, session))
+
+    async def _greet_connection(self, sid: str, session: SimSession) -> None:
+        # onServerConnected must follow the connect acknowledgement, or the SDK's state machine stalls.
+        while not self.sio.manager.is_connected(sid, "/"):  # noqa: ASYNC110 - python-socketio has no event for it
+            await asyncio.sleep(0.005)
+        if not self.known(session.client_id, session.flow_id):
+            await session.send(
+                "flowConfigError", {"message": "Unknown client or flow", "client": session.client_id}
+            )
+            return
+        if self.busy_excluding(session):
+            self.waiting.add(sid)
+            await session.send("throwToNoAgent")
+            return
+        await session.send(
+            "onServerConnected",
+            {
+                "agentName": self.config.agent_name,
+                "hostName": "simulator",
+                "loadingVideoURL": "",
+                "finalUrl": "",
+            },
+        )
+
+    def busy_excluding(self, session: SimSession) -> bool:
+        active = sum(
+            1
+            for s in self.sessions.values()
+            if not s.ended and s is not session and s.socket_sid not in self.waiting
+        )
+        return active >= self.config.max_sessions
+
+    async def _disconnect(self, sid: str, *_reason: Any) -> None:
+        self.waiting.discard(sid)
+        session = self.by_sid.pop(sid, None)
+        if session is not None:
+            session.log("in", "disconnect", {})
+            session.ended = True
+            await session.close()
+
+    async def _event(self, event: str, sid: str, *args: Any) -> None:
+        session = self.by_sid.get(sid)
+        if session is None:
+            return
+        payload = args[0] if args else None
+        session.log("in", event, payload)
+        handler = getattr(self, "on_" + event.replace("-", "_"), None)
+        if handler is None or session.ended:
+            return  # unknown events are dropped, as the service does
+        try:
+            await handler(session, payload if isinstance(payload, dict) else {})
+        except (KeyError, TypeError, ValueError) as exc:
+            await session.send(
+                "stvTaskFail", {"event": event, "error": f"malformed payload: {type(exc).__name__}"}
+            )
+
+    async def on_isValidSession(self, session: SimSession, payload: dict[str, Any]) -> None:
+        await session.send("validSession", {"valid": True})
+
+    async def on_join(self, session: SimSession, payload: dict[str, Any]) -> None:
+        await session.send(
+            "clientConfiguration",
+            {
+                "clientConfiguration": {
+                    "languageCode": "en",
+                    "agentPersonaName": self.config.agent_name,
+                    "showTranscription": True,
+                    "visualVideos": [],
+                    "visualPhotos": [],
+                }
+            },
+        )
+        await session.send("joinComplete")
+
+    async def on_stvNewSession(self, session: SimSession, payload: dict[str, Any]) -> None:
+        webrtc_url = f"{self.config.public_url}/rtc/v1/whep/?app=app&stream={session.id}"
+        await session.send(
+            "stvNewSession", {"session_id": session.id, "webrtc_url": webrtc_url, "status": "success"}
+        )
+        await session.send("askPermissions", {"constraints": {"audio": True, "video": False}})
+        await session.send("showAgent")
+
+    async def on_approvedPermissions(self, session: SimSession, payload: dict[str, Any]) -> None:
+        self.start_conversation(session)
+
+    async def on_setDynamicPrompt(self, session: SimSession, payload: dict[str, Any]) -> None:
+        dpp = parse_dpp(payload.get("message"))
+        if dpp is None:
+            await session.send(
+                "stvTaskFail", {"event": "setDynamicPrompt", "error": "message is not a JSON object"}
+            )
+            return
+        session.dialogue.dpp = dpp
+
+    async def on_onTextEntered(self, session: SimSession, payload: dict[str, Any]) -> None:
+        text = payload.get("text")
+        if payload.get("isFinal") is True and isinstance(text, str) and text.strip():
+            session.spawn(self.user_said(session, text.strip()[:2000]))
+
+    async def on_checkAvailability(self, session: SimSession, payload: dict[str, Any]) -> None:
+        available = not self.busy_excluding(session)
+        if available and session.socket_sid is not None:
+            self.waiting.discard(session.socket_sid)
+        await session.send("availabilityResult", {"available": available})
+
+    async def on_asr_webrtc_init(self, session: SimSession, payload: dict[str, Any]) -> None:
+        sent = payload.get("sessionId")
+        session.asr.update({"session_id": sent, "matches_socket": sent == session.socket_sid, "level": 0.0})
+        await session.send("asr-webrtc-ready")
+
+    async def on_asr_webrtc_offer(self, session: SimSession, payload: dict[str, Any]) -> None:
+        offer = payload["offer"]
+        peer = RTCPeerConnection()
+        session.peers.append(peer)
+        session.asr["peer"] = peer
+
+        @peer.on("track")
+        def on_track(track: Any) -> None:
+            session.spawn(self._measure_mic(session, track))
+
+        await peer.setRemoteDescription(RTCSessionDescription(sdp=str(offer["sdp"]), type="offer"))
+        await peer.setLocalDescription(await peer.createAnswer())
+        await session.send(
+            "asr-webrtc-answer", {"answer": {"type": "answer", "sdp": peer.localDescription.sdp}}
+        )
+
+    async def on_asr_webrtc_ice_candidate(self, session: SimSession, payload: dict[str, Any]) -> None:
+        peer = session.asr.get("peer")
+        candidate = payload.get("candidate") or {}
+        line = candidate.get("candidate") if isinstance(candidate, dict) else None
+        if peer is None or not isinstance(line, str) or not line:
+            return
+        parsed = candidate_from_sdp(line.removeprefix("candidate:"))
+        parsed.sdpMid = candidate.get("sdpMid")
+        parsed.sdpMLineIndex = candidate.get("sdpMLineIndex")
+        await peer.addIceCandidate(parsed)
+
+    async def _measure_mic(self, session: SimSession, track: Any) -> None:
+        frames = 0
+        while True:
+            frame = await track.recv()
+            samples = frame.to_ndarray()
+            frames += 1
+            session.asr["frames"] = frames
+            session.asr["level"] = float(abs(samples.astype("float64")).mean())

@@ -1,0 +1,85 @@
+"""One simulated conversation: its dialogue, voice, media peers and a bounded log of every event."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from server.simulator.conversation import Dialogue
+from server.simulator.media import Voice
+
+LOG_LIMIT = 500
+LOGGED_PAYLOAD_CHARS = 2000
+
+Send = Callable[[str, Any], Awaitable[None]]
+
+
+def _preview(data: Any) -> Any:
+    text = json.dumps(data, default=str)
+    return (
+        data
+        if len(text) <= LOGGED_PAYLOAD_CHARS
+        else {"truncated": text[:LOGGED_PAYLOAD_CHARS], "bytes": len(text)}
+    )
+
+
+@dataclass
+class SimSession:
+    transport: str  # "socket" | "iframe"
+    send_raw: Send
+    dialogue: Dialogue
+    query: dict[str, str] = field(default_factory=dict)
+    client_id: str = ""
+    flow_id: str = ""
+    socket_sid: str | None = None
+    id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
+    voice: Voice = field(default_factory=Voice)
+    events: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=LOG_LIMIT))
+    peers: list[Any] = field(default_factory=list)
+    asr: dict[str, Any] = field(default_factory=dict)
+    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    speech_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    created: float = field(default_factory=time.time)
+    ended: bool = False
+
+    def log(self, direction: str, event: str, data: Any) -> None:
+        self.events.append({"t": time.time(), "dir": direction, "event": event, "data": _preview(data)})
+
+    async def send(self, event: str, data: Any = None) -> None:
+        self.log("out", event, data)
+        await self.send_raw(event, data if data is not None else {})
+
+    def spawn(self, work: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(work)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def close(self) -> None:
+        self.ended = True
+        for task in list(self.tasks):
+            if task is not asyncio.current_task():
+                task.cancel()
+        for peer in self.peers:
+            await peer.close()
+        self.peers.clear()
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "transport": self.transport,
+            "query": self.query,
+            "client_id": self.client_id,
+            "flow_id": self.flow_id,
+            "socket_sid": self.socket_sid,
+            "dpp": self.dialogue.dpp,
+            "asr": self.asr,
+            "created": self.created,
+            "ended": self.ended,
+            "events": list(self.events),
+        }
