@@ -23,7 +23,7 @@ from server.errors import ServiceError
 from server.housekeeping import run_housekeeping
 from server.pages import router as pages
 from server.paths import STATIC_DIR, TEMPLATES_DIR
-from server.relay import whep
+from server.relay import iframe_assets, whep
 from server.relay.sockets import RelayHub, SocketIORoute
 from server.sdk import SELF_HOSTED_URL_PREFIX
 from server.security.headers import SecurityHeadersMiddleware
@@ -113,6 +113,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(v1.router)
     app.include_router(docs.router)
     app.include_router(whep.router)
+    app.include_router(iframe_assets.router)
 
     @app.get("/", include_in_schema=False)
     async def index(request: Request) -> HTMLResponse:

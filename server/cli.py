@@ -7,6 +7,7 @@ import asyncio
 import getpass
 import json
 import os
+import subprocess
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -60,10 +61,23 @@ def cmd_serve(args: argparse.Namespace) -> None:
         os.environ.setdefault("AVATAR_BFF_SIMULATOR_URL", f"http://127.0.0.1:{args.simulator_port}")
     settings = load_settings()
     migrate.upgrade(settings.effective_database_url)
+    simulator = None
     if settings.demo:
         _seed_demo(settings)
+        simulator = _start_simulator(args.simulator_port)
         print(f"demo: http://{args.host}:{args.port}/a/demo and /a/demo-iframe")
-    _serve(args, settings)
+    try:
+        _serve(args, settings)
+    finally:
+        if simulator is not None:
+            simulator.terminate()
+            simulator.wait(timeout=10)
+
+
+def _start_simulator(port: int) -> subprocess.Popen[bytes]:
+    """The demo's upstream: the simulator in a child process, so it stays a stranger to the app."""
+    command = [sys.executable, "-c", "from server.cli import main; main()", "simulator", "--port", str(port)]
+    return subprocess.Popen(command)  # noqa: S603 - our own interpreter and module
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> None:
@@ -184,6 +198,19 @@ def cmd_vendor_sdk(args: argparse.Namespace) -> None:
     print("pages now load the SDK from this server; the CDN is no longer in their CSP")
 
 
+def cmd_simulator(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from server.simulator import SimulatorConfig, create_app
+
+    public_url = args.public_url or f"http://{args.host}:{args.port}"
+    config = SimulatorConfig(
+        public_url=public_url, max_sessions=args.max_sessions, conversation_seconds=args.conversation_seconds
+    )
+    print(f"simulator: the local stand-in for the avatar service on {public_url}")
+    uvicorn.run(create_app(config), host=args.host, port=args.port, log_level="warning")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="avatar-bff",
@@ -239,6 +266,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sdk.set_defaults(func=cmd_vendor_sdk)
 
+    sim = sub.add_parser(
+        "simulator", help="run the local upstream simulator (stands in for Kaltura's service)"
+    )
+    sim.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
+    sim.add_argument("--port", type=int, default=9100, help="port (default 9100)")
+    sim.add_argument("--public-url", help="URL browsers use to reach it (default http://HOST:PORT)")
+    sim.add_argument("--max-sessions", type=int, default=100, help="beyond this, callers hear 'no agent'")
+    sim.add_argument("--conversation-seconds", type=float, default=600, help="time limit per conversation")
+    sim.set_defaults(func=cmd_simulator)
     return parser
 
 

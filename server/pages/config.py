@@ -20,6 +20,8 @@ GENUI_LIBRARIES = {
     "codemirror-css": "/static/vendor/codemirror/codemirror.css",
 }
 SOCKET_IO_CLIENT = "/static/vendor/socket.io/socket.io.min.js"
+IFRAME_API_BASE = "/relay/iframe"  # the Iframe SDK's one API request goes through our relay
+WHEP_UNAVAILABLE = "/relay/whep-unavailable"  # answers 404: the SDK then falls back to audio over the socket
 
 
 @dataclass(frozen=True)
@@ -27,15 +29,6 @@ class PageView:
     template: str
     config: dict[str, Any]
     policy: PagePolicy
-
-
-def _socket_origins(endpoints: Endpoints) -> tuple[str, ...]:
-    # Until the relay lands the browser talks to the upstream directly: Socket.IO (http + ws) and WHEP.
-    origins = []
-    for url in (endpoints.socket, endpoints.whep):
-        origin = origin_of(url)
-        origins += [origin, origin.replace("http", "ws", 1)]
-    return tuple(origins)
 
 
 def build_page(
@@ -58,19 +51,14 @@ def build_page(
         "session": {"id": session_id, "token": session_token},
     }
     scripts = (sdk.src,) if sdk.from_cdn else ()
+    # The SDK gets our session token and the slug; the relay puts the real ids in on the way upstream.
+    credentials = {"clientId": session_token, "flowId": flow.slug}
     if flow.sdk_mode == "iframe":
         meet = origin_of(endpoints.meet)
-        config = {
-            **common,
-            "sdk": {
-                "clientId": flow.client_id,
-                "flowId": flow.flow_id,
-                "config": {"apiBaseUrl": endpoints.api, "meetBaseUrl": meet},
-            },
-        }
+        iframe_config = {"apiBaseUrl": IFRAME_API_BASE, "meetBaseUrl": meet}
+        config = {**common, "sdk": {**credentials, "config": iframe_config}}
         policy = PagePolicy(
             script_urls=scripts,
-            connect_origins=(origin_of(endpoints.api),),
             frame_origins=(meet,),
             frame_ancestors=frame_ancestors,
             permission_delegates=(meet,),
@@ -78,9 +66,9 @@ def build_page(
         return PageView("pages/iframe.html", config, policy)
 
     sdk_config: dict[str, Any] = {
-        "clientId": flow.client_id,
-        "flowId": flow.flow_id,
-        "endpoints": {"socket": endpoints.socket, "socketPath": "/socket.io", "whep": endpoints.whep},
+        **credentials,
+        # socket: the page fills in its own origin; whep is only used when upstream sends no webrtc_url.
+        "endpoints": {"socket": "", "socketPath": "/socket.io", "whep": WHEP_UNAVAILABLE},
         "genui": {"enabled": flow.genui_enabled},
         "peerName": "Visitor",
     }
@@ -90,7 +78,6 @@ def build_page(
     policy = PagePolicy(
         script_urls=scripts,
         style_hashes=SOCKET_STYLE_HASHES.get(flow.sdk_version, ()),
-        connect_origins=_socket_origins(endpoints),
         frame_origins=tuple(flow.genui_origins),
         media_origins=tuple(flow.genui_origins),
         frame_ancestors=frame_ancestors,

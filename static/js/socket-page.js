@@ -12,7 +12,9 @@ const $ = (id) => document.getElementById(id);
 let sdk = null;
 
 function createSdk() {
-  const avatar = new window.KalturaAvatarSDK({ ...config.sdk, container: '#avatar-container' });
+  // Socket.IO and WHEP go to our own origin (the relay), so the CSP can say connect-src 'self'.
+  const endpoints = { ...config.sdk.endpoints, socket: window.location.origin };
+  const avatar = new window.KalturaAvatarSDK({ ...config.sdk, endpoints, container: '#avatar-container' });
   for (const [name, url] of Object.entries(config.libraries || {})) avatar.setLibraryUrl(name, url);
 
   avatar.on('state-change', ({ to }) => {

@@ -124,6 +124,6 @@ def test_bad_import_changes_nothing(settings: Settings, tmp_path: Path, content:
 
 
 def test_every_command_has_help(tmp_path: Path) -> None:
-    for command in ["serve", "migrate", "create-admin", "create-token", "flows", "vendor-sdk"]:
+    for command in ["serve", "migrate", "create-admin", "create-token", "flows", "vendor-sdk", "simulator"]:
         result = run([command, "--help"], tmp_path)
         assert result.returncode == 0 and "usage: avatar-bff" in result.stdout
