@@ -89,6 +89,15 @@ def create_app(config: SimulatorConfig) -> Any:
             return JSONResponse({"error": "send JSON: {text} or {event, data}"}, status_code=400)
         return JSONResponse({"ok": True})
 
+    async def drop(request: Request) -> Response:
+        """Hang up on a session without ending the conversation, as a failing service would."""
+        session = sim.sessions.get(request.path_params["session_id"])
+        if session is None or session.socket_sid is None:
+            return JSONResponse({"error": "unknown session"}, status_code=404)
+        session.log("out", "drop", {})
+        await sim.sio.disconnect(session.socket_sid)
+        return JSONResponse({"ok": True})
+
     async def health(_request: Request) -> Response:
         return JSONResponse({"status": "ok", "sessions": len(sim.sessions)})
 
@@ -99,6 +108,7 @@ def create_app(config: SimulatorConfig) -> Any:
         Route("/rtc/v1/whep/resource/{resource}", whep_preflight, methods=["OPTIONS"]),
         Route("/_sim/sessions", list_sessions),
         Route("/_sim/sessions/{session_id}/say", say, methods=["POST"]),
+        Route("/_sim/sessions/{session_id}/drop", drop, methods=["POST"]),
         Route("/_sim/health", health),
     ]
     web = Starlette(routes=routes)

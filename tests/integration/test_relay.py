@@ -1,0 +1,257 @@
+"""The Socket.IO relay against the simulator, with a real python-socketio client standing in for the SDK."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import socketio
+from fastapi import FastAPI
+
+from server.app import create_app
+from server.relay.sockets import RelayHub
+from server.security.signing import PAGE_SESSION, Signer
+from server.settings import Settings
+from server.simulator import SimulatorConfig
+from server.simulator import create_app as create_simulator
+from server.transcripts.store import canonical_transcript
+from tests.conftest import prepared_settings
+from tests.support import ServerThread, db_session, free_port
+
+SDK_QUERY = {
+    "billed_client": "",
+    "debugMode": "true",
+    "ks": "",
+    "stickyId": "abcdefgh12345678",
+    "level": "published",
+}
+
+
+@pytest.fixture(scope="module")
+def simulator() -> Iterator[ServerThread]:
+    with ServerThread(create_simulator(SimulatorConfig(time_scale=0.02))) as server:
+        yield server
+
+
+@pytest.fixture
+def relay(tmp_path: Path, simulator: ServerThread) -> Iterator[tuple[ServerThread, FastAPI, Settings]]:
+    settings = prepared_settings(tmp_path, simulator_url=simulator.url, relay_connect_timeout_seconds=2.0)
+    app = create_app(settings)
+    with ServerThread(app) as server:
+        yield server, app, settings
+
+
+def page_session(server: ServerThread, slug: str = "demo") -> tuple[str, str]:
+    html = httpx.get(f"{server.url}/a/{slug}", params={"first_name": "Ana"}).text
+    config = json.loads(html.split('id="avatar-config">')[1].split("</script>")[0])
+    return config["session"]["id"], config["session"]["token"]
+
+
+class FakeSdk:
+    """Drives the protocol like the Socket SDK does, recording every event it receives."""
+
+    def __init__(self) -> None:
+        self.client = socketio.AsyncClient(reconnection=False)
+        self.events: list[tuple[str, Any]] = []
+        self.seen = asyncio.Event()
+        self.refusal = ""
+        self.client.on("*", self._record)
+        self.client.on("connect_error", self._refused)
+
+    async def _refused(self, data: Any = None) -> None:
+        self.refusal = data.get("message", "") if isinstance(data, dict) else str(data)
+
+    async def _record(self, event: str, *args: Any) -> None:
+        self.events.append((event, args[0] if args else None))
+        self.seen.set()
+        replies = {
+            "onServerConnected": [("isValidSession", {"client": "TOKEN", "flowId": "demo", "room": "r1"}),
+                                  ("join", {"client": "TOKEN", "room": "r1"})],
+            "joinComplete": [("stvNewSession", {"client": "TOKEN", "room": "r1"})],
+        }  # fmt: skip
+        for name, payload in replies.get(event, []):
+            await self.client.emit(name, payload)
+
+    async def wait_for(self, event: str, count: int = 1, timeout: float = 15) -> Any:
+        async def until() -> Any:
+            while True:
+                matches = [data for name, data in self.events if name == event]
+                if len(matches) >= count:
+                    return matches[count - 1]
+                self.seen.clear()
+                await self.seen.wait()
+
+        return await asyncio.wait_for(until(), timeout)
+
+    async def connect(self, url: str, token: str, slug: str = "demo", **kwargs: Any) -> None:
+        query = httpx.QueryParams({"client": token, "flowId": slug, **SDK_QUERY})
+        await self.client.connect(f"{url}/?{query}", socketio_path="socket.io", **kwargs)
+
+
+async def test_conversation_through_the_relay_uses_real_ids_upstream(
+    relay: tuple[ServerThread, FastAPI, Settings], simulator: ServerThread
+) -> None:
+    server, app, settings = relay
+    session_id, token = page_session(server)
+    sdk = FakeSdk()
+    await sdk.connect(server.url, token)
+    new_session = await sdk.wait_for("stvNewSession")
+    assert new_session["webrtc_url"].startswith("/relay/whep/")
+    await sdk.wait_for("showAgent")
+    await sdk.client.emit("setDynamicPrompt", {"message": json.dumps({"user": {"first_name": "Ana"}})})
+    await sdk.client.emit("approvedPermissions", {})
+    greeting = await sdk.wait_for("stvFinishedTalking")
+    assert greeting["agentContent"].startswith("Hello Ana!")
+    await sdk.client.emit("onTextEntered", {"isFinal": True, "text": "show me a table"})
+    assert (await sdk.wait_for("agentTurnToTalk"))["userTranscription"] == "show me a table"
+    assert "Plan" in (await sdk.wait_for("showVisualTable"))["mediaUrl"]
+    await sdk.wait_for("stvFinishedTalking", count=2)
+    await sdk.client.emit("onTextEntered", {"isFinal": True, "text": "bye"})
+    closing = await sdk.wait_for("stvFinishedTalking", count=3)
+    assert closing["agentContent"].endswith("Ending call now.")
+    await sdk.wait_for("conversationEnded")
+
+    upstream = next(
+        s
+        for s in httpx.get(f"{simulator.url}/_sim/sessions").json()
+        if s["dpp"] == {"user": {"first_name": "Ana"}}
+    )
+    assert (upstream["client_id"], upstream["flow_id"]) == ("demo-client", "demo-flow")
+    incoming = [
+        e for e in upstream["events"] if e["dir"] == "in" and e["event"] in ("isValidSession", "join")
+    ]
+    assert all(e["data"]["client"] == "demo-client" for e in incoming)
+    assert upstream["query"]["stickyId"] == SDK_QUERY["stickyId"]
+
+    await asyncio.sleep(1.0)  # the tap is durable within a second
+    auth_free = httpx.post(f"{server.url}/api/v1/page/transcript", json={"token": token, "entries": []})
+    assert auth_free.json()["status"] == "ended"  # conversationEnded was recorded on the session
+    async with db_session(settings) as db:
+        lines = [(e.role, e.text, e.sources) for e in await canonical_transcript(db, session_id)]
+    assert [role for role, _, _ in lines] == ["Avatar", "User", "Avatar", "User", "Avatar"]
+    assert lines[1][1] == "show me a table" and all(sources == ("relay",) for _, _, sources in lines)
+    hub: RelayHub = app.state.relay
+    await sdk.client.disconnect()
+    await asyncio.sleep(0.3)
+    assert hub.open_upstreams == 0
+
+
+async def refused(server: ServerThread, token: str, slug: str = "demo", **kwargs: Any) -> str:
+    sdk = FakeSdk()
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        await sdk.connect(server.url, token, slug, **kwargs)
+    return sdk.refusal
+
+
+async def test_forged_expired_and_foreign_flow_tokens_are_refused_with_a_reason(
+    relay: tuple[ServerThread, FastAPI, Settings],
+) -> None:
+    server, app, settings = relay
+    _, token = page_session(server)
+    assert "not valid" in await refused(server, token[:-4] + "AAAA")
+    expired = Signer(settings.secret).sign(PAGE_SESSION, {"sid": "x", "flow": "demo"}, 60, now=0)
+    assert "expired" in await refused(server, expired)
+    assert "another avatar" in await refused(server, token, slug="demo-iframe")
+    assert app.state.relay.open_upstreams == 0
+
+
+async def test_foreign_origin_is_refused(relay: tuple[ServerThread, FastAPI, Settings]) -> None:
+    server, app, _ = relay
+    _, token = page_session(server)
+    sdk = FakeSdk()
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        await sdk.connect(server.url, token, headers={"Origin": "https://evil.example"})
+    assert app.state.relay.open_upstreams == 0
+
+
+async def test_ended_session_cannot_reconnect(relay: tuple[ServerThread, FastAPI, Settings]) -> None:
+    server, _, _ = relay
+    _, token = page_session(server)
+    httpx.post(f"{server.url}/api/v1/page/transcript", json={"token": token, "entries": [], "final": True})
+    assert "has ended" in await refused(server, token)
+
+
+async def test_upstream_down_is_refused_quickly_with_the_cause(tmp_path: Path) -> None:
+    settings = prepared_settings(tmp_path, simulator_url=f"http://127.0.0.1:{free_port()}")
+    app = create_app(settings)
+    with ServerThread(app) as server:
+        _, token = page_session(server)
+        started = time.monotonic()
+        message = await refused(server, token)
+        assert time.monotonic() - started < settings.relay_connect_timeout_seconds + 1
+        assert "avatar service is unreachable" in message
+        assert app.state.relay.open_upstreams == 0
+
+
+async def test_disallowed_events_are_dropped_and_counted(
+    relay: tuple[ServerThread, FastAPI, Settings], simulator: ServerThread
+) -> None:
+    server, app, _ = relay
+    _, token = page_session(server)
+    sdk = FakeSdk()
+    await sdk.connect(server.url, token)
+    await sdk.wait_for("showAgent")
+    await sdk.client.emit("conversationEnded", {})  # a server event, forged by a page: never forwarded
+    await sdk.client.emit("__proto__", {"x": 1})
+    await asyncio.sleep(0.2)
+    assert app.state.relay.dropped["disallowed"] == 2
+    sid = app.state.relay.bridges[sdk.client.get_sid()].upstream.get_sid()
+    upstream = next(s for s in httpx.get(f"{simulator.url}/_sim/sessions").json() if s["socket_sid"] == sid)
+    assert not {"conversationEnded", "__proto__"} & {
+        e["event"] for e in upstream["events"] if e["dir"] == "in"
+    }
+    await sdk.client.disconnect()
+
+
+async def test_event_flood_is_rate_limited(relay: tuple[ServerThread, FastAPI, Settings]) -> None:
+    server, app, settings = relay
+    _, token = page_session(server)
+    sdk = FakeSdk()
+    await sdk.connect(server.url, token)
+    await sdk.wait_for("showAgent")
+    for _ in range(500):
+        await sdk.client.emit("pauseConversation", {})
+    await asyncio.sleep(0.5)
+    assert app.state.relay.dropped["rate"] >= 500 - 3 * settings.relay_events_per_second
+    await sdk.client.disconnect()
+
+
+async def test_oversized_payload_closes_only_that_connection(
+    relay: tuple[ServerThread, FastAPI, Settings],
+) -> None:
+    server, app, settings = relay
+    _, token = page_session(server)
+    big, small = FakeSdk(), FakeSdk()
+    await big.connect(server.url, token, transports=["websocket"])
+    _, other_token = page_session(server)
+    await small.connect(server.url, other_token, transports=["websocket"])
+    await big.wait_for("showAgent")
+    await big.client.emit("userCameraShot", {"image": "x" * (settings.relay_max_payload_bytes + 1)})
+    await asyncio.sleep(1.0)
+    assert not big.client.connected and small.client.connected
+    await small.client.disconnect()
+    await asyncio.sleep(0.3)
+    assert app.state.relay.open_upstreams == 0
+
+
+async def test_upstream_dropping_mid_conversation_disconnects_the_browser(
+    relay: tuple[ServerThread, FastAPI, Settings], simulator: ServerThread
+) -> None:
+    server, app, _ = relay
+    _, token = page_session(server)
+    sdk = FakeSdk()
+    disconnected = asyncio.Event()
+    sdk.client.on("disconnect", lambda *_: disconnected.set())
+    await sdk.connect(server.url, token)
+    await sdk.wait_for("showAgent")
+    sid = app.state.relay.bridges[sdk.client.get_sid()].upstream.get_sid()
+    upstream = next(s for s in httpx.get(f"{simulator.url}/_sim/sessions").json() if s["socket_sid"] == sid)
+    httpx.post(f"{simulator.url}/_sim/sessions/{upstream['id']}/drop")
+    await asyncio.wait_for(disconnected.wait(), 10)
+    assert app.state.relay.open_upstreams == 0
