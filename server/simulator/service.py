@@ -19,6 +19,7 @@ from server.simulator.speech import chunks, synthesize, tone
 
 log = logging.getLogger("avatar_bff.simulator")
 END_GRACE_SECONDS = 1.0
+GREETING_DELAY_SECONDS = 0.6
 
 
 class Simulator:
@@ -125,7 +126,12 @@ class Simulator:
 
     def start_conversation(self, session: SimSession) -> None:
         session.spawn(self.run_clock(session))
-        session.spawn(self.respond(session, session.dialogue.greeting()))
+        session.spawn(self._greet(session))
+
+    async def _greet(self, session: SimSession) -> None:
+        # Like the real service's generation latency: a DPP injected on the SDK's `ready` arrives in time.
+        await asyncio.sleep(self.scaled(GREETING_DELAY_SECONDS))
+        await self.respond(session, session.dialogue.greeting())
 
     # ---- Socket.IO -------------------------------------------------------------------------------------
     async def _connect(self, sid: str, environ: dict[str, Any], _auth: Any = None) -> None:
@@ -254,7 +260,7 @@ class Simulator:
         offer = payload["offer"]
         peer = RTCPeerConnection()
         session.peers.append(peer)
-        session.asr["peer"] = peer
+        session.asr_peer = peer
 
         @peer.on("track")
         def on_track(track: Any) -> None:
@@ -267,7 +273,7 @@ class Simulator:
         )
 
     async def on_asr_webrtc_ice_candidate(self, session: SimSession, payload: dict[str, Any]) -> None:
-        peer = session.asr.get("peer")
+        peer = session.asr_peer
         candidate = payload.get("candidate") or {}
         line = candidate.get("candidate") if isinstance(candidate, dict) else None
         if peer is None or not isinstance(line, str) or not line:

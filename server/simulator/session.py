@@ -42,7 +42,8 @@ class SimSession:
     voice: Voice = field(default_factory=Voice)
     events: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=LOG_LIMIT))
     peers: list[Any] = field(default_factory=list)
-    asr: dict[str, Any] = field(default_factory=dict)
+    asr: dict[str, Any] = field(default_factory=dict)  # what introspection shows of the mic path
+    asr_peer: Any = None
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     speech_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     created: float = field(default_factory=time.time)

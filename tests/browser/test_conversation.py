@@ -1,0 +1,99 @@
+"""A whole conversation in Chromium on /a/demo: the real Socket SDK, our relay, the simulator upstream."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import expect
+
+from server.app import create_app
+from server.sdk import PINS
+from server.settings import Settings
+from server.simulator import SimulatorConfig
+from server.simulator import create_app as create_simulator
+from tests.browser.conftest import PageWatch
+from tests.conftest import prepared_settings
+from tests.support import ServerThread
+
+VIDEO_IS_DRAWN = """() => {
+  const video = document.querySelector('#avatar-container video');
+  if (!video || video.videoWidth === 0) return false;
+  const canvas = document.createElement('canvas');
+  canvas.width = video.videoWidth; canvas.height = video.videoHeight;
+  const ctx = canvas.getContext('2d');
+  ctx.drawImage(video, 0, 0);
+  const pixels = ctx.getImageData(0, 0, canvas.width, canvas.height).data;
+  let lit = 0;
+  for (let i = 0; i < pixels.length; i += 4) if (pixels[i] + pixels[i + 1] + pixels[i + 2] > 60) lit++;
+  return lit > pixels.length / 40;
+}"""
+
+AUDIO_LEVEL = """async () => {
+  const video = document.querySelector('#avatar-container video');
+  const tracks = video && video.srcObject ? video.srcObject.getAudioTracks() : [];
+  if (!tracks.length) return -1;
+  const context = new AudioContext();
+  const analyser = context.createAnalyser();
+  context.createMediaStreamSource(new MediaStream(tracks)).connect(analyser);
+  const samples = new Float32Array(analyser.fftSize);
+  let peak = 0;
+  for (let i = 0; i < 40; i++) {
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    analyser.getFloatTimeDomainData(samples);
+    for (const s of samples) peak = Math.max(peak, Math.abs(s));
+  }
+  return peak;
+}"""
+
+
+@pytest.fixture(scope="module")
+def simulator() -> Iterator[ServerThread]:
+    port_holder = ServerThread(None)  # reserve a port so the simulator can name its own public URL
+    config = SimulatorConfig(public_url=port_holder.url)
+    with ServerThread(create_simulator(config), port=port_holder.port) as server:
+        yield server
+
+
+@pytest.fixture
+def demo(tmp_path: Path, simulator: ServerThread) -> Iterator[tuple[ServerThread, Settings]]:
+    settings = prepared_settings(tmp_path, simulator_url=simulator.url)
+    with ServerThread(create_app(settings)) as server:
+        yield server, settings
+
+
+def test_conversation_through_the_relay(
+    demo: tuple[ServerThread, Settings], simulator: ServerThread, watch: PageWatch
+) -> None:
+    server, _ = demo
+    page = watch.page
+    response = page.goto(f"{server.url}/a/demo?first_name=Ana")
+    assert response is not None
+    source = response.text()
+    assert "demo-client" not in source and "demo-flow" not in source  # the real ids stay on the server
+    page.get_by_role("button", name="Start conversation").click()
+    transcript = page.locator("#transcript")
+    expect(transcript).to_contain_text("Hello Ana!", timeout=30_000)  # the DPP arrived before the greeting
+    page.wait_for_function(VIDEO_IS_DRAWN, timeout=15_000)  # the simulator's face, not a black frame
+
+    page.get_by_label("Type a message").fill("show me a chart")
+    page.get_by_role("button", name="Send").click()
+    expect(transcript).to_contain_text("show me a chart", timeout=15_000)
+    expect(transcript).to_contain_text("Here is a chart.", timeout=30_000)
+    expect(page.locator("canvas").first).to_be_visible(timeout=15_000)  # Chart.js from /static/vendor
+
+    page.get_by_label("Type a message").fill("bye")
+    page.get_by_role("button", name="Send").click()
+    assert page.evaluate(AUDIO_LEVEL) > 0.01  # the closing sentence is heard over WebRTC
+    expect(transcript).to_contain_text("Ending call now.", timeout=30_000)
+    expect(page.locator("#status")).to_contain_text("ended", timeout=15_000)
+
+    assert watch.violations() == []
+    elsewhere = {url for url in watch.requests if not url.startswith(server.url)}
+    assert elsewhere <= {pin.cdn_url for pin in PINS.values()}  # only the pinned SDK file, by default
+
+    upstream = httpx.get(f"{simulator.url}/_sim/sessions").json()[-1]
+    assert (upstream["client_id"], upstream["flow_id"]) == ("demo-client", "demo-flow")
+    assert upstream["dpp"]["user"]["first_name"] == "Ana"
