@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from server.simulator import iframe
 from server.simulator.config import SimulatorConfig
 from server.simulator.media import AvatarVideo, AvatarVoice
 from server.simulator.service import Simulator
@@ -111,6 +112,6 @@ def create_app(config: SimulatorConfig) -> Any:
         Route("/_sim/sessions/{session_id}/drop", drop, methods=["POST"]),
         Route("/_sim/health", health),
     ]
-    web = Starlette(routes=routes)
+    web = Starlette(routes=[*routes, *iframe.routes(sim)])
     web.state.simulator = sim
     return socketio.ASGIApp(sim.sio, other_asgi_app=web, socketio_path="socket.io")

@@ -124,13 +124,13 @@ class Simulator:
         await asyncio.sleep(self.scaled(min(60.0, limit)))
         await self.end(session, "conversationTimeExpired")
 
-    def start_conversation(self, session: SimSession) -> None:
+    def start_conversation(self, session: SimSession, greeting_delay: float = GREETING_DELAY_SECONDS) -> None:
         session.spawn(self.run_clock(session))
-        session.spawn(self._greet(session))
+        session.spawn(self._greet(session, greeting_delay))
 
-    async def _greet(self, session: SimSession) -> None:
+    async def _greet(self, session: SimSession, delay: float) -> None:
         # Like the real service's generation latency: a DPP injected on the SDK's `ready` arrives in time.
-        await asyncio.sleep(self.scaled(GREETING_DELAY_SECONDS))
+        await asyncio.sleep(self.scaled(delay))
         await self.respond(session, session.dialogue.greeting())
 
     # ---- Socket.IO -------------------------------------------------------------------------------------

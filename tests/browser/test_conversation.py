@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,9 +15,10 @@ from server.sdk import PINS
 from server.settings import Settings
 from server.simulator import SimulatorConfig
 from server.simulator import create_app as create_simulator
+from server.transcripts.store import canonical_transcript
 from tests.browser.conftest import PageWatch
 from tests.conftest import prepared_settings
-from tests.support import ServerThread
+from tests.support import ServerThread, db_session, free_port, run_async
 
 VIDEO_IS_DRAWN = """() => {
   const video = document.querySelector('#avatar-container video');
@@ -51,9 +53,9 @@ AUDIO_LEVEL = """async () => {
 
 @pytest.fixture(scope="module")
 def simulator() -> Iterator[ServerThread]:
-    port_holder = ServerThread(None)  # reserve a port so the simulator can name its own public URL
-    config = SimulatorConfig(public_url=port_holder.url)
-    with ServerThread(create_simulator(config), port=port_holder.port) as server:
+    port = free_port()  # chosen first: the simulator names its own public URL in webrtc_url and talk_url
+    config = SimulatorConfig(public_url=f"http://127.0.0.1:{port}")
+    with ServerThread(create_simulator(config), port=port) as server:
         yield server
 
 
@@ -97,3 +99,37 @@ def test_conversation_through_the_relay(
     upstream = httpx.get(f"{simulator.url}/_sim/sessions").json()[-1]
     assert (upstream["client_id"], upstream["flow_id"]) == ("demo-client", "demo-flow")
     assert upstream["dpp"]["user"]["first_name"] == "Ana"
+
+
+def test_iframe_conversation_reaches_the_transcript_through_the_page(
+    demo: tuple[ServerThread, Settings], watch: PageWatch
+) -> None:
+    server, settings = demo
+    page = watch.page
+    page.goto(f"{server.url}/a/demo-iframe?first_name=Ana")
+    session_id = page.evaluate("JSON.parse(document.getElementById('avatar-config').textContent).session.id")
+    page.get_by_role("button", name="Start conversation").click()
+    meeting = page.frame_locator("#kaltura-avatar-iframe")
+    meeting.get_by_role("button", name="Join the conversation").click()
+    transcript = page.locator("#transcript")
+    expect(transcript).to_contain_text("Hello Ana!", timeout=30_000)  # the injected DPP was applied
+    meeting.get_by_label("Type to the avatar").fill("show me a table")
+    meeting.get_by_role("button", name="Send").click()
+    expect(transcript).to_contain_text("Here is a table.", timeout=30_000)
+    meeting.get_by_label("Type to the avatar").fill("bye")
+    meeting.get_by_role("button", name="Send").click()
+    expect(transcript).to_contain_text("Ending call now.", timeout=30_000)
+    expect(page.locator("#status")).to_contain_text("ended", timeout=15_000)
+    assert watch.violations() == []
+
+    async def stored() -> list[tuple[str, str, tuple[str, ...]]]:
+        async with db_session(settings) as db:
+            return [(e.role, e.text, e.sources) for e in await canonical_transcript(db, session_id)]
+
+    deadline = time.monotonic() + 10
+    lines = run_async(stored)
+    while len(lines) < 5 and time.monotonic() < deadline:
+        time.sleep(0.3)
+        lines = run_async(stored)
+    assert [role for role, _, _ in lines] == ["Avatar", "User", "Avatar", "User", "Avatar"]
+    assert lines[1][1] == "show me a table" and all(sources == ("page",) for _, _, sources in lines)
