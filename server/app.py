@@ -33,8 +33,14 @@ from server.settings import Settings, load_settings
 
 log = logging.getLogger("avatar_bff")
 
-ERROR_TITLES = {400: "Bad request", 404: "Not found", 405: "Method not allowed", 414: "Address too long",
-                422: "Invalid request", 503: "Unavailable"}  # fmt: skip
+ERROR_TITLES = {
+    400: "Bad request",
+    404: "Not found",
+    405: "Method not allowed",
+    414: "Address too long",
+    422: "Invalid request",
+    503: "Unavailable",
+}
 
 
 def _wants_json(request: Request) -> bool:

@@ -43,14 +43,20 @@ class SdkPin:
 
 PINS: dict[tuple[str, str], SdkPin] = {
     ("v2.7.4", "socket"): SdkPin(
-        "socket", "v2.7.4", "sdk-socket/dist/kaltura-avatar-sdk.js", 173468,
+        "socket",
+        "v2.7.4",
+        "sdk-socket/dist/kaltura-avatar-sdk.js",
+        173468,
         "sha384-EO8gbbpHO3S7ADapRTVqtD2IvTgj+/ZIO6AJ9Qrr3IfH4fpjk/Pas/v68pboZcjx",
     ),
     ("v2.7.4", "iframe"): SdkPin(
-        "iframe", "v2.7.4", "sdk-iframe/kaltura-avatar-sdk.js", 16313,
+        "iframe",
+        "v2.7.4",
+        "sdk-iframe/kaltura-avatar-sdk.js",
+        16313,
         "sha384-g5PcxoA+l2+2eoVJFAihsXBFpcvgpHeGxc8oUwYkyKbEDIYgDqB+hvfyCNF0+sPK",
     ),
-}  # fmt: skip
+}
 
 # CSP hashes of the two <style> elements the Socket SDK injects (captions, GenUI), per version.
 SOCKET_STYLE_HASHES: dict[str, tuple[str, ...]] = {

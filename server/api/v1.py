@@ -89,9 +89,14 @@ class Transcript(BaseModel):
 def summary(session: Session, flow: Flow) -> SessionSummary:
     duration = (session.ended_at - session.created_at).total_seconds() if session.ended_at else None
     return SessionSummary(
-        id=session.id, flow=flow.slug, status=session.status, created_at=session.created_at,
-        ended_at=session.ended_at, end_reason=session.end_reason, duration_seconds=duration,
-    )  # fmt: skip
+        id=session.id,
+        flow=flow.slug,
+        status=session.status,
+        created_at=session.created_at,
+        ended_at=session.ended_at,
+        end_reason=session.end_reason,
+        duration_seconds=duration,
+    )
 
 
 def lines(entries: list[CanonicalEntry]) -> list[TranscriptLine]:
@@ -210,8 +215,17 @@ async def export(
                     yield json.dumps(record, ensure_ascii=False) + "\n"
                 else:
                     for e in entries:
-                        yield _csv_line([session.id, flow_row.slug, e.seq, e.role, e.text,
-                                         e.timestamp.isoformat(), " ".join(e.sources)])  # fmt: skip
+                        yield _csv_line(
+                            [
+                                session.id,
+                                flow_row.slug,
+                                e.seq,
+                                e.role,
+                                e.text,
+                                e.timestamp.isoformat(),
+                                " ".join(e.sources),
+                            ]
+                        )
 
     media = "text/csv; charset=utf-8" if format == "csv" else "application/x-ndjson"
     return StreamingResponse(rows(), media_type=media)

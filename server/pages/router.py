@@ -75,8 +75,12 @@ async def hosted_page(
             raise HTTPException(
                 503, f"This avatar page is misconfigured: its prompt template failed ({exc})."
             ) from None
-    session = Session(flow_id=flow.id, template_version_id=version.id if version else None, rendered_dpp=dpp,
-                      visitor_context=visitor)  # fmt: skip
+    session = Session(
+        flow_id=flow.id,
+        template_version_id=version.id if version else None,
+        rendered_dpp=dpp,
+        visitor_context=visitor,
+    )
     db.add(session)
     await db.commit()
     token = services.signer.sign(
@@ -89,9 +93,15 @@ async def hosted_page(
     response = services.templates.TemplateResponse(
         request,
         view.template,
-        {"config_json": config_json(view.config), "nonce": nonce, "flow": flow, "sdk": sdk,
-         "socket_io": SOCKET_IO_CLIENT, "simulator": view.config["simulator"]},
-    )  # fmt: skip
+        {
+            "config_json": config_json(view.config),
+            "nonce": nonce,
+            "flow": flow,
+            "sdk": sdk,
+            "socket_io": SOCKET_IO_CLIENT,
+            "simulator": view.config["simulator"],
+        },
+    )
     response.headers["Content-Security-Policy"] = build_csp(nonce, view.policy)
     response.headers["Permissions-Policy"] = permissions_policy(view.policy.permission_delegates)
     response.headers["Cache-Control"] = "no-store"

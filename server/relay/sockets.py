@@ -186,8 +186,11 @@ class RelayHub:
                 await self._upstream_gone(bridge)
                 return
             await self._tap_upstream(bridge, event, args)
-            await self.sio.emit(event, _args_to_data(rewrite_upstream_event(event, args, bridge.context)),
-                                to=bridge.browser_sid)  # fmt: skip
+            await self.sio.emit(
+                event,
+                _args_to_data(rewrite_upstream_event(event, args, bridge.context)),
+                to=bridge.browser_sid,
+            )
 
     async def _tap_upstream(self, bridge: Bridge, event: str, args: tuple[Any, ...]) -> None:
         payload = args[0] if args and isinstance(args[0], dict) else {}

@@ -62,8 +62,16 @@ class TranscriptTap:
             self.dropped += 1
             return
         seq = await self._seq_for(session_id)
-        self._lines.append({"session_id": session_id, "source": "relay", "seq": seq, "role": role,
-                            "text": text[:10_000], "timestamp": when or utcnow()})  # fmt: skip
+        self._lines.append(
+            {
+                "session_id": session_id,
+                "source": "relay",
+                "seq": seq,
+                "role": role,
+                "text": text[:10_000],
+                "timestamp": when or utcnow(),
+            }
+        )
         self._wake.set()
 
     def ended(self, session_id: str, reason: str) -> None:

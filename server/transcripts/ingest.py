@@ -104,10 +104,16 @@ async def ingest_page_batch(db: AsyncSession, signer: Signer, batch: PageBatch) 
         raise ServiceError(409, "session_ended", "this conversation has ended; no new lines can be added")
     if new:
         rows: list[dict[str, object]] = [
-            {"session_id": session.id, "source": "page", "seq": e.seq, "role": e.role, "text": e.text,
-             "timestamp": e.timestamp}
+            {
+                "session_id": session.id,
+                "source": "page",
+                "seq": e.seq,
+                "role": e.role,
+                "text": e.text,
+                "timestamp": e.timestamp,
+            }
             for e in new
-        ]  # fmt: skip
+        ]
         await db.execute(insert_ignoring_duplicates(db.get_bind().dialect.name, rows))
     now = utcnow()
     if session.status != "ended":

@@ -86,9 +86,12 @@ async def list_sessions(
         query = query.where(
             or_(Session.created_at < created, and_(Session.created_at == created, Session.id < session_id))
         )
-    rows = [(r[0], r[1]) for r in (await db.execute(
-        query.order_by(Session.created_at.desc(), Session.id.desc()).limit(limit + 1)
-    )).all()]  # fmt: skip
+    rows = [
+        (r[0], r[1])
+        for r in (
+            await db.execute(query.order_by(Session.created_at.desc(), Session.id.desc()).limit(limit + 1))
+        ).all()
+    ]
     next_cursor = encode_cursor(rows[limit - 1][0]) if len(rows) > limit else None
     return rows[:limit], next_cursor
 

@@ -17,12 +17,19 @@ from playwright.sync_api import Browser, BrowserContext, Page, Route, sync_playw
 from server.sdk import PINS, SdkError, SdkPin, fetch_pinned
 
 CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--use-fake-ui-for-media-stream",
-    "--use-fake-device-for-media-stream", "--autoplay-policy=no-user-gesture-required",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--use-fake-ui-for-media-stream",
+    "--use-fake-device-for-media-stream",
+    "--autoplay-policy=no-user-gesture-required",
     # Plain host candidates, so aiortc on this machine can reach Chromium without resolving mDNS names.
     "--disable-features=WebRtcHideLocalIpsWithMdns",
-]  # fmt: skip
+]
 
 RECORD_VIOLATIONS = """
 window.__cspViolations = [];

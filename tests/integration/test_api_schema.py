@@ -28,8 +28,14 @@ def api_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Serve
 
     async def store() -> None:
         async with db_session(settings) as db:
-            db.add(ApiToken(name="st", prefix=token.prefix, token_hash=token.token_hash,
-                            scopes=["transcripts:read", "transcripts:delete"]))  # fmt: skip
+            db.add(
+                ApiToken(
+                    name="st",
+                    prefix=token.prefix,
+                    token_hash=token.token_hash,
+                    scopes=["transcripts:read", "transcripts:delete"],
+                )
+            )
             await db.commit()
 
     asyncio.run(store())

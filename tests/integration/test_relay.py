@@ -71,10 +71,12 @@ class FakeSdk:
         self.events.append((event, args[0] if args else None))
         self.seen.set()
         replies = {
-            "onServerConnected": [("isValidSession", {"client": "TOKEN", "flowId": "demo", "room": "r1"}),
-                                  ("join", {"client": "TOKEN", "room": "r1"})],
+            "onServerConnected": [
+                ("isValidSession", {"client": "TOKEN", "flowId": "demo", "room": "r1"}),
+                ("join", {"client": "TOKEN", "room": "r1"}),
+            ],
             "joinComplete": [("stvNewSession", {"client": "TOKEN", "room": "r1"})],
-        }  # fmt: skip
+        }
         for name, payload in replies.get(event, []):
             await self.client.emit(name, payload)
 

@@ -55,8 +55,15 @@ def make_token(settings: Settings, *scopes: str, revoked: bool = False) -> str:
 
     async def store() -> None:
         async with db_session(settings) as db:
-            db.add(ApiToken(name="t", prefix=new.prefix, token_hash=new.token_hash, scopes=list(scopes),
-                            revoked_at=utcnow() if revoked else None))  # fmt: skip
+            db.add(
+                ApiToken(
+                    name="t",
+                    prefix=new.prefix,
+                    token_hash=new.token_hash,
+                    scopes=list(scopes),
+                    revoked_at=utcnow() if revoked else None,
+                )
+            )
             await db.commit()
 
     asyncio.run(store())
@@ -68,8 +75,11 @@ def add_relay_lines(settings: Settings, session_id: str, lines: list[tuple[int, 
         async with db_session(settings) as db:
             for seq, role, text, offset in lines:
                 when = T0 + timedelta(seconds=30 * seq + offset)
-                db.add(TranscriptEntry(session_id=session_id, seq=seq, role=role, text=text, timestamp=when,
-                                       source="relay"))  # fmt: skip
+                db.add(
+                    TranscriptEntry(
+                        session_id=session_id, seq=seq, role=role, text=text, timestamp=when, source="relay"
+                    )
+                )
             await db.commit()
 
     asyncio.run(store())
@@ -155,8 +165,11 @@ def test_api_requires_a_valid_scoped_token(live_server: ServerThread, settings: 
 def test_transcript_merges_page_and_relay_lines(live_server: ServerThread, settings: Settings) -> None:
     session_id, token = open_page(live_server)
     post(live_server, {"token": token, "entries": [entry(1, "Avatar", "Hello Ana!"), entry(2, "User", "Hi")]})
-    add_relay_lines(settings, session_id, [(1, "Avatar", "Hello Ana!", 0.4), (2, "User", "hi", 0.3),
-                                           (3, "Avatar", "Ending call now.", 0)])  # fmt: skip
+    add_relay_lines(
+        settings,
+        session_id,
+        [(1, "Avatar", "Hello Ana!", 0.4), (2, "User", "hi", 0.3), (3, "Avatar", "Ending call now.", 0)],
+    )
     auth = {"authorization": f"Bearer {make_token(settings, 'transcripts:read')}"}
     body = httpx.get(f"{live_server.url}/api/v1/sessions/{session_id}/transcript", headers=auth).json()
     assert [(e["seq"], e["role"], e["text"], e["sources"]) for e in body["entries"]] == [

@@ -39,8 +39,12 @@ async def whep(request: Request) -> Response:
         await asyncio.sleep(30)
     if request.method == "DELETE":
         return Response(status_code=200)
-    return PlainTextResponse("v=0\r\nanswer\r\n", status_code=201, media_type="application/sdp",
-                             headers={"location": "/rtc/v1/whep/resource/r1"})  # fmt: skip
+    return PlainTextResponse(
+        "v=0\r\nanswer\r\n",
+        status_code=201,
+        media_type="application/sdp",
+        headers={"location": "/rtc/v1/whep/resource/r1"},
+    )
 
 
 UPSTREAM = Starlette(routes=[Route("/{path:path}", whep, methods=["POST", "PATCH", "DELETE"])])
