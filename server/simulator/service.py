@@ -82,9 +82,9 @@ class Simulator:
             speech_id = uuid.uuid4().hex[:12]
             pieces = chunks(text, self.config.words_per_minute)
             planned_ms = sum(piece.duration_ms for piece in pieces)
-            audio = synthesize(text, self.config.words_per_minute) if self.config.time_scale >= 1 else None
-            if audio is None and self.config.time_scale >= 1:
-                audio = tone(planned_ms / 1000)
+            audio = None
+            if session.peers and self.config.time_scale >= 1:  # only synthesize when a media peer listens
+                audio = synthesize(text, self.config.words_per_minute) or tone(planned_ms / 1000)
             stretch = (audio.size / 48 / planned_ms) if audio is not None and planned_ms else 1.0
             await session.send("generatingSpeech", {"text": text, "speechId": speech_id})
             for piece in pieces:
