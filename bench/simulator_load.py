@@ -88,11 +88,11 @@ async def main(sessions: int) -> None:
         process.terminate()
         process.wait()
     print(
-        f"{sessions} concurrent text-only conversations (greeting, a question with a table, bye) in {wall:.1f} s"
+        f"{sessions} concurrent text-only conversations (greeting, a table, bye) in {wall:.1f} s"
         f" (each {min(durations):.1f}-{max(durations):.1f} s, paced in real time)"
     )
     print(
-        f"simulator CPU {cpu:.1f} s = {cpu / sessions * 1000:.0f} ms per session; RSS {idle_rss / 1024:.0f} MiB"
+        f"simulator CPU {cpu:.1f} s = {cpu / sessions * 1000:.0f} ms a session; RSS {idle_rss / 1024:.0f} MiB"
         f" idle, {peak_rss / 1024:.0f} MiB after = {(peak_rss - idle_rss) / sessions:.0f} KiB per session"
     )
 
