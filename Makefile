@@ -48,6 +48,8 @@ test: setup
 
 bench: setup
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/relay.py
+	$(BIN)/python bench/simulator_load.py
 
 clean:
 	rm -rf $(VENV) node_modules $(VENDOR)
