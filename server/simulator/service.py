@@ -84,7 +84,9 @@ class Simulator:
             planned_ms = sum(piece.duration_ms for piece in pieces)
             audio = None
             if session.peers and self.config.time_scale >= 1:  # only synthesize when a media peer listens
-                audio = synthesize(text, self.config.words_per_minute) or tone(planned_ms / 1000)
+                audio = synthesize(text, self.config.words_per_minute)
+                if audio is None:
+                    audio = tone(planned_ms / 1000)
             stretch = (audio.size / 48 / planned_ms) if audio is not None and planned_ms else 1.0
             await session.send("generatingSpeech", {"text": text, "speechId": speech_id})
             for piece in pieces:

@@ -51,6 +51,23 @@ AUDIO_LEVEL = """async () => {
 }"""
 
 
+def wait_for_transcript(
+    settings: Settings, session_id: str, count: int, sources: int = 1
+) -> list[tuple[str, str, tuple[str, ...]]]:
+    """The canonical transcript once it has `count` lines, each from `sources` sources (both write async)."""
+
+    async def stored() -> list[tuple[str, str, tuple[str, ...]]]:
+        async with db_session(settings) as db:
+            return [(e.role, e.text, e.sources) for e in await canonical_transcript(db, session_id)]
+
+    deadline = time.monotonic() + 10
+    lines = run_async(stored)
+    while (len(lines) < count or any(len(s) < sources for _, _, s in lines)) and time.monotonic() < deadline:
+        time.sleep(0.3)
+        lines = run_async(stored)
+    return lines
+
+
 @pytest.fixture(scope="module")
 def simulator() -> Iterator[ServerThread]:
     port = free_port()  # chosen first: the simulator names its own public URL in webrtc_url and talk_url
@@ -69,7 +86,7 @@ def demo(tmp_path: Path, simulator: ServerThread) -> Iterator[tuple[ServerThread
 def test_conversation_through_the_relay(
     demo: tuple[ServerThread, Settings], simulator: ServerThread, watch: PageWatch
 ) -> None:
-    server, _ = demo
+    server, settings = demo
     page = watch.page
     response = page.goto(f"{server.url}/a/demo?first_name=Ana")
     assert response is not None
@@ -100,6 +117,13 @@ def test_conversation_through_the_relay(
     assert (upstream["client_id"], upstream["flow_id"]) == ("demo-client", "demo-flow")
     assert upstream["dpp"]["user"]["first_name"] == "Ana"
 
+    # The API's transcript: every line once, in order, reported by both the page and the relay tap.
+    session_id = page.evaluate("JSON.parse(document.getElementById('avatar-config').textContent).session.id")
+    lines = wait_for_transcript(settings, session_id, 5, sources=2)
+    assert [role for role, _, _ in lines] == ["Avatar", "User", "Avatar", "User", "Avatar"]
+    assert [text for _, text, _ in lines][1::2] == ["show me a chart", "bye"]
+    assert all(sources == ("page", "relay") for _, _, sources in lines)
+
 
 def test_iframe_conversation_reaches_the_transcript_through_the_page(
     demo: tuple[ServerThread, Settings], watch: PageWatch
@@ -122,14 +146,6 @@ def test_iframe_conversation_reaches_the_transcript_through_the_page(
     expect(page.locator("#status")).to_contain_text("ended", timeout=15_000)
     assert watch.violations() == []
 
-    async def stored() -> list[tuple[str, str, tuple[str, ...]]]:
-        async with db_session(settings) as db:
-            return [(e.role, e.text, e.sources) for e in await canonical_transcript(db, session_id)]
-
-    deadline = time.monotonic() + 10
-    lines = run_async(stored)
-    while len(lines) < 5 and time.monotonic() < deadline:
-        time.sleep(0.3)
-        lines = run_async(stored)
+    lines = wait_for_transcript(settings, session_id, 5)
     assert [role for role, _, _ in lines] == ["Avatar", "User", "Avatar", "User", "Avatar"]
     assert lines[1][1] == "show me a table" and all(sources == ("page",) for _, _, sources in lines)
