@@ -14,6 +14,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    SmallInteger,
     String,
     Text,
     TypeDecorator,
@@ -170,6 +171,8 @@ class TranscriptEntry(Base):
     text: Mapped[str] = mapped_column(Text)
     timestamp: Mapped[datetime] = mapped_column(UTCDateTime)
     source: Mapped[str] = mapped_column(String(16))
+    # 0-100, on User lines: the Iframe SDK scores how the visitor pronounced what they said.
+    pronunciation_score: Mapped[int | None] = mapped_column(SmallInteger, nullable=True)
 
 
 class AdminUser(Base):

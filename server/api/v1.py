@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import PlainTextResponse, StreamingResponse
-from pydantic import AwareDatetime, BaseModel
+from pydantic import AwareDatetime, BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.api.auth import require_scope
@@ -79,6 +79,9 @@ class TranscriptLine(BaseModel):
     text: str
     timestamp: datetime
     sources: list[str]
+    pronunciation_score: int | None = Field(
+        default=None, description="0-100, on User lines when the Iframe SDK scored them"
+    )
 
 
 class Transcript(BaseModel):
@@ -101,7 +104,14 @@ def summary(session: Session, flow: Flow) -> SessionSummary:
 
 def lines(entries: list[CanonicalEntry]) -> list[TranscriptLine]:
     return [
-        TranscriptLine(seq=e.seq, role=e.role, text=e.text, timestamp=e.timestamp, sources=list(e.sources))
+        TranscriptLine(
+            seq=e.seq,
+            role=e.role,
+            text=e.text,
+            timestamp=e.timestamp,
+            sources=list(e.sources),
+            pronunciation_score=e.pronunciation_score,
+        )
         for e in entries
     ]
 
@@ -184,7 +194,7 @@ async def erase(session_id: str, db: Annotated[AsyncSession, Depends(get_db)]) -
     return Response(status_code=204)
 
 
-CSV_COLUMNS = ["session_id", "flow", "seq", "role", "text", "timestamp", "sources"]
+CSV_COLUMNS = ["session_id", "flow", "seq", "role", "text", "timestamp", "sources", "pronunciation_score"]
 
 
 @router.get(
@@ -224,6 +234,7 @@ async def export(
                                 e.text,
                                 e.timestamp.isoformat(),
                                 " ".join(e.sources),
+                                "" if e.pronunciation_score is None else e.pronunciation_score,
                             ]
                         )
 

@@ -29,6 +29,15 @@ class PageEntry(BaseModel):
     role: Literal["Avatar", "User"]
     text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
     timestamp: AwareDatetime
+    pronunciation_score: int | None = Field(
+        default=None, ge=0, le=100, description="0-100, User lines only (Iframe SDK `pronunciation-score`)"
+    )
+
+    @model_validator(mode="after")
+    def _score_on_user_lines(self) -> PageEntry:
+        if self.pronunciation_score is not None and self.role != "User":
+            raise ValueError("pronunciation_score is only allowed on User lines")
+        return self
 
     @field_validator("text")
     @classmethod
@@ -111,6 +120,7 @@ async def ingest_page_batch(db: AsyncSession, signer: Signer, batch: PageBatch) 
                 "role": e.role,
                 "text": e.text,
                 "timestamp": e.timestamp,
+                "pronunciation_score": e.pronunciation_score,
             }
             for e in new
         ]

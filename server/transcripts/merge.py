@@ -18,6 +18,7 @@ class SourceEntry:
     role: str  # "Avatar" | "User"
     text: str
     timestamp: datetime
+    pronunciation_score: int | None = None
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,7 @@ class CanonicalEntry:
     text: str
     timestamp: datetime
     sources: tuple[str, ...]
+    pronunciation_score: int | None = None
 
 
 _SPACE = re.compile(r"\s+")
@@ -62,6 +64,12 @@ def _matching_group(groups: list[_Group], entry: SourceEntry, key: str) -> _Grou
     return None
 
 
+def _score(members: list[SourceEntry]) -> int | None:
+    """Only the page reports scores; should two sources ever both score a line, the page's wins."""
+    scored = sorted((m.source != "page", m.source, m.seq, m.pronunciation_score) for m in members)
+    return next((score for *_, score in scored if score is not None), None)
+
+
 def merge(entries: list[SourceEntry]) -> list[CanonicalEntry]:
     """Return the canonical transcript: each line once, in time order, with every source that reported it.
 
@@ -86,6 +94,7 @@ def merge(entries: list[SourceEntry]) -> list[CanonicalEntry]:
             text=group.first.text,
             timestamp=group.first.timestamp,
             sources=tuple(sorted({member.source for member in group.members})),
+            pronunciation_score=_score(group.members),
         )
         for index, group in enumerate(groups, start=1)
     ]

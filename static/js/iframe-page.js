@@ -9,9 +9,31 @@ const config = readConfig();
 const transcript = new TranscriptSender(config.session.token);
 transcript.watchPageLifecycle();
 
+// A pronunciation score belongs to one User line, but the SDK does not say in which order the two
+// arrive: a score goes on the User line just recorded if it is still unsent, otherwise on the next one.
+const SCORE_PAIRING_MS = 5000;
+let lastUser = null; // { entry, at }
+let heldScore = null; // { score, at }
+
 function recordLine(role, text) {
   addTranscriptEntry(role, text);
-  transcript.add(role, text);
+  const entry = transcript.add(role, text);
+  if (role !== 'User' || !entry) return;
+  lastUser = { entry, at: Date.now() };
+  if (heldScore && Date.now() - heldScore.at < SCORE_PAIRING_MS) entry.pronunciation_score = heldScore.score;
+  heldScore = null;
+}
+
+function recordScore(data) {
+  const raw = typeof data === 'number' ? data : data && data.pronunciationScore;
+  if (typeof raw !== 'number' || !Number.isFinite(raw)) return;
+  const score = Math.round(Math.min(100, Math.max(0, raw)));
+  const recent = lastUser && Date.now() - lastUser.at < SCORE_PAIRING_MS;
+  if (recent && lastUser.entry.pronunciation_score === undefined && transcript.isPending(lastUser.entry)) {
+    lastUser.entry.pronunciation_score = score;
+  } else {
+    heldScore = { score, at: Date.now() };
+  }
 }
 const $ = (id) => document.getElementById(id);
 const meetOrigin = new URL(config.sdk.config.meetBaseUrl).origin;
@@ -53,6 +75,9 @@ window.addEventListener('message', (event) => {
     }
     case 'user-transcription':
       recordLine('User', textOf(message.data, 'userTranscription'));
+      break;
+    case 'pronunciation-score':
+      recordScore(message.data);
       break;
     case 'permissions-denied':
       setStatus('Microphone unavailable: use the text box inside the avatar window.');

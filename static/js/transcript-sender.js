@@ -15,11 +15,18 @@ export class TranscriptSender {
     this.closed = false;
   }
 
+  // Returns the queued entry: until it is sent, a late detail (a pronunciation score) can still be set on it.
   add(role, text, timestamp = new Date()) {
-    if (!text || this.closed) return;
-    this.pending.push({ seq: this.nextSeq++, role, text, timestamp: timestamp.toISOString() });
+    if (!text || this.closed) return null;
+    const entry = { seq: this.nextSeq++, role, text, timestamp: timestamp.toISOString() };
+    this.pending.push(entry);
     clearTimeout(this.timer);
     this.timer = setTimeout(() => this.flush(), FLUSH_DELAY_MS);
+    return entry;
+  }
+
+  isPending(entry) {
+    return this.pending.includes(entry);
   }
 
   acknowledge(highestSeq) {

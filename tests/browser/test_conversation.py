@@ -15,6 +15,7 @@ from server.sdk import PINS
 from server.settings import Settings
 from server.simulator import SimulatorConfig
 from server.simulator import create_app as create_simulator
+from server.simulator.iframe import pronunciation_score
 from server.transcripts.store import canonical_transcript
 from tests.browser.conftest import PageWatch
 from tests.conftest import prepared_settings
@@ -149,3 +150,11 @@ def test_iframe_conversation_reaches_the_transcript_through_the_page(
     lines = wait_for_transcript(settings, session_id, 5)
     assert [role for role, _, _ in lines] == ["Avatar", "User", "Avatar", "User", "Avatar"]
     assert lines[1][1] == "show me a table" and all(sources == ("page",) for _, _, sources in lines)
+
+    # The meeting scored each typed line; the page stored each score on its own User line.
+    async def scores() -> list[int | None]:
+        async with db_session(settings) as db:
+            return [e.pronunciation_score for e in await canonical_transcript(db, session_id)]
+
+    expected = [pronunciation_score("show me a table"), pronunciation_score("bye")]
+    assert run_async(scores) == [None, expected[0], None, expected[1], None]

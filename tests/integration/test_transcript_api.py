@@ -121,6 +121,8 @@ def test_final_flush_ends_the_session_and_later_lines_are_refused(live_server: S
         ({"entries": [entry(1), entry(1)]}, 400, "twice"),
         ({"entries": [{**entry(1), "role": "Narrator"}]}, 400, "role"),
         ({"entries": [entry(1), {**entry(2), "timestamp": "yesterday"}]}, 400, "timestamp"),
+        ({"entries": [{**entry(1, "User"), "pronunciation_score": 101}]}, 400, "pronunciation_score"),
+        ({"entries": [{**entry(1, "Avatar"), "pronunciation_score": 80}]}, 400, "User lines"),
     ],
 )
 def test_bad_batches_are_refused_whole_with_a_reason(
@@ -187,6 +189,28 @@ def test_transcript_merges_page_and_relay_lines(live_server: ServerThread, setti
         headers=auth,
     ).text
     assert markdown.startswith("[2026-05-01T12:00:30Z] **Avatar:** Hello Ana!\n\n")
+
+
+def test_pronunciation_scores_reach_the_api_and_exports(
+    live_server: ServerThread, settings: Settings
+) -> None:
+    session_id, token = open_page(live_server, "demo-iframe")
+    scored = {**entry(2, "User", "I would like a coffee"), "pronunciation_score": 87}
+    assert post(live_server, {"token": token, "entries": [entry(1), scored, entry(3)]}).status_code == 200
+    # The relay heard the same User line: the merged line keeps the page's score.
+    add_relay_lines(settings, session_id, [(1, "User", "I would like a coffee.", 30.5)])
+    auth = {"authorization": f"Bearer {make_token(settings, 'transcripts:read')}"}
+    body = httpx.get(f"{live_server.url}/api/v1/sessions/{session_id}/transcript", headers=auth).json()
+    assert [(e["role"], e["pronunciation_score"], e["sources"]) for e in body["entries"]] == [
+        ("Avatar", None, ["page"]),
+        ("User", 87, ["page", "relay"]),
+        ("Avatar", None, ["page"]),
+    ]
+    exported = httpx.get(
+        f"{live_server.url}/api/v1/export", params={"format": "csv", "flow": "demo-iframe"}, headers=auth
+    ).text
+    rows = list(csv.DictReader(io.StringIO(exported)))
+    assert [row["pronunciation_score"] for row in rows] == ["", "87", ""]
 
 
 def test_sessions_list_filters_and_paginates(live_server: ServerThread, settings: Settings) -> None:

@@ -71,6 +71,18 @@ def test_same_text_from_both_sources_is_one_line_with_both_marks() -> None:
     assert merged == [CanonicalEntry(1, "Avatar", "Hello there!", T0, ("page", "relay"))]
 
 
+def test_a_page_score_survives_the_merge_whichever_source_came_first() -> None:
+    relay_first = [
+        SourceEntry("relay", 1, "User", "I like tea", T0),
+        SourceEntry("page", 4, "User", "I like tea.", T0 + timedelta(seconds=1), pronunciation_score=72),
+    ]
+    merged = merge(relay_first)
+    assert merged == merge(relay_first[::-1])
+    assert [(e.text, e.pronunciation_score, e.sources) for e in merged] == [
+        ("I like tea", 72, ("page", "relay"))
+    ]
+
+
 def test_a_repeated_line_from_one_source_stays_twice() -> None:
     merged = merge([SourceEntry("page", 1, "User", "yes", T0), SourceEntry("page", 2, "User", "yes", T0)])
     assert [e.text for e in merged] == ["yes", "yes"]
