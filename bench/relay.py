@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -46,6 +48,11 @@ def rss_kib(pid: int) -> int:
     return int(line.split()[1])
 
 
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
 def wait_until_up(url: str) -> None:
     for _ in range(200):
         try:
@@ -57,7 +64,7 @@ def wait_until_up(url: str) -> None:
 
 
 @contextmanager
-def processes(data_dir: Path) -> Iterator[tuple[str, str, int]]:
+def processes(data_dir: Path) -> Iterator[tuple[str, str, dict[str, int]]]:
     sim_port, bff_port = free_port(), free_port()
     sim_url, bff_url = f"http://127.0.0.1:{sim_port}", f"http://127.0.0.1:{bff_port}"
     env = {
@@ -90,7 +97,7 @@ def processes(data_dir: Path) -> Iterator[tuple[str, str, int]]:
     try:
         wait_until_up(f"{sim_url}/_sim/health")
         wait_until_up(f"{bff_url}/healthz")
-        yield sim_url, bff_url, bff.pid
+        yield sim_url, bff_url, {"simulator": sim.pid, "relay": bff.pid}
     finally:
         for process in (bff, sim):
             process.terminate()
@@ -135,46 +142,122 @@ async def callers(n: int, url: str, bff_url: str | None) -> list[Caller]:
     return made
 
 
-async def measure(n: int, per_caller: int, url: str, bff_url: str | None) -> tuple[list[float], float]:
+@dataclass
+class Run:
+    timings: list[float]
+    rate: float  # round trips per second
+    cpu_us: dict[str, float]  # CPU per round trip, by process
+
+
+async def measure(n: int, per_caller: int, url: str, bff_url: str | None, pids: dict[str, int]) -> Run:
     group = await callers(n, url, bff_url)
     await asyncio.gather(*(c.round_trips(20) for c in group))  # warm up
+    cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()} | {"client": time.process_time()}
     started = time.perf_counter()
     results = await asyncio.gather(*(c.round_trips(per_caller) for c in group))
     elapsed = time.perf_counter() - started
+    cpu_after = {name: cpu_seconds(pid) for name, pid in pids.items()} | {"client": time.process_time()}
     for caller in group:
         await caller.client.disconnect()
-    return [t for timings in results for t in timings], n * per_caller / elapsed
+    count = n * per_caller
+    cpu = {name: (cpu_after[name] - cpu_before[name]) / count * 1e6 for name in cpu_before}
+    return Run([t for timings in results for t in timings], count / elapsed, cpu)
+
+
+def cpu_line(run: Run) -> str:
+    return ", ".join(f"{name} {us:.0f}" for name, us in run.cpu_us.items() if us >= 0.5)
 
 
 def pct(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100)[q - 1] * 1000
 
 
-async def main(idle_sessions: int) -> None:
-    with tempfile.TemporaryDirectory() as tmp, processes(Path(tmp)) as (sim_url, bff_url, bff_pid):
-        print(
-            "event round trip (checkAvailability -> availabilityResult), python-socketio clients, WebSocket"
+@contextmanager
+def nginx_in_front_of(upstream: str, workdir: Path) -> Iterator[str | None]:
+    """nginx proxying WebSockets to `upstream`: the yardstick for a relay (None: nginx is not installed)."""
+    binary = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+    if binary is None:
+        yield None
+        return
+    port = free_port()
+    workdir.mkdir()
+    (workdir / "nginx.conf").write_text(
+        NGINX_CONF.replace("@PORT@", str(port)).replace("@UPSTREAM@", upstream).replace("@DIR@", str(workdir))
+    )
+    nginx = subprocess.Popen([binary, "-p", str(workdir), "-c", str(workdir / "nginx.conf")])
+    try:
+        wait_until_up(f"http://127.0.0.1:{port}/_sim/health")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        nginx.terminate()
+        nginx.wait()
+
+
+NGINX_CONF = """
+daemon off;
+worker_processes 1;
+pid @DIR@/nginx.pid;
+error_log @DIR@/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path @DIR@/body;
+    proxy_temp_path @DIR@/proxy;
+    upstream sim { server @UPSTREAM@; keepalive 64; }
+    server {
+        listen 127.0.0.1:@PORT@;
+        location / {
+            proxy_pass http://sim;
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection "upgrade";
+            proxy_read_timeout 120s;
+        }
+    }
+}
+"""
+
+
+def report(label: str, run: Run, direct: Run) -> str:
+    added50, added99 = (
+        pct(run.timings, 50) - pct(direct.timings, 50),
+        pct(run.timings, 99) - pct(direct.timings, 99),
+    )
+    return (
+        f"  {label:<7} p50 {pct(run.timings, 50):6.2f} ms  p99 {pct(run.timings, 99):6.2f} ms"
+        f"  {run.rate:7,.0f}/s"
+        + (
+            ""
+            if run is direct
+            else f"  added p50 {added50:+.2f} ms p99 {added99:+.2f} ms  ratio {run.rate / direct.rate:.2f}"
         )
-        for n, per in ((1, 400), (50, 60)):
-            direct, direct_rate = await measure(n, per, sim_url, None)
-            relayed, relayed_rate = await measure(n, per, bff_url, bff_url)
-            print(
-                f"{n:>3} session(s): direct p50 {pct(direct, 50):.2f} ms p99 {pct(direct, 99):.2f} ms "
-                f"{direct_rate:,.0f}/s | relay p50 {pct(relayed, 50):.2f} ms p99 {pct(relayed, 99):.2f} ms "
-                f"{relayed_rate:,.0f}/s | added p50 {pct(relayed, 50) - pct(direct, 50):.2f} ms "
-                f"p99 {pct(relayed, 99) - pct(direct, 99):.2f} ms | ratio {relayed_rate / direct_rate:.2f}"
-            )
-        before = rss_kib(bff_pid)
+        + f"  | CPU per round trip (us): {cpu_line(run)}"
+    )
+
+
+async def main(idle_sessions: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp, processes(Path(tmp)) as (sim_url, bff_url, pids):
+        with nginx_in_front_of(sim_url.removeprefix("http://"), Path(tmp) / "nginx") as nginx_url:
+            print("event round trip (checkAvailability -> availabilityResult), python-socketio clients")
+            for n, per in ((1, 400), (50, 60)):
+                print(f"{n} session(s):")
+                direct = await measure(n, per, sim_url, None, pids)
+                print(report("direct", direct, direct))
+                if nginx_url is not None:
+                    print(report("nginx", await measure(n, per, nginx_url, None, pids), direct))
+                print(report("relay", await measure(n, per, bff_url, bff_url, pids), direct))
+            if nginx_url is None:
+                print("nginx: not installed, so no nginx line (apt-get install nginx-light)")
+        before = rss_kib(pids["relay"])
         idle = await callers(idle_sessions, bff_url, bff_url)
         await asyncio.sleep(2)
-        after = rss_kib(bff_pid)
+        after = rss_kib(pids["relay"])
         print(
             f"{idle_sessions} idle relayed sessions: relay RSS {before / 1024:.0f} -> {after / 1024:.0f} MiB"
             f" = {(after - before) / idle_sessions:.0f} KiB per session (browser socket + upstream socket)"
         )
         for caller in idle:
             await caller.client.disconnect()
-        print("nginx: not compared by this script yet (it is not installed on this machine)")
 
 
 if __name__ == "__main__":

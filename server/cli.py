@@ -93,6 +93,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> None:
         log_level=settings.log_level,
         proxy_headers=True,
         ws_max_size=4 * 1024 * 1024,
+        ws_per_message_deflate=False,  # signaling is small JSON; deflate costs ~40 KB per idle socket
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -75,3 +76,97 @@ def rewrite_upstream_event(event: str, args: tuple[Any, ...], ctx: RelayContext)
 def upstream_query(browser_query: dict[str, str], ctx: RelayContext) -> dict[str, str]:
     """The SDK's handshake query with the real ids in place of the page's session token and slug."""
     return {**browser_query, "client": ctx.client_id, "flowId": ctx.flow_id}
+
+
+# Socket.IO packet types the relay forwards (everything else is python-socketio's business).
+EVENT, ACK, BINARY_EVENT, BINARY_ACK = "2", "3", "5", "6"
+RELAYED_TYPES = frozenset((EVENT, ACK, BINARY_EVENT, BINARY_ACK))
+# Upstream events the relay reads (transcript tap, WHEP URL); all others are forwarded unread.
+UPSTREAM_EVENTS_READ = frozenset(
+    ["stvNewSession", "stvFinishedTalking", "agentTurnToTalk", "conversationEnded", "conversationTimeExpired"]
+)
+
+
+@dataclass(frozen=True)
+class Packet:
+    """An encoded Socket.IO packet split at its JSON body, which stays undecoded until someone needs it.
+
+    Wire form: type digit, then `<attachments>-` for binary types, `<namespace>,` unless it is "/",
+    the ack id digits, and the JSON body.
+    """
+
+    kind: str
+    attachments: int
+    namespace: str
+    head: str  # everything before the body, kept verbatim so a rewrite keeps the ack id
+    body: str
+
+    @property
+    def event(self) -> str | None:
+        """The event name of an event packet, read without decoding the body (None if unusual)."""
+        if self.kind not in (EVENT, BINARY_EVENT) or not self.body.startswith('["'):
+            return None
+        end = self.body.find('"', 2)
+        name = self.body[2:end]
+        return name if end > 2 and "\\" not in name else None
+
+    def args(self) -> list[Any] | None:
+        """The decoded body of an event packet: [name, *args], or None when it is not that shape."""
+        try:
+            data = json.loads(self.body)
+        except ValueError:
+            return None
+        return data if isinstance(data, list) and data and isinstance(data[0], str) else None
+
+    def with_args(self, args: list[Any]) -> str:
+        return self.head + json.dumps(args, separators=(",", ":"))
+
+
+def parse_packet(raw: str) -> Packet | None:
+    """Split an event or ack packet; None for other types or a malformed head."""
+    kind = raw[:1]
+    if kind not in RELAYED_TYPES:
+        return None
+    i, attachments = 1, 0
+    if kind in (BINARY_EVENT, BINARY_ACK):
+        dash = raw.find("-", 1)
+        if dash < 2 or not raw[1:dash].isdigit():
+            return None
+        attachments, i = int(raw[1:dash]), dash + 1
+    namespace = "/"
+    if raw.startswith("/", i):
+        comma = raw.find(",", i)
+        if comma < 0:
+            return None
+        namespace, i = raw[i:comma], comma + 1
+    while i < len(raw) and raw[i].isdigit():
+        i += 1
+    return Packet(kind, attachments, namespace, raw[:i], raw[i:])
+
+
+def client_packet_for_upstream(packet: Packet, raw: str, ctx: RelayContext) -> str | None:
+    """The packet to send upstream for an event from the browser, rewritten only where it must be.
+
+    A body that mentions no credential field (and is no ASR init) goes out byte for byte; None: malformed.
+    """
+    body = packet.body
+    # A \u escape could spell a credential key that the substring test misses: such bodies are decoded.
+    if packet.event != "asr-webrtc-init" and not any(k in body for k in ('"client"', '"flowId"', "\\u")):
+        return raw
+    args = packet.args()
+    if args is None:
+        return None
+    return packet.with_args([args[0], *rewrite_client_event(args[0], tuple(args[1:]), ctx)])
+
+
+def upstream_packet_for_browser(packet: Packet, raw: str, ctx: RelayContext) -> tuple[str, list[Any] | None]:
+    """The packet to send the browser, and the decoded event when the relay needs to read it."""
+    if packet.event not in UPSTREAM_EVENTS_READ:
+        return raw, None
+    args = packet.args()
+    if args is None:
+        return raw, None
+    if args[0] == "stvNewSession":
+        rewritten = [args[0], *rewrite_upstream_event(args[0], tuple(args[1:]), ctx)]
+        return packet.with_args(rewritten), rewritten
+    return raw, args

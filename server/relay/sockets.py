@@ -10,20 +10,27 @@ import asyncio
 import logging
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
+import aiohttp
+import engineio
 import socketio
 from sqlalchemy import select
 
 from server.dependencies import Services
 from server.models import Flow, Session
 from server.relay.events import (
+    BINARY_EVENT,
     CLIENT_EVENTS,
+    EVENT,
+    RELAYED_TYPES,
     RelayContext,
-    rewrite_client_event,
-    rewrite_upstream_event,
+    client_packet_for_upstream,
+    parse_packet,
+    upstream_packet_for_browser,
     upstream_query,
 )
 from server.relay.transcript_tap import TranscriptTap
@@ -33,12 +40,15 @@ from server.upstreams import endpoints_for
 
 log = logging.getLogger("avatar_bff.relay")
 SOCKET_PATH = "socket.io"
-UPSTREAM_GONE = "\0upstream-gone"  # cannot collide with a Socket.IO event name from the wire
+UPSTREAM_GONE = "\0upstream-gone"  # a marker among upstream packets; no Socket.IO packet starts with NUL
 END_EVENTS = {"conversationEnded": "conversation_ended", "conversationTimeExpired": "time_expired"}
 
 
 class Refused(socketio.exceptions.ConnectionRefusedError):  # type: ignore[misc]
     """A refused browser connection; the SDK shows the message as its connection error."""
+
+
+EARLY_PACKETS = 256  # upstream packets held while the browser's connect is still being acknowledged
 
 
 @dataclass
@@ -48,11 +58,13 @@ class Bridge:
     browser_sid: str
     session_id: str
     flow_slug: str
-    upstream: socketio.AsyncClient
+    upstream: UpstreamClient
+    eio_sid: str = ""
     context: RelayContext | None = None
-    outbox: asyncio.Queue[tuple[str, tuple[Any, ...]]] = field(default_factory=asyncio.Queue)
-    pump: asyncio.Task[None] | None = None
+    live: bool = False  # the browser's connect is acknowledged: upstream packets go straight through
+    early: list[str | bytes] = field(default_factory=list)
     closing: bool = False
+    skip_attachments: int = 0  # binary attachments of a dropped browser packet still to come
     tokens: float = 0.0
     refilled: float = field(default_factory=time.monotonic)
 
@@ -67,9 +79,63 @@ class Bridge:
         return False
 
 
-def _args_to_data(args: tuple[Any, ...]) -> Any:
-    # python-socketio sends a tuple as several arguments and anything else as one.
-    return args if len(args) != 1 else args[0]
+Forward = Callable[[str | bytes], Awaitable[None]]
+
+
+class _ForwardingEngineIO(engineio.AsyncClient):  # type: ignore[misc]
+    """Engine.IO client that hands Socket.IO event and ack packets to `forward` from its read loop.
+
+    Stock python-engineio starts a task per incoming message, which costs time and lets a message that waits
+    be overtaken; forwarding inline keeps upstream order by construction.
+    """
+
+    forward: Forward | None = None
+
+    async def _receive_packet(self, pkt: engineio.packet.Packet) -> None:
+        data = pkt.data
+        if (
+            self.forward is not None
+            and pkt.packet_type == engineio.packet.MESSAGE
+            and (isinstance(data, bytes) or data[:1] in RELAYED_TYPES)
+        ):
+            await self.forward(data)
+        else:
+            await super()._receive_packet(pkt)
+
+
+class UpstreamClient(socketio.AsyncClient):  # type: ignore[misc]
+    """python-socketio client whose event and ack packets go to the relay still encoded.
+
+    Connecting, pings and disconnecting stay python-socketio's job; the conversation's packets are forwarded
+    as they came, so acks, binary attachments and order survive and nothing is decoded twice.
+    """
+
+    def __init__(self, forward: Forward, **options: Any) -> None:
+        super().__init__(reconnection=False, logger=False, engineio_logger=False, **options)
+        self.eio.forward = forward
+
+    def _engineio_client_class(self) -> type[engineio.AsyncClient]:
+        return _ForwardingEngineIO
+
+
+class BrowserServer(socketio.AsyncServer):  # type: ignore[misc]
+    """python-socketio server that hands a bridged browser's event and ack packets to the relay encoded."""
+
+    def __init__(self, hub: RelayHub, **options: Any) -> None:
+        super().__init__(**options)
+        self._hub = hub
+
+    async def _handle_eio_message(self, eio_sid: str, data: str | bytes) -> None:
+        bridge = self._hub.by_eio.get(eio_sid)
+        if bridge is not None and (isinstance(data, bytes) or data[:1] in RELAYED_TYPES):
+            await self._hub.from_browser(bridge, data)
+        else:
+            await super()._handle_eio_message(eio_sid, data)
+
+    async def _handle_connect(self, eio_sid: str, namespace: str | None, data: Any) -> None:
+        await super()._handle_connect(eio_sid, namespace, data)
+        # The connect acknowledgement is queued by now: what upstream said meanwhile may follow it.
+        await self._hub.browser_connected(eio_sid)
 
 
 class RelayHub:
@@ -78,34 +144,40 @@ class RelayHub:
     def __init__(self, services: Services, allowed_origins: list[str] | None) -> None:
         self.services = services
         settings = services.settings
-        self.sio = socketio.AsyncServer(
+        self.sio = BrowserServer(
+            self,
             async_mode="asgi",
             cors_allowed_origins=allowed_origins,  # None: same origin only; never [] (turns the check off)
             max_http_buffer_size=settings.relay_max_payload_bytes,
-            async_handlers=False,  # keep each browser's events in order, one at a time
+            async_handlers=False,  # keep each browser's packets in order, one at a time
             logger=False,
             engineio_logger=False,
         )
         self.app = socketio.ASGIApp(self.sio, socketio_path=SOCKET_PATH)
-        self.bridges: dict[str, Bridge] = {}
+        self.bridges: dict[str, Bridge] = {}  # by browser socket id
+        self.by_eio: dict[str, Bridge] = {}  # by browser Engine.IO id, for the packet path
         self.per_flow: Counter[str] = Counter()
-        self.dropped: Counter[str] = Counter()  # disallowed or rate-limited browser events, by reason
+        self.dropped: Counter[str] = Counter()  # browser packets not relayed, by reason
         self.tap = TranscriptTap(services.sessions)
+        self.http: aiohttp.ClientSession | None = None
         self.sio.on("connect", self._on_connect)
         self.sio.on("disconnect", self._on_disconnect)
-        self.sio.on("*", self._on_browser_event)
 
     @property
     def open_upstreams(self) -> int:
         return sum(1 for bridge in self.bridges.values() if bridge.upstream.connected)
 
     async def start(self) -> None:
+        # One HTTP session (connection pool, DNS cache) for every upstream socket instead of one each.
+        self.http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))  # sockets are long-lived
         self.tap.start()
 
     async def stop(self) -> None:
         for sid in list(self.bridges):
             await self._close(sid)
         await self.tap.stop()
+        if self.http is not None:
+            await self.http.close()
 
     async def _load(self, token: str, slug: str) -> tuple[Session, Flow]:
         try:
@@ -141,11 +213,21 @@ class RelayHub:
             self.dropped["capacity"] += 1
             asyncio.get_running_loop().call_later(0.05, lambda: asyncio.ensure_future(self._no_agent(sid)))
             return
-        upstream = socketio.AsyncClient(reconnection=False, logger=False, engineio_logger=False)
+        bridge: Bridge
+
+        async def from_upstream(data: str | bytes) -> None:
+            await self._from_upstream(bridge, data)
+
+        async def upstream_closed(*_: Any) -> None:
+            await self._from_upstream(bridge, UPSTREAM_GONE)
+
+        # The browser leg offers no compression either: permessage-deflate costs ~40 KB per socket.
+        upstream = UpstreamClient(
+            from_upstream, http_session=self.http, websocket_extra_options={"compress": 0}
+        )
         bridge = Bridge(sid, session.id, flow.slug, upstream, tokens=2 * settings.relay_events_per_second)
-        upstream.on("*", lambda event, *args: bridge.outbox.put_nowait((event, args)))
         # After everything upstream said before hanging up (the closing sentence, conversationEnded).
-        upstream.on("disconnect", lambda *_: bridge.outbox.put_nowait((UPSTREAM_GONE, ())))
+        upstream.on("disconnect", upstream_closed)
         endpoints = endpoints_for(flow.upstream, flow.custom_endpoints, settings.simulator_url)
         placeholder = RelayContext(flow.client_id, flow.flow_id, "", lambda url: url)
         url = f"{endpoints.socket}/?{urlencode(upstream_query(query, placeholder))}"
@@ -166,56 +248,94 @@ class RelayHub:
             upstream.get_sid() or "",
             lambda u: whep_proxy_path(signer, u, session.id),
         )
+        bridge.eio_sid = self.sio.manager.eio_sid_from_sid(sid, "/")
         self.bridges[sid] = bridge
+        self.by_eio[bridge.eio_sid] = bridge
         self.per_flow[flow.slug] += 1
-        bridge.pump = asyncio.create_task(self._pump(bridge))
 
     async def _no_agent(self, sid: str) -> None:
         await self.sio.emit("throwToNoAgent", {}, to=sid)
 
-    async def _pump(self, bridge: Bridge) -> None:
-        """Deliver upstream events to the browser in arrival order, once the browser's connect is done."""
-        while not self.sio.manager.is_connected(bridge.browser_sid, "/"):
+    async def browser_connected(self, eio_sid: str) -> None:
+        """Deliver what upstream said before the browser's connect was acknowledged, then go live."""
+        bridge = self.by_eio.get(eio_sid)
+        if bridge is None:
+            return
+        while bridge.early:  # no await between the last pop and going live: order holds
+            await self._to_browser(bridge, bridge.early.pop(0))
             if bridge.closing:
                 return
-            await asyncio.sleep(0.005)
-        assert bridge.context is not None
-        while True:
-            event, args = await bridge.outbox.get()
-            if event == UPSTREAM_GONE:
-                await self._upstream_gone(bridge)
+        bridge.live = True
+
+    async def _from_upstream(self, bridge: Bridge, data: str | bytes) -> None:
+        if bridge.closing:
+            return
+        if not bridge.live:
+            if len(bridge.early) >= EARLY_PACKETS:
+                log.warning(
+                    "relay: upstream of flow %s sent too much before the browser joined", bridge.flow_slug
+                )
+                await self._close(bridge.browser_sid)
                 return
-            await self._tap_upstream(bridge, event, args)
-            await self.sio.emit(
-                event,
-                _args_to_data(rewrite_upstream_event(event, args, bridge.context)),
-                to=bridge.browser_sid,
-            )
-
-    async def _tap_upstream(self, bridge: Bridge, event: str, args: tuple[Any, ...]) -> None:
-        payload = args[0] if args and isinstance(args[0], dict) else {}
-        if event == "stvFinishedTalking" and isinstance(payload.get("agentContent"), str):
-            await self.tap.line(bridge.session_id, "Avatar", payload["agentContent"])
-        elif event == "agentTurnToTalk" and isinstance(payload.get("userTranscription"), str):
-            await self.tap.line(bridge.session_id, "User", payload["userTranscription"])
-        elif event in END_EVENTS:
-            self.tap.ended(bridge.session_id, END_EVENTS[event])
-
-    async def _on_browser_event(self, event: str, sid: str, *args: Any) -> None:
-        bridge = self.bridges.get(sid)
-        if bridge is None or bridge.context is None or bridge.closing:
+            bridge.early.append(data)
             return
-        if event not in CLIENT_EVENTS:
-            self.dropped["disallowed"] += 1
+        await self._to_browser(bridge, data)
+
+    async def _to_browser(self, bridge: Bridge, data: str | bytes) -> None:
+        if data is UPSTREAM_GONE:
+            await self._upstream_gone(bridge)
             return
+        if isinstance(data, str):
+            packet = parse_packet(data)
+            if packet is not None and bridge.context is not None:
+                data, event = upstream_packet_for_browser(packet, data, bridge.context)
+                if event is not None:
+                    await self._tap_upstream(bridge, event)
+        await self.sio.eio.send(bridge.eio_sid, data)
+
+    async def _tap_upstream(self, bridge: Bridge, event: list[Any]) -> None:
+        name, payload = event[0], event[1] if len(event) > 1 and isinstance(event[1], dict) else {}
+        if name == "stvFinishedTalking" and isinstance(payload.get("agentContent"), str):
+            self.tap.line(bridge.session_id, "Avatar", payload["agentContent"])
+        elif name == "agentTurnToTalk" and isinstance(payload.get("userTranscription"), str):
+            self.tap.line(bridge.session_id, "User", payload["userTranscription"])
+        elif name in END_EVENTS:
+            self.tap.ended(bridge.session_id, END_EVENTS[name])
+
+    async def from_browser(self, bridge: Bridge, data: str | bytes) -> None:
+        """An event or ack packet (or a binary attachment) from a bridged browser."""
+        if bridge.closing or bridge.context is None:
+            return
+        if isinstance(data, bytes):  # an attachment of the packet before it
+            if bridge.skip_attachments:
+                bridge.skip_attachments -= 1
+            else:
+                await self._to_upstream(bridge, data)
+            return
+        packet = parse_packet(data)
+        if packet is None or packet.namespace != "/":
+            self.dropped["malformed"] += 1
+            return
+        reason = None
         if not bridge.allow(self.services.settings.relay_events_per_second):
-            self.dropped["rate"] += 1
+            reason = "rate"
+        elif packet.kind in (EVENT, BINARY_EVENT):
+            if packet.event not in CLIENT_EVENTS:
+                reason = "disallowed"
+            else:
+                rewritten = client_packet_for_upstream(packet, data, bridge.context)
+                reason, data = ("malformed", data) if rewritten is None else (None, rewritten)
+        if reason is not None:
+            self.dropped[reason] += 1
+            bridge.skip_attachments = packet.attachments
             return
-        data = _args_to_data(rewrite_client_event(event, args, bridge.context))
+        await self._to_upstream(bridge, data)
+
+    async def _to_upstream(self, bridge: Bridge, data: str | bytes) -> None:
         try:
-            await bridge.upstream.emit(event, data)
-        except socketio.exceptions.BadNamespaceError:
-            await self._close(sid)
+            await bridge.upstream.eio.send(data)
+        except (ConnectionError, OSError):
+            await self._close(bridge.browser_sid)
 
     async def _upstream_gone(self, bridge: Bridge) -> None:
         """Upstream hung up: the browser sees a server disconnect, so the SDK's own reconnect can run."""
@@ -232,9 +352,9 @@ class RelayHub:
         if bridge is None or bridge.closing:
             return
         bridge.closing = True
+        self.by_eio.pop(bridge.eio_sid, None)
         self.per_flow[bridge.flow_slug] -= 1
-        if bridge.pump is not None and bridge.pump is not asyncio.current_task():
-            bridge.pump.cancel()
+        bridge.early.clear()
         await bridge.upstream.disconnect()
 
 

@@ -26,8 +26,8 @@ class TranscriptTap:
         self._lines: list[dict[str, object]] = []
         self._ended: dict[str, str] = {}
         self._next_seq: dict[str, int] = {}
-        self._seq_lock = asyncio.Lock()
         self._wake = asyncio.Event()
+        self._flushing = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self.dropped = 0
 
@@ -40,33 +40,33 @@ class TranscriptTap:
             self._task = None
         await self.flush()
 
-    async def _seq_for(self, session_id: str) -> int:
-        # Parallel upstream sockets of one page (SDK reconnects) share this counter within the process.
-        async with self._seq_lock:
+    async def _number(self, db: AsyncSession, lines: list[dict[str, object]]) -> None:
+        """Give each new line the next relay seq of its session (seqs continue after a restart)."""
+        for line in lines:
+            if "seq" in line:
+                continue  # numbered by an earlier flush that failed
+            session_id = str(line["session_id"])
             if session_id not in self._next_seq:
-                async with self._sessions() as db:
-                    highest = await db.scalar(
-                        select(func.max(TranscriptEntry.seq)).where(
-                            TranscriptEntry.session_id == session_id, TranscriptEntry.source == "relay"
-                        )
+                highest = await db.scalar(
+                    select(func.max(TranscriptEntry.seq)).where(
+                        TranscriptEntry.session_id == session_id, TranscriptEntry.source == "relay"
                     )
+                )
                 self._next_seq[session_id] = (highest or 0) + 1
-            seq = self._next_seq[session_id]
-            self._next_seq[session_id] = seq + 1
-            return seq
+            line["seq"] = self._next_seq[session_id]
+            self._next_seq[session_id] += 1
 
-    async def line(self, session_id: str, role: str, text: str, when: datetime | None = None) -> None:
+    def line(self, session_id: str, role: str, text: str, when: datetime | None = None) -> None:
+        """Queue a line; never waits, so the relay's packet path never stalls on the database."""
         if not text.strip():
             return
         if len(self._lines) >= MAX_QUEUE:  # the database is far behind: keep the relay alive, count the loss
             self.dropped += 1
             return
-        seq = await self._seq_for(session_id)
         self._lines.append(
             {
                 "session_id": session_id,
                 "source": "relay",
-                "seq": seq,
                 "role": role,
                 "text": text[:10_000],
                 "timestamp": when or utcnow(),
@@ -79,6 +79,10 @@ class TranscriptTap:
         self._wake.set()
 
     async def flush(self) -> None:
+        async with self._flushing:  # one writer at a time: seqs are numbered once, in order
+            await self._write()
+
+    async def _write(self) -> None:
         lines, self._lines = self._lines, []
         ended, self._ended = self._ended, {}
         if not lines and not ended:
@@ -86,6 +90,7 @@ class TranscriptTap:
         try:
             async with self._sessions() as db:
                 if lines:
+                    await self._number(db, lines)
                     await db.execute(insert_ignoring_duplicates(db.get_bind().dialect.name, lines))
                 now = utcnow()
                 for session_id, reason in ended.items():
@@ -108,4 +113,4 @@ class TranscriptTap:
             await self._wake.wait()
             self._wake.clear()
             await asyncio.sleep(FLUSH_INTERVAL)  # gather a batch
-            await self.flush()
+            await asyncio.shield(self.flush())  # stop() waits for a write in progress instead of cutting it

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from typing import Any
@@ -84,6 +85,22 @@ def create_app(config: SimulatorConfig) -> Any:
             return JSONResponse({"error": "send JSON: {text} or {event, data}"}, status_code=400)
         if isinstance(body, dict) and isinstance(body.get("text"), str):
             session.spawn(sim.speak(session, body["text"]))
+        elif isinstance(body, dict) and isinstance(body.get("event"), str) and body.get("ack") is True:
+            # Emit asking for an acknowledgement and answer with what the client acknowledged (tests acks).
+            if session.socket_sid is None:
+                return JSONResponse({"error": "acks need a Socket.IO session"}, status_code=400)
+            answered: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            session.log("out", body["event"], body.get("data"))
+            await sim.sio.emit(
+                body["event"],
+                body.get("data", {}),
+                to=session.socket_sid,
+                callback=lambda *args: answered.done() or answered.set_result(list(args)),
+            )
+            try:
+                return JSONResponse({"ok": True, "ack": await asyncio.wait_for(answered, 5)})
+            except TimeoutError:
+                return JSONResponse({"error": "no acknowledgement within 5 s"}, status_code=504)
         elif isinstance(body, dict) and isinstance(body.get("event"), str):
             await session.send(body["event"], body.get("data"))
         else:

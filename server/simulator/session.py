@@ -21,9 +21,9 @@ Send = Callable[[str, Any], Awaitable[None]]
 
 
 def _preview(data: Any) -> Any:
-    text = json.dumps(data, default=str)
+    text = json.dumps(data, default=str)  # bytes (binary attachments) become their repr: JSON-safe
     return (
-        data
+        json.loads(text)
         if len(text) <= LOGGED_PAYLOAD_CHARS
         else {"truncated": text[:LOGGED_PAYLOAD_CHARS], "bytes": len(text)}
     )

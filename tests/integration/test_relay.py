@@ -211,6 +211,45 @@ async def test_disallowed_events_are_dropped_and_counted(
     await sdk.client.disconnect()
 
 
+def upstream_of(app: FastAPI, simulator: ServerThread, sdk: FakeSdk) -> dict[str, Any]:
+    sid = app.state.relay.bridges[sdk.client.get_sid()].upstream.get_sid()
+    return next(s for s in httpx.get(f"{simulator.url}/_sim/sessions").json() if s["socket_sid"] == sid)
+
+
+async def test_acks_binary_payloads_and_escaped_credentials_cross_the_relay(
+    relay: tuple[ServerThread, FastAPI, Settings], simulator: ServerThread
+) -> None:
+    server, app, _ = relay
+    _, token = page_session(server)
+    sdk = FakeSdk()
+    await sdk.connect(server.url, token)
+    await sdk.wait_for("showAgent")
+    # Upstream emits asking for an acknowledgement: the browser's answer travels back through the relay.
+    sdk.client.on("ackProbe", lambda data: {"echo": data, "from": "browser"})
+    upstream = upstream_of(app, simulator, sdk)
+    async with httpx.AsyncClient() as http:  # this loop must stay free: the SDK answers from it
+        answered = await http.post(
+            f"{simulator.url}/_sim/sessions/{upstream['id']}/say",
+            json={"event": "ackProbe", "data": {"n": 7}, "ack": True},
+            timeout=10,
+        )
+    assert answered.json() == {"ok": True, "ack": [{"echo": {"n": 7}, "from": "browser"}]}
+    # And the browser's own emit with a callback is acknowledged (by upstream, through the relay).
+    assert await sdk.client.call("checkAvailability", {}, timeout=5) is None
+    # Binary attachments reach upstream intact, after their packet.
+    await sdk.client.emit("userCameraShot", {"image": b"\x89PNG\r\n\x00\xff", "width": 2})
+    # A credential key spelled with a JSON escape is still replaced.
+    raw = '42["isValidSession",{"\\u0063lient":"forged-client","flowId":"demo","room":"r2"}]'
+    await sdk.client.eio.send(raw[1:])
+    await asyncio.sleep(0.3)
+    events = [e for e in upstream_of(app, simulator, sdk)["events"] if e["dir"] == "in"]
+    shot = next(e["data"] for e in events if e["event"] == "userCameraShot")
+    assert shot == {"image": repr(b"\x89PNG\r\n\x00\xff"), "width": 2}
+    checks = [e["data"] for e in events if e["event"] == "isValidSession"]
+    assert checks[-1]["client"] == "demo-client" and checks[-1]["room"] == "r2"
+    await sdk.client.disconnect()
+
+
 async def test_event_flood_is_rate_limited(relay: tuple[ServerThread, FastAPI, Settings]) -> None:
     server, app, settings = relay
     _, token = page_session(server)

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
+
 from server.relay.events import (
     CLIENT_EVENTS,
     RelayContext,
+    client_packet_for_upstream,
+    parse_packet,
     rewrite_client_event,
     rewrite_upstream_event,
+    upstream_packet_for_browser,
     upstream_query,
 )
 
@@ -60,3 +65,69 @@ def test_handshake_query_carries_the_real_ids_and_the_rest_unchanged() -> None:
 def test_allowlist_covers_the_sdk_and_nothing_invented() -> None:
     assert {"join", "setDynamicPrompt", "onTextEntered", "asr-webrtc-init"} <= CLIENT_EVENTS
     assert "debug_text_entered" not in CLIENT_EVENTS and "conversationEnded" not in CLIENT_EVENTS
+
+
+def test_packets_are_split_at_the_body_with_ack_ids_and_attachments_kept() -> None:
+    plain = parse_packet('2["onTextEntered",{"text":"hi"}]')
+    assert plain is not None and (plain.kind, plain.head, plain.event) == ("2", "2", "onTextEntered")
+    acked = parse_packet('217["checkAvailability",{}]')
+    assert acked is not None and (acked.head, acked.event) == ("217", "checkAvailability")
+    binary = parse_packet('51-3["userCameraShot",{"_placeholder":true,"num":0}]')
+    assert binary is not None and (binary.attachments, binary.head, binary.event) == (
+        1,
+        "51-3",
+        "userCameraShot",
+    )
+    other = parse_packet('2/admin,["x"]')
+    assert other is not None and other.namespace == "/admin"
+    ack = parse_packet("31[]")
+    assert ack is not None and (ack.kind, ack.event) == ("3", None)
+
+
+def test_unusual_packets_are_not_relayed_as_events() -> None:
+    assert parse_packet('0{"sid":"x"}') is None  # connect: python-socketio's own business
+    assert parse_packet('5x-["a"]') is None
+    assert parse_packet('2/admin["a"]') is None
+    for body in ('2["a\\"b",{}]', '2[""]', '2{"not":"a list"}', "2"):
+        packet = parse_packet(body)
+        assert packet is None or packet.event is None
+
+
+def test_browser_packets_go_upstream_byte_for_byte_unless_a_rewrite_is_due() -> None:
+    raw = '24["onTextEntered",{"isFinal":true,"text":"héllo"}]'
+    packet = parse_packet(raw)
+    assert packet is not None and client_packet_for_upstream(packet, raw, CTX) is raw
+    for raw, expected in [
+        ('2["join",{"client":"TOKEN","room":"r"}]', ["join", {"client": "real-client", "room": "r"}]),
+        ('29["join",{"\\u0063lient":"other"}]', ["join", {"client": "real-client"}]),
+        ('2["asr-webrtc-init",{"sessionId":"b"}]', ["asr-webrtc-init", {"sessionId": "up-sid"}]),
+    ]:
+        packet = parse_packet(raw)
+        assert packet is not None
+        rewritten = client_packet_for_upstream(packet, raw, CTX)
+        assert rewritten is not None and rewritten.startswith(packet.head)
+        assert json.loads(rewritten[len(packet.head) :]) == expected
+    broken = parse_packet('2["join",{"client":')
+    assert broken is not None and client_packet_for_upstream(broken, '2["join",{"client":', CTX) is None
+
+
+def test_upstream_packets_are_read_only_when_the_relay_needs_them() -> None:
+    raw = '2["showChart",{"mediaUrl":"{}"}]'
+    packet = parse_packet(raw)
+    assert packet is not None and upstream_packet_for_browser(packet, raw, CTX) == (raw, None)
+    raw = '2["stvFinishedTalking",{"agentContent":"Hi"}]'
+    packet = parse_packet(raw)
+    assert packet is not None
+    assert upstream_packet_for_browser(packet, raw, CTX) == (
+        raw,
+        ["stvFinishedTalking", {"agentContent": "Hi"}],
+    )
+    raw = '2["stvNewSession",{"webrtc_url":"https://x/whep"}]'
+    packet = parse_packet(raw)
+    assert packet is not None
+    sent, event = upstream_packet_for_browser(packet, raw, CTX)
+    assert (
+        json.loads(sent[1:])
+        == event
+        == ["stvNewSession", {"webrtc_url": "/relay/whep/signed(https://x/whep)"}]
+    )
