@@ -90,12 +90,14 @@ def create_app(config: SimulatorConfig) -> Any:
             if session.socket_sid is None:
                 return JSONResponse({"error": "acks need a Socket.IO session"}, status_code=400)
             answered: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+            def acknowledged(*args: Any) -> None:
+                if not answered.done():
+                    answered.set_result(list(args))
+
             session.log("out", body["event"], body.get("data"))
             await sim.sio.emit(
-                body["event"],
-                body.get("data", {}),
-                to=session.socket_sid,
-                callback=lambda *args: answered.done() or answered.set_result(list(args)),
+                body["event"], body.get("data", {}), to=session.socket_sid, callback=acknowledged
             )
             try:
                 return JSONResponse({"ok": True, "ack": await asyncio.wait_for(answered, 5)})
