@@ -42,13 +42,11 @@ log = logging.getLogger("avatar_bff.relay")
 SOCKET_PATH = "socket.io"
 UPSTREAM_GONE = "\0upstream-gone"  # a marker among upstream packets; no Socket.IO packet starts with NUL
 END_EVENTS = {"conversationEnded": "conversation_ended", "conversationTimeExpired": "time_expired"}
+EARLY_PACKETS = 256  # upstream packets held while the browser's connect is still being acknowledged
 
 
 class Refused(socketio.exceptions.ConnectionRefusedError):  # type: ignore[misc]
     """A refused browser connection; the SDK shows the message as its connection error."""
-
-
-EARLY_PACKETS = 256  # upstream packets held while the browser's connect is still being acknowledged
 
 
 @dataclass
@@ -221,7 +219,7 @@ class RelayHub:
         async def upstream_closed(*_: Any) -> None:
             await self._from_upstream(bridge, UPSTREAM_GONE)
 
-        # The browser leg offers no compression either: permessage-deflate costs ~40 KB per socket.
+        # No permessage-deflate (the browser leg neither, see `serve`): it costs ~40 KB per idle socket.
         upstream = UpstreamClient(
             from_upstream, http_session=self.http, websocket_extra_options={"compress": 0}
         )
@@ -271,12 +269,12 @@ class RelayHub:
         if bridge.closing:
             return
         if not bridge.live:
-            if len(bridge.early) >= EARLY_PACKETS:
-                log.warning(
-                    "relay: upstream of flow %s sent too much before the browser joined", bridge.flow_slug
-                )
-                await self._close(bridge.browser_sid)
+            if bridge.early and bridge.early[-1] is UPSTREAM_GONE:
                 return
+            if len(bridge.early) >= EARLY_PACKETS:
+                # Treated as a hang-up, delivered in order: the browser is disconnected once it has joined.
+                log.warning("relay: upstream of flow %s sent too much too early", bridge.flow_slug)
+                data = UPSTREAM_GONE
             bridge.early.append(data)
             return
         await self._to_browser(bridge, data)

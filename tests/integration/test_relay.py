@@ -96,6 +96,11 @@ class FakeSdk:
         await self.client.connect(f"{url}/?{query}", socketio_path="socket.io", **kwargs)
 
 
+def upstream_of(app: FastAPI, simulator: ServerThread, sdk: FakeSdk) -> dict[str, Any]:
+    sid = app.state.relay.bridges[sdk.client.get_sid()].upstream.get_sid()
+    return next(s for s in httpx.get(f"{simulator.url}/_sim/sessions").json() if s["socket_sid"] == sid)
+
+
 async def test_conversation_through_the_relay_uses_real_ids_upstream(
     relay: tuple[ServerThread, FastAPI, Settings], simulator: ServerThread
 ) -> None:
@@ -203,17 +208,11 @@ async def test_disallowed_events_are_dropped_and_counted(
     await sdk.client.emit("__proto__", {"x": 1})
     await asyncio.sleep(0.2)
     assert app.state.relay.dropped["disallowed"] == 2
-    sid = app.state.relay.bridges[sdk.client.get_sid()].upstream.get_sid()
-    upstream = next(s for s in httpx.get(f"{simulator.url}/_sim/sessions").json() if s["socket_sid"] == sid)
+    upstream = upstream_of(app, simulator, sdk)
     assert not {"conversationEnded", "__proto__"} & {
         e["event"] for e in upstream["events"] if e["dir"] == "in"
     }
     await sdk.client.disconnect()
-
-
-def upstream_of(app: FastAPI, simulator: ServerThread, sdk: FakeSdk) -> dict[str, Any]:
-    sid = app.state.relay.bridges[sdk.client.get_sid()].upstream.get_sid()
-    return next(s for s in httpx.get(f"{simulator.url}/_sim/sessions").json() if s["socket_sid"] == sid)
 
 
 async def test_acks_binary_payloads_and_escaped_credentials_cross_the_relay(
@@ -291,8 +290,7 @@ async def test_upstream_dropping_mid_conversation_disconnects_the_browser(
     sdk.client.on("disconnect", lambda *_: disconnected.set())
     await sdk.connect(server.url, token)
     await sdk.wait_for("showAgent")
-    sid = app.state.relay.bridges[sdk.client.get_sid()].upstream.get_sid()
-    upstream = next(s for s in httpx.get(f"{simulator.url}/_sim/sessions").json() if s["socket_sid"] == sid)
+    upstream = upstream_of(app, simulator, sdk)
     httpx.post(f"{simulator.url}/_sim/sessions/{upstream['id']}/drop")
     await asyncio.wait_for(disconnected.wait(), 10)
     assert app.state.relay.open_upstreams == 0
