@@ -288,10 +288,10 @@ class RelayHub:
             if packet is not None and bridge.context is not None:
                 data, event = upstream_packet_for_browser(packet, data, bridge.context)
                 if event is not None:
-                    await self._tap_upstream(bridge, event)
+                    self._tap_upstream(bridge, event)
         await self.sio.eio.send(bridge.eio_sid, data)
 
-    async def _tap_upstream(self, bridge: Bridge, event: list[Any]) -> None:
+    def _tap_upstream(self, bridge: Bridge, event: list[Any]) -> None:
         name, payload = event[0], event[1] if len(event) > 1 and isinstance(event[1], dict) else {}
         if name == "stvFinishedTalking" and isinstance(payload.get("agentContent"), str):
             self.tap.line(bridge.session_id, "Avatar", payload["agentContent"])

@@ -66,8 +66,9 @@ def _matching_group(groups: list[_Group], entry: SourceEntry, key: str) -> _Grou
 
 def _score(members: list[SourceEntry]) -> int | None:
     """Only the page reports scores; should two sources ever both score a line, the page's wins."""
-    scored = sorted((m.source != "page", m.source, m.seq, m.pronunciation_score) for m in members)
-    return next((score for *_, score in scored if score is not None), None)
+    scored = [m for m in members if m.pronunciation_score is not None]
+    best = min(scored, key=lambda m: (m.source != "page", m.source, m.seq), default=None)
+    return None if best is None else best.pronunciation_score
 
 
 def merge(entries: list[SourceEntry]) -> list[CanonicalEntry]:
