@@ -23,10 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from server import migrate
 from server.app import create_app
-from server.models import ApiToken, Flow, Session, TranscriptEntry
-from server.security.secrets_hashing import new_api_token
+from server.models import Flow, Session, TranscriptEntry
 from server.security.signing import PAGE_SESSION, Signer
-from tests.support import ServerThread, db_session, fresh_postgres_database, make_settings
+from tests.support import ServerThread, add_api_token, db_session, fresh_postgres_database, make_settings
 
 SESSIONS, LINES, BATCH, CLIENTS = 40, 250, 25, 8  # 10,000 lines per method
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -97,14 +96,9 @@ async def api_ingest(url: str, signer: Signer, ids: list[str]) -> float:
 
 
 async def fetch_p99(url: str, settings: object, session_id: str) -> float:
-    new = new_api_token()
-    async with db_session(settings) as db:  # type: ignore[arg-type]
-        db.add(
-            ApiToken(name="bench", prefix=new.prefix, token_hash=new.token_hash, scopes=["transcripts:read"])
-        )
-        await db.commit()
+    token = await add_api_token(settings, "transcripts:read")  # type: ignore[arg-type]
     timings = []
-    async with httpx.AsyncClient(base_url=url, headers={"authorization": f"Bearer {new.token}"}) as http:
+    async with httpx.AsyncClient(base_url=url, headers={"authorization": f"Bearer {token}"}) as http:
         for _ in range(200):
             start = time.perf_counter()
             response = await http.get(f"/api/v1/sessions/{session_id}/transcript")

@@ -19,6 +19,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.db import create_engine, create_sessionmaker
+from server.models import ApiToken, utcnow
+from server.security.secrets_hashing import new_api_token
 from server.settings import Settings, load_settings
 
 T = TypeVar("T")
@@ -99,6 +101,23 @@ async def db_session(settings: Settings) -> AsyncIterator[AsyncSession]:
             yield session
     finally:
         await engine.dispose()
+
+
+async def add_api_token(settings: Settings, *scopes: str, revoked: bool = False) -> str:
+    """Store a REST API token with these scopes; returns the bearer secret."""
+    new = new_api_token()
+    async with db_session(settings) as db:
+        db.add(
+            ApiToken(
+                name="test",
+                prefix=new.prefix,
+                token_hash=new.token_hash,
+                scopes=list(scopes),
+                revoked_at=utcnow() if revoked else None,
+            )
+        )
+        await db.commit()
+    return new.token
 
 
 def run_async(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:

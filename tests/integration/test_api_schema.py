@@ -13,10 +13,8 @@ from hypothesis import settings as hypothesis_settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from server.app import create_app
-from server.models import ApiToken
-from server.security.secrets_hashing import new_api_token
 from server.settings import Settings
-from tests.support import ServerThread, db_session
+from tests.support import ServerThread, add_api_token
 
 
 @pytest.fixture(scope="module")
@@ -24,23 +22,9 @@ def api_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Serve
     from tests.conftest import prepared_settings
 
     settings: Settings = prepared_settings(tmp_path_factory.mktemp("schemathesis"))
-    token = new_api_token()
-
-    async def store() -> None:
-        async with db_session(settings) as db:
-            db.add(
-                ApiToken(
-                    name="st",
-                    prefix=token.prefix,
-                    token_hash=token.token_hash,
-                    scopes=["transcripts:read", "transcripts:delete"],
-                )
-            )
-            await db.commit()
-
-    asyncio.run(store())
+    token = asyncio.run(add_api_token(settings, "transcripts:read", "transcripts:delete"))
     with ServerThread(create_app(settings)) as server:
-        yield server, token.token
+        yield server, token
 
 
 def test_api_conforms_to_its_schema(api_server: tuple[ServerThread, str]) -> None:

@@ -96,6 +96,15 @@ class FakeSdk:
         await self.client.connect(f"{url}/?{query}", socketio_path="socket.io", **kwargs)
 
 
+async def joined(server: ServerThread) -> FakeSdk:
+    """A page's SDK connected through the relay, with the avatar shown."""
+    _, token = page_session(server)
+    sdk = FakeSdk()
+    await sdk.connect(server.url, token)
+    await sdk.wait_for("showAgent")
+    return sdk
+
+
 def upstream_of(app: FastAPI, simulator: ServerThread, sdk: FakeSdk) -> dict[str, Any]:
     sid = app.state.relay.bridges[sdk.client.get_sid()].upstream.get_sid()
     return next(s for s in httpx.get(f"{simulator.url}/_sim/sessions").json() if s["socket_sid"] == sid)
@@ -200,10 +209,7 @@ async def test_disallowed_events_are_dropped_and_counted(
     relay: tuple[ServerThread, FastAPI, Settings], simulator: ServerThread
 ) -> None:
     server, app, _ = relay
-    _, token = page_session(server)
-    sdk = FakeSdk()
-    await sdk.connect(server.url, token)
-    await sdk.wait_for("showAgent")
+    sdk = await joined(server)
     await sdk.client.emit("conversationEnded", {})  # a server event, forged by a page: never forwarded
     await sdk.client.emit("__proto__", {"x": 1})
     await asyncio.sleep(0.2)
@@ -219,10 +225,7 @@ async def test_acks_binary_payloads_and_escaped_credentials_cross_the_relay(
     relay: tuple[ServerThread, FastAPI, Settings], simulator: ServerThread
 ) -> None:
     server, app, _ = relay
-    _, token = page_session(server)
-    sdk = FakeSdk()
-    await sdk.connect(server.url, token)
-    await sdk.wait_for("showAgent")
+    sdk = await joined(server)
     # Upstream emits asking for an acknowledgement: the browser's answer travels back through the relay.
     sdk.client.on("ackProbe", lambda data: {"echo": data, "from": "browser"})
     upstream = upstream_of(app, simulator, sdk)
@@ -251,10 +254,7 @@ async def test_acks_binary_payloads_and_escaped_credentials_cross_the_relay(
 
 async def test_event_flood_is_rate_limited(relay: tuple[ServerThread, FastAPI, Settings]) -> None:
     server, app, settings = relay
-    _, token = page_session(server)
-    sdk = FakeSdk()
-    await sdk.connect(server.url, token)
-    await sdk.wait_for("showAgent")
+    sdk = await joined(server)
     for _ in range(500):
         await sdk.client.emit("pauseConversation", {})
     await asyncio.sleep(0.5)

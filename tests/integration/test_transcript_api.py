@@ -13,12 +13,11 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from server.models import ApiToken, Flow, Session, TranscriptEntry, utcnow
-from server.security.secrets_hashing import new_api_token
+from server.models import Flow, Session, TranscriptEntry, utcnow
 from server.security.signing import PAGE_SESSION, Signer
 from server.settings import Settings
 from server.transcripts.store import expire_and_purge
-from tests.support import ServerThread, db_session
+from tests.support import ServerThread, add_api_token, db_session
 
 T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 
@@ -51,23 +50,7 @@ def stored_count(settings: Settings, session_id: str) -> int:
 
 
 def make_token(settings: Settings, *scopes: str, revoked: bool = False) -> str:
-    new = new_api_token()
-
-    async def store() -> None:
-        async with db_session(settings) as db:
-            db.add(
-                ApiToken(
-                    name="t",
-                    prefix=new.prefix,
-                    token_hash=new.token_hash,
-                    scopes=list(scopes),
-                    revoked_at=utcnow() if revoked else None,
-                )
-            )
-            await db.commit()
-
-    asyncio.run(store())
-    return new.token
+    return asyncio.run(add_api_token(settings, *scopes, revoked=revoked))
 
 
 def add_relay_lines(settings: Settings, session_id: str, lines: list[tuple[int, str, str, float]]) -> None:
