@@ -10,13 +10,11 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl
 
 import aiohttp
-import engineio
 import socketio
 from sqlalchemy import select
 
@@ -34,6 +32,7 @@ from server.relay.events import (
     upstream_query,
 )
 from server.relay.transcript_tap import TranscriptTap
+from server.relay.upstream import UpstreamError, UpstreamSocket, socket_url
 from server.relay.whep import whep_proxy_path
 from server.security.signing import PAGE_SESSION, TokenError
 from server.upstreams import endpoints_for
@@ -56,7 +55,7 @@ class Bridge:
     browser_sid: str
     session_id: str
     flow_slug: str
-    upstream: UpstreamClient
+    upstream: UpstreamSocket
     eio_sid: str = ""
     context: RelayContext | None = None
     live: bool = False  # the browser's connect is acknowledged: upstream packets go straight through
@@ -75,45 +74,6 @@ class Bridge:
             self.tokens -= 1
             return True
         return False
-
-
-Forward = Callable[[str | bytes], Awaitable[None]]
-
-
-class _ForwardingEngineIO(engineio.AsyncClient):  # type: ignore[misc]
-    """Engine.IO client that hands Socket.IO event and ack packets to `forward` from its read loop.
-
-    Stock python-engineio starts a task per incoming message, which costs time and lets a message that waits
-    be overtaken; forwarding inline keeps upstream order by construction.
-    """
-
-    forward: Forward | None = None
-
-    async def _receive_packet(self, pkt: engineio.packet.Packet) -> None:
-        data = pkt.data
-        if (
-            self.forward is not None
-            and pkt.packet_type == engineio.packet.MESSAGE
-            and (isinstance(data, bytes) or data[:1] in RELAYED_TYPES)
-        ):
-            await self.forward(data)
-        else:
-            await super()._receive_packet(pkt)
-
-
-class UpstreamClient(socketio.AsyncClient):  # type: ignore[misc]
-    """python-socketio client whose event and ack packets go to the relay still encoded.
-
-    Connecting, pings and disconnecting stay python-socketio's job; the conversation's packets are forwarded
-    as they came, so acks, binary attachments and order survive and nothing is decoded twice.
-    """
-
-    def __init__(self, forward: Forward, **options: Any) -> None:
-        super().__init__(reconnection=False, logger=False, engineio_logger=False, **options)
-        self.eio.forward = forward
-
-    def _engineio_client_class(self) -> type[engineio.AsyncClient]:
-        return _ForwardingEngineIO
 
 
 class BrowserServer(socketio.AsyncServer):  # type: ignore[misc]
@@ -216,34 +176,30 @@ class RelayHub:
         async def from_upstream(data: str | bytes) -> None:
             await self._from_upstream(bridge, data)
 
-        async def upstream_closed(*_: Any) -> None:
+        async def upstream_gone() -> None:
+            # After everything upstream said before hanging up (the closing sentence, conversationEnded).
             await self._from_upstream(bridge, UPSTREAM_GONE)
 
-        # No permessage-deflate (the browser leg neither, see `serve`): it costs ~40 KB per idle socket.
-        upstream = UpstreamClient(
-            from_upstream, http_session=self.http, websocket_extra_options={"compress": 0}
-        )
+        assert self.http is not None, "RelayHub.start() runs at startup"
+        upstream = UpstreamSocket(self.http, from_upstream, upstream_gone)
         bridge = Bridge(sid, session.id, flow.slug, upstream, tokens=2 * settings.relay_events_per_second)
-        # After everything upstream said before hanging up (the closing sentence, conversationEnded).
-        upstream.on("disconnect", upstream_closed)
         endpoints = endpoints_for(flow.upstream, flow.custom_endpoints, settings.simulator_url)
         placeholder = RelayContext(flow.client_id, flow.flow_id, "", lambda url: url)
-        url = f"{endpoints.socket}/?{urlencode(upstream_query(query, placeholder))}"
         try:
-            await asyncio.wait_for(
-                upstream.connect(url, socketio_path=SOCKET_PATH, transports=["websocket"], wait_timeout=30),
-                timeout=settings.relay_connect_timeout_seconds,
-            )
-        except (TimeoutError, socketio.exceptions.ConnectionError) as exc:
+            async with asyncio.timeout(settings.relay_connect_timeout_seconds):
+                await upstream.connect(
+                    socket_url(endpoints.socket, SOCKET_PATH, upstream_query(query, placeholder))
+                )
+        except (TimeoutError, UpstreamError) as exc:
             await upstream.disconnect()
-            reason = "did not answer in time" if isinstance(exc, TimeoutError) else "is unreachable"
+            reason = "did not answer in time" if isinstance(exc, TimeoutError) else str(exc)
             log.warning("relay: upstream for flow %s %s", flow.slug, reason)
             raise Refused(f"The avatar service {reason}. Please try again in a moment.") from None
         signer = self.services.signer
         bridge.context = RelayContext(
             flow.client_id,
             flow.flow_id,
-            upstream.get_sid() or "",
+            upstream.sid,
             lambda u: whep_proxy_path(signer, u, session.id),
         )
         bridge.eio_sid = self.sio.manager.eio_sid_from_sid(sid, "/")
@@ -331,7 +287,7 @@ class RelayHub:
 
     async def _to_upstream(self, bridge: Bridge, data: str | bytes) -> None:
         try:
-            await bridge.upstream.eio.send(data)
+            await bridge.upstream.send(data)
         except (ConnectionError, OSError):
             await self._close(bridge.browser_sid)
 

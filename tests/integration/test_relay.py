@@ -106,7 +106,7 @@ async def joined(server: ServerThread) -> FakeSdk:
 
 
 def upstream_of(app: FastAPI, simulator: ServerThread, sdk: FakeSdk) -> dict[str, Any]:
-    sid = app.state.relay.bridges[sdk.client.get_sid()].upstream.get_sid()
+    sid = app.state.relay.bridges[sdk.client.get_sid()].upstream.sid
     return next(s for s in httpx.get(f"{simulator.url}/_sim/sessions").json() if s["socket_sid"] == sid)
 
 
@@ -294,3 +294,20 @@ async def test_upstream_dropping_mid_conversation_disconnects_the_browser(
     httpx.post(f"{simulator.url}/_sim/sessions/{upstream['id']}/drop")
     await asyncio.wait_for(disconnected.wait(), 10)
     assert app.state.relay.open_upstreams == 0
+
+
+async def test_upstream_going_away_without_a_goodbye_disconnects_the_browser(tmp_path: Path) -> None:
+    # The service stops (or the network drops): its socket closes with no Socket.IO disconnect packet.
+    simulator = ServerThread(create_simulator(SimulatorConfig(time_scale=0.02))).__enter__()
+    try:
+        app = create_app(prepared_settings(tmp_path, simulator_url=simulator.url))
+        with ServerThread(app) as server:
+            sdk = await joined(server)
+            disconnected = asyncio.Event()
+            sdk.client.on("disconnect", lambda *_: disconnected.set())
+            await asyncio.to_thread(simulator.__exit__)
+            await asyncio.wait_for(disconnected.wait(), 10)
+            assert app.state.relay.open_upstreams == 0
+            assert not app.state.relay.bridges
+    finally:
+        simulator.__exit__()
