@@ -7,6 +7,7 @@ and the relay's memory per idle relayed session.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import shutil
@@ -20,8 +21,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
 import httpx
-import socketio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -105,33 +106,55 @@ def processes(data_dir: Path) -> Iterator[tuple[str, str, dict[str, int]]]:
 
 
 class Caller:
-    def __init__(self) -> None:
-        self.client = socketio.AsyncClient(reconnection=False)
-        self.ready = asyncio.Event()
-        self.answer = asyncio.Event()
-        self.client.on("onServerConnected", lambda *_: self.ready.set())
-        self.client.on("availabilityResult", lambda *_: self.answer.set())
+    """A browser stand-in speaking Socket.IO's wire format on one WebSocket.
+
+    The load generator shares the two cores with the processes it measures. A python-socketio client costs
+    about as much CPU per event as the simulator does, so with it every added process looked slower mostly
+    because the load generator took its share; this one costs a fifth of that.
+    """
+
+    def __init__(self, http: aiohttp.ClientSession) -> None:
+        self.http = http
+        self.ws: aiohttp.ClientWebSocketResponse | None = None
 
     async def connect(self, url: str, client: str, flow: str) -> None:
-        query = httpx.QueryParams({"client": client, "flowId": flow, "stickyId": "b" * 16})
-        await self.client.connect(f"{url}/?{query}", socketio_path="socket.io", transports=["websocket"])
-        await asyncio.wait_for(self.ready.wait(), 30)
+        query = httpx.QueryParams(
+            {"client": client, "flowId": flow, "stickyId": "b" * 16, "EIO": "4", "transport": "websocket"}
+        )
+        self.ws = await self.http.ws_connect(f"ws{url.removeprefix('http')}/socket.io/?{query}", compress=0)
+        await self.until("0")  # Engine.IO open
+        await self.ws.send_str("40")
+        await self.until('42["onServerConnected"')
+
+    async def until(self, prefix: str) -> None:
+        assert self.ws is not None
+        while True:
+            message = await asyncio.wait_for(self.ws.receive_str(), 30)
+            if message == "2":
+                await self.ws.send_str("3")  # Engine.IO pong
+            elif message.startswith(prefix):
+                return
 
     async def round_trips(self, count: int) -> list[float]:
+        assert self.ws is not None
         timings = []
         for _ in range(count):
-            self.answer.clear()
             started = time.perf_counter()
-            await self.client.emit("checkAvailability", {})
-            await asyncio.wait_for(self.answer.wait(), 10)
+            await self.ws.send_str('42["checkAvailability",{}]')
+            await self.until('42["availabilityResult"')
             timings.append(time.perf_counter() - started)
         return timings
 
+    async def close(self) -> None:
+        if self.ws is not None:
+            await self.ws.send_str("41")
+            await self.ws.close()
 
-async def callers(n: int, url: str, bff_url: str | None) -> list[Caller]:
+
+async def callers(http: aiohttp.ClientSession, n: int, url: str, bff_url: str | None) -> list[Caller]:
     made = []
     for _ in range(n):
-        caller = Caller()
+        caller = Caller(http)
         if bff_url is None:
             await caller.connect(url, "bench-client", "bench-flow")
         else:
@@ -142,6 +165,16 @@ async def callers(n: int, url: str, bff_url: str | None) -> list[Caller]:
     return made
 
 
+ROUNDS = 3
+
+
+@dataclass
+class Target:
+    url: str
+    bff_url: str | None  # where pages come from, for callers that need a page session token
+    pids: dict[str, int]  # processes whose CPU counts
+
+
 @dataclass
 class Run:
     timings: list[float]
@@ -149,19 +182,25 @@ class Run:
     cpu_us: dict[str, float]  # CPU per round trip, by process
 
 
-async def measure(n: int, per_caller: int, url: str, bff_url: str | None, pids: dict[str, int]) -> Run:
-    group = await callers(n, url, bff_url)
-    await asyncio.gather(*(c.round_trips(20) for c in group))  # warm up
+async def measure(group: list[Caller], per_caller: int, pids: dict[str, int]) -> Run:
+    """One timed round: every caller does `per_caller` round trips, all at once."""
+    gc.collect()
+    gc.disable()  # the load generator's own collector pauses would count against whichever target is running
     cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()} | {"client": time.process_time()}
     started = time.perf_counter()
     results = await asyncio.gather(*(c.round_trips(per_caller) for c in group))
     elapsed = time.perf_counter() - started
     cpu_after = {name: cpu_seconds(pid) for name, pid in pids.items()} | {"client": time.process_time()}
-    for caller in group:
-        await caller.client.disconnect()
-    count = n * per_caller
+    gc.enable()
+    count = len(group) * per_caller
     cpu = {name: (cpu_after[name] - cpu_before[name]) / count * 1e6 for name in cpu_before}
     return Run([t for timings in results for t in timings], count / elapsed, cpu)
+
+
+def median_run(runs: list[Run]) -> Run:
+    """All rounds' timings; the median round's rate and CPU (rounds swing with what else the cores do)."""
+    middle = sorted(runs, key=lambda run: run.rate)[len(runs) // 2]
+    return Run([t for run in runs for t in run.timings], middle.rate, middle.cpu_us)
 
 
 def cpu_line(run: Run) -> str:
@@ -173,8 +212,8 @@ def pct(values: list[float], q: int) -> float:
 
 
 @contextmanager
-def nginx_in_front_of(upstream: str, workdir: Path) -> Iterator[str | None]:
-    """nginx proxying WebSockets to `upstream`: the yardstick for a relay (None: nginx is not installed)."""
+def nginx_in_front_of(upstream: str, workdir: Path) -> Iterator[tuple[str, int] | None]:
+    """nginx proxying WebSockets to `upstream`, a relay's yardstick: (URL, worker pid); None if absent."""
     binary = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
     if binary is None:
         yield None
@@ -187,7 +226,8 @@ def nginx_in_front_of(upstream: str, workdir: Path) -> Iterator[str | None]:
     nginx = subprocess.Popen([binary, "-p", str(workdir), "-c", str(workdir / "nginx.conf")])
     try:
         wait_until_up(f"http://127.0.0.1:{port}/_sim/health")
-        yield f"http://127.0.0.1:{port}"
+        worker = Path(f"/proc/{nginx.pid}/task/{nginx.pid}/children").read_text().split()
+        yield f"http://127.0.0.1:{port}", int(worker[0]) if worker else nginx.pid
     finally:
         nginx.terminate()
         nginx.wait()
@@ -231,25 +271,43 @@ def report(label: str, run: Run, direct: Run) -> str:
             if run is direct
             else f"  added p50 {added50:+.2f} ms p99 {added99:+.2f} ms  ratio {run.rate / direct.rate:.2f}"
         )
-        + f"  | CPU per round trip (us): {cpu_line(run)}"
+        + f"  | CPU: {cpu_line(run)}"
     )
+
+
+async def compare(http: aiohttp.ClientSession, targets: dict[str, Target], n: int, per_caller: int) -> None:
+    """Rounds alternate between the targets, so a slow moment of the machine does not favour one of them."""
+    groups = {label: await callers(http, n, target.url, target.bff_url) for label, target in targets.items()}
+    for group in groups.values():
+        await asyncio.gather(*(c.round_trips(per_caller) for c in group))  # warm up, untimed
+    runs: dict[str, list[Run]] = {label: [] for label in targets}
+    for _ in range(ROUNDS):
+        for label, group in groups.items():
+            runs[label].append(await measure(group, per_caller, targets[label].pids))
+    direct = median_run(runs["direct"])
+    print(f"{n} session(s), {ROUNDS} rounds of {n * per_caller:,} round trips each:")
+    for label in targets:
+        print(report(label, median_run(runs[label]) if label != "direct" else direct, direct))
+    for group in groups.values():
+        for caller in group:
+            await caller.close()
 
 
 async def main(idle_sessions: int) -> None:
     with tempfile.TemporaryDirectory() as tmp, processes(Path(tmp)) as (sim_url, bff_url, pids):
-        with nginx_in_front_of(sim_url.removeprefix("http://"), Path(tmp) / "nginx") as nginx_url:
-            print("event round trip (checkAvailability -> availabilityResult), python-socketio clients")
-            for n, per in ((1, 400), (50, 60)):
-                print(f"{n} session(s):")
-                direct = await measure(n, per, sim_url, None, pids)
-                print(report("direct", direct, direct))
-                if nginx_url is not None:
-                    print(report("nginx", await measure(n, per, nginx_url, None, pids), direct))
-                print(report("relay", await measure(n, per, bff_url, bff_url, pids), direct))
-            if nginx_url is None:
+        http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+        with nginx_in_front_of(sim_url.removeprefix("http://"), Path(tmp) / "nginx") as nginx:
+            targets = {"direct": Target(sim_url, None, pids)}
+            if nginx is not None:
+                targets["nginx"] = Target(nginx[0], None, pids | {"nginx": nginx[1]})
+            targets["relay"] = Target(bff_url, bff_url, pids)
+            print("event round trip (checkAvailability -> availabilityResult); CPU per round trip in us")
+            await compare(http, targets, 1, 1000)
+            await compare(http, targets, 50, 200)
+            if nginx is None:
                 print("nginx: not installed, so no nginx line (apt-get install nginx-light)")
         before = rss_kib(pids["relay"])
-        idle = await callers(idle_sessions, bff_url, bff_url)
+        idle = await callers(http, idle_sessions, bff_url, bff_url)
         await asyncio.sleep(2)
         after = rss_kib(pids["relay"])
         print(
@@ -257,7 +315,8 @@ async def main(idle_sessions: int) -> None:
             f" = {(after - before) / idle_sessions:.0f} KiB per session (browser socket + upstream socket)"
         )
         for caller in idle:
-            await caller.client.disconnect()
+            await caller.close()
+        await http.close()
 
 
 if __name__ == "__main__":
