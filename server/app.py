@@ -7,6 +7,7 @@ import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import httpx
 from fastapi import FastAPI, Request
@@ -25,7 +26,7 @@ from server.housekeeping import run_housekeeping
 from server.pages import router as pages
 from server.paths import STATIC_DIR, TEMPLATES_DIR
 from server.relay import iframe_assets, whep
-from server.relay.sockets import RelayHub, SocketIORoute
+from server.relay.sockets import SOCKET_PATH, RelayHub
 from server.sdk import SELF_HOSTED_URL_PREFIX
 from server.security.headers import SecurityHeadersMiddleware
 from server.security.limits import RequestLimitsMiddleware
@@ -48,6 +49,22 @@ def _wants_json(request: Request) -> bool:
     return request.url.path.startswith(
         ("/api/", "/healthz", "/readyz")
     ) or "text/html" not in request.headers.get("accept", "text/html")
+
+
+class App(FastAPI):
+    """FastAPI, except that Socket.IO traffic goes straight to the relay, ahead of every middleware.
+
+    The relay has its own size limit and Origin check, and a relayed message would otherwise pass through
+    each middleware's send and receive wrappers (and an idle socket keep their frames alive).
+    """
+
+    relay_asgi: Any = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "lifespan" and scope["path"].startswith(f"/{SOCKET_PATH}/") and self.relay_asgi:
+            await self.relay_asgi(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -74,7 +91,7 @@ def create_app(settings: Settings) -> FastAPI:
         await http.aclose()
         await engine.dispose()
 
-    app = FastAPI(
+    app = App(
         title="avatar-bff API",
         version="1",
         description="Sessions and transcripts of hosted avatar conversations. Bearer tokens come from "
@@ -138,8 +155,7 @@ def create_app(settings: Settings) -> FastAPI:
         max_body_bytes=settings.max_body_bytes,
     )
     app.add_middleware(SecurityHeadersMiddleware)  # every response, refusals included
-    # Outermost: Socket.IO traffic goes straight to the relay with its own size limit and Origin check.
-    app.add_middleware(SocketIORoute, socketio_app=relay.app)
+    app.relay_asgi = relay.app
     app.state.relay = relay
     return app
 

@@ -200,7 +200,7 @@ class RelayHub:
             flow.client_id,
             flow.flow_id,
             upstream.sid,
-            lambda u: whep_proxy_path(signer, u, session.id),
+            lambda u: whep_proxy_path(signer, u, bridge.session_id),
         )
         bridge.eio_sid = self.sio.manager.eio_sid_from_sid(sid, "/")
         self.bridges[sid] = bridge
@@ -310,17 +310,3 @@ class RelayHub:
         self.per_flow[bridge.flow_slug] -= 1
         bridge.early.clear()
         await bridge.upstream.disconnect()
-
-
-class SocketIORoute:
-    """ASGI middleware sending /socket.io/ (polling and WebSocket) to the relay, everything else on."""
-
-    def __init__(self, app: Any, socketio_app: Any) -> None:
-        self.app = app
-        self.socketio_app = socketio_app
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] in ("http", "websocket") and scope["path"].startswith(f"/{SOCKET_PATH}/"):
-            await self.socketio_app(scope, receive, send)
-        else:
-            await self.app(scope, receive, send)
