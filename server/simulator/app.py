@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import json
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import socketio
@@ -131,6 +134,14 @@ def create_app(config: SimulatorConfig) -> Any:
         Route("/_sim/sessions/{session_id}/drop", drop, methods=["POST"]),
         Route("/_sim/health", health),
     ]
-    web = Starlette(routes=[*routes, *iframe.routes(sim)])
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        # What is loaded by now (aiortc, PyAV, numpy, the drawn face) lives as long as the process: without
+        # this, each full collection walked it all and stalled every socket for ~100 ms under load.
+        gc.freeze()
+        yield
+
+    web = Starlette(routes=[*routes, *iframe.routes(sim)], lifespan=lifespan)
     web.state.simulator = sim
     return socketio.ASGIApp(sim.sio, other_asgi_app=web, socketio_path="socket.io")
