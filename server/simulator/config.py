@@ -15,6 +15,9 @@ class SimulatorConfig:
     time_scale: float = 1.0  # < 1 speeds every delay up (tests)
     max_payload_bytes: int = 2 * 1024 * 1024  # camera shots arrive as data URLs
     agent_name: str = "Sim"
+    # Socket.IO heartbeat in whole seconds (python-engineio advertises a fractional interval rounded down).
+    ping_interval: int = 25
+    ping_timeout: int = 20
     closing_phrases: tuple[str, ...] = field(
         default=("bye", "goodbye", "that's all", "that is all", "end the call")
     )

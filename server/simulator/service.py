@@ -34,6 +34,8 @@ class Simulator:
             async_mode="asgi",
             cors_allowed_origins="*",
             max_http_buffer_size=config.max_payload_bytes,
+            ping_interval=config.ping_interval,
+            ping_timeout=config.ping_timeout,
             async_handlers=False,
             logger=False,
             engineio_logger=False,

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 import socketio
+from aiohttp import web
 from fastapi import FastAPI
 
 from server.app import create_app
@@ -311,3 +312,53 @@ async def test_upstream_going_away_without_a_goodbye_disconnects_the_browser(tmp
             assert not app.state.relay.bridges
     finally:
         simulator.__exit__()
+
+
+async def test_relay_answers_upstream_heartbeats_so_idle_conversations_stay_up(tmp_path: Path) -> None:
+    # A service pinging every second drops a peer that has not answered within a second more.
+    config = SimulatorConfig(time_scale=0.02, ping_interval=1, ping_timeout=1)
+    with ServerThread(create_simulator(config)) as simulator:
+        app = create_app(prepared_settings(tmp_path, simulator_url=simulator.url))
+        with ServerThread(app) as server:
+            sdk = await joined(server)
+            await asyncio.sleep(3.5)  # three heartbeats
+            assert app.state.relay.open_upstreams == 1
+            await sdk.client.emit("checkAvailability", {})
+            await sdk.wait_for("availabilityResult")
+            await sdk.client.disconnect()
+
+
+async def test_a_silent_upstream_is_given_up_after_its_own_heartbeat_deadline(tmp_path: Path) -> None:
+    # An upstream that completes the handshake and then says nothing (a black-holed network path).
+    async def silent(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        await ws.send_str('0{"sid":"eio1","upgrades":[],"pingInterval":300,"pingTimeout":200}')
+        await ws.receive()  # "40"
+        await ws.send_str('40{"sid":"sio1"}')
+        await ws.send_str('42["onServerConnected",{}]')
+        async for _ in ws:  # read until the relay hangs up, answer nothing
+            pass
+        return ws
+
+    upstream = web.Application()
+    upstream.router.add_get("/socket.io/", silent)
+    runner = web.AppRunner(upstream)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        app = create_app(prepared_settings(tmp_path, simulator_url=f"http://127.0.0.1:{port}"))
+        with ServerThread(app) as server:
+            _, token = page_session(server)
+            sdk = FakeSdk()
+            disconnected = asyncio.Event()
+            sdk.client.on("disconnect", lambda *_: disconnected.set())
+            await sdk.connect(server.url, token)
+            await sdk.wait_for("onServerConnected")
+            started = time.monotonic()
+            await asyncio.wait_for(disconnected.wait(), 5)
+            assert 0.4 < time.monotonic() - started < 2  # 0.5 s of silence allowed, then gone
+            assert app.state.relay.open_upstreams == 0
+    finally:
+        await runner.cleanup()
