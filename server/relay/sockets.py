@@ -131,8 +131,7 @@ class RelayHub:
         self.tap.start()
 
     async def stop(self) -> None:
-        for sid in list(self.bridges):
-            await self._close(sid)
+        await asyncio.gather(*(self._close(sid) for sid in list(self.bridges)))
         await self.tap.stop()
         if self.http is not None:
             await self.http.close()

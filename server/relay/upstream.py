@@ -18,6 +18,8 @@ import aiohttp
 
 from server.relay.events import RELAYED_TYPES
 
+# How long a goodbye waits for upstream's closing frame (aiohttp's default, 10 s, would hold a shutdown).
+CLOSE_WAIT = aiohttp.ClientWSTimeout(ws_close=1.0)
 Forward = Callable[[str | bytes], Awaitable[None]]
 Gone = Callable[[], Awaitable[None]]
 
@@ -51,7 +53,7 @@ class UpstreamSocket:
 
     async def connect(self, url: str) -> None:
         try:
-            self._ws = ws = await self._http.ws_connect(url, compress=0)
+            self._ws = ws = await self._http.ws_connect(url, compress=0, timeout=CLOSE_WAIT)
             opened = await ws.receive()
             if opened.type is not aiohttp.WSMsgType.TEXT or opened.data[:1] != "0":
                 raise UpstreamError("did not answer like a Socket.IO service")

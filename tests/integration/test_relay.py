@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -328,27 +329,41 @@ async def test_relay_answers_upstream_heartbeats_so_idle_conversations_stay_up(t
             await sdk.client.disconnect()
 
 
-async def test_a_silent_upstream_is_given_up_after_its_own_heartbeat_deadline(tmp_path: Path) -> None:
-    # An upstream that completes the handshake and then says nothing (a black-holed network path).
+@contextlib.asynccontextmanager
+async def silent_upstream(ping_interval_ms: int, reads: bool) -> AsyncIterator[str]:
+    """An upstream that completes the handshake, then says nothing (a black-holed network path).
+
+    With `reads` false it does not even read, so a goodbye from the relay is never answered.
+    """
+
     async def silent(request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse()
         await ws.prepare(request)
-        await ws.send_str('0{"sid":"eio1","upgrades":[],"pingInterval":300,"pingTimeout":200}')
+        await ws.send_str(f'0{{"sid":"e","pingInterval":{ping_interval_ms},"pingTimeout":200}}')
         await ws.receive()  # "40"
-        await ws.send_str('40{"sid":"sio1"}')
+        await ws.send_str('40{"sid":"s"}')
         await ws.send_str('42["onServerConnected",{}]')
-        async for _ in ws:  # read until the relay hangs up, answer nothing
+        if not reads:
+            await asyncio.sleep(60)
+        async for _ in ws:  # until the relay hangs up
             pass
         return ws
 
     upstream = web.Application()
     upstream.router.add_get("/socket.io/", silent)
-    runner = web.AppRunner(upstream)
+    runner = web.AppRunner(upstream, shutdown_timeout=0.1)
     await runner.setup()
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     try:
-        app = create_app(prepared_settings(tmp_path, simulator_url=f"http://127.0.0.1:{port}"))
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_silent_upstream_is_given_up_after_its_own_heartbeat_deadline(tmp_path: Path) -> None:
+    async with silent_upstream(300, reads=True) as url:
+        app = create_app(prepared_settings(tmp_path, simulator_url=url))
         with ServerThread(app) as server:
             _, token = page_session(server)
             sdk = FakeSdk()
@@ -360,5 +375,17 @@ async def test_a_silent_upstream_is_given_up_after_its_own_heartbeat_deadline(tm
             await asyncio.wait_for(disconnected.wait(), 5)
             assert 0.4 < time.monotonic() - started < 2  # 0.5 s of silence allowed, then gone
             assert app.state.relay.open_upstreams == 0
-    finally:
-        await runner.cleanup()
+
+
+async def test_shutdown_does_not_wait_long_on_upstreams_that_never_answer_a_goodbye(tmp_path: Path) -> None:
+    async with silent_upstream(60_000, reads=False) as url:
+        app = create_app(prepared_settings(tmp_path, simulator_url=url))
+        server = ServerThread(app).__enter__()
+        for _ in range(3):
+            _, token = page_session(server)
+            await FakeSdk().connect(server.url, token)
+        assert app.state.relay.open_upstreams == 3
+        started = time.monotonic()
+        await asyncio.to_thread(server.__exit__)
+        assert not server.thread.is_alive()
+        assert time.monotonic() - started < 5  # each goodbye waits ≤ 1 s for an answer, all at once
