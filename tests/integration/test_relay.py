@@ -63,8 +63,10 @@ class FakeSdk:
         self.events: list[tuple[str, Any]] = []
         self.seen = asyncio.Event()
         self.refusal = ""
+        self.disconnected = asyncio.Event()
         self.client.on("*", self._record)
         self.client.on("connect_error", self._refused)
+        self.client.on("disconnect", lambda *_: self.disconnected.set())
 
     async def _refused(self, data: Any = None) -> None:
         self.refusal = data.get("message", "") if isinstance(data, dict) else str(data)
@@ -288,13 +290,11 @@ async def test_upstream_dropping_mid_conversation_disconnects_the_browser(
     server, app, _ = relay
     _, token = page_session(server)
     sdk = FakeSdk()
-    disconnected = asyncio.Event()
-    sdk.client.on("disconnect", lambda *_: disconnected.set())
     await sdk.connect(server.url, token)
     await sdk.wait_for("showAgent")
     upstream = upstream_of(app, simulator, sdk)
     httpx.post(f"{simulator.url}/_sim/sessions/{upstream['id']}/drop")
-    await asyncio.wait_for(disconnected.wait(), 10)
+    await asyncio.wait_for(sdk.disconnected.wait(), 10)
     assert app.state.relay.open_upstreams == 0
 
 
@@ -305,10 +305,8 @@ async def test_upstream_going_away_without_a_goodbye_disconnects_the_browser(tmp
         app = create_app(prepared_settings(tmp_path, simulator_url=simulator.url))
         with ServerThread(app) as server:
             sdk = await joined(server)
-            disconnected = asyncio.Event()
-            sdk.client.on("disconnect", lambda *_: disconnected.set())
             await asyncio.to_thread(simulator.__exit__)
-            await asyncio.wait_for(disconnected.wait(), 10)
+            await asyncio.wait_for(sdk.disconnected.wait(), 10)
             assert app.state.relay.open_upstreams == 0
             assert not app.state.relay.bridges
     finally:
@@ -367,12 +365,10 @@ async def test_a_silent_upstream_is_given_up_after_its_own_heartbeat_deadline(tm
         with ServerThread(app) as server:
             _, token = page_session(server)
             sdk = FakeSdk()
-            disconnected = asyncio.Event()
-            sdk.client.on("disconnect", lambda *_: disconnected.set())
             await sdk.connect(server.url, token)
             await sdk.wait_for("onServerConnected")
             started = time.monotonic()
-            await asyncio.wait_for(disconnected.wait(), 5)
+            await asyncio.wait_for(sdk.disconnected.wait(), 5)
             assert 0.4 < time.monotonic() - started < 2  # 0.5 s of silence allowed, then gone
             assert app.state.relay.open_upstreams == 0
 
