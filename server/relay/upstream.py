@@ -2,7 +2,7 @@
 
 The relay forwards packets still encoded, so all it needs from a client is the handshake, pongs and a goodbye.
 A general client (python-socketio's) adds a write queue, a write task and a task per received message on top:
-measured here, that was most of the relay's cost per event and a third of its memory per session.
+measured here, a fifth of the relay's CPU per event and 12 KiB of its memory per session.
 Default namespace and WebSocket transport only, like every upstream the relay talks to.
 """
 
@@ -99,11 +99,11 @@ class UpstreamSocket:
                     break
         except (TimeoutError, aiohttp.ClientError, OSError):
             pass  # silent too long, or the connection broke: both mean gone
-        finally:
+        finally:  # whatever ended the loop, the browser must hear of it
             self.connected = False
             await ws.close()
-        if not self._closing:
-            await self._gone()
+            if not self._closing:
+                await self._gone()
 
     async def send(self, data: str | bytes) -> None:
         """Send one encoded Socket.IO packet (text) or one of its attachments (bytes)."""
