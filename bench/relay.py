@@ -165,7 +165,7 @@ async def callers(http: aiohttp.ClientSession, n: int, url: str, bff_url: str | 
     return made
 
 
-ROUNDS = 3
+ROUNDS = 5
 
 
 @dataclass
