@@ -308,12 +308,16 @@ async def main(idle_sessions: int) -> None:
                 print("nginx: not installed, so no nginx line (apt-get install nginx-light)")
         before = rss_kib(pids["relay"])
         idle = await callers(http, idle_sessions, bff_url, bff_url)
+        # Idle like a browser tab: nothing said, heartbeats answered (else the relay drops a socket at 45 s).
+        heartbeats = [asyncio.create_task(caller.until("never")) for caller in idle]
         await asyncio.sleep(2)
         after = rss_kib(pids["relay"])
         print(
             f"{idle_sessions} idle relayed sessions: relay RSS {before / 1024:.0f} -> {after / 1024:.0f} MiB"
             f" = {(after - before) / idle_sessions:.0f} KiB per session (browser socket + upstream socket)"
         )
+        for task in heartbeats:
+            task.cancel()
         for caller in idle:
             await caller.close()
         await http.close()
