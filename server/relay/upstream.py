@@ -53,6 +53,7 @@ class UpstreamSocket:
 
     async def connect(self, url: str) -> None:
         try:
+            # No permessage-deflate (nor on the browser leg, see `serve`): ~40 KB per idle socket.
             self._ws = ws = await self._http.ws_connect(url, compress=0, timeout=CLOSE_WAIT)
             opened = await ws.receive()
             if opened.type is not aiohttp.WSMsgType.TEXT or opened.data[:1] != "0":
