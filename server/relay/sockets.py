@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
-import aiohttp
 import socketio
 from sqlalchemy import select
 
@@ -117,7 +116,6 @@ class RelayHub:
         self.per_flow: Counter[str] = Counter()
         self.dropped: Counter[str] = Counter()  # browser packets not relayed, by reason
         self.tap = TranscriptTap(services.sessions)
-        self.http: aiohttp.ClientSession | None = None
         self.sio.on("connect", self._on_connect)
         self.sio.on("disconnect", self._on_disconnect)
 
@@ -126,15 +124,11 @@ class RelayHub:
         return sum(1 for bridge in self.bridges.values() if bridge.upstream.connected)
 
     async def start(self) -> None:
-        # One HTTP session (connection pool, DNS cache) for every upstream socket instead of one each.
-        self.http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))  # sockets are long-lived
         self.tap.start()
 
     async def stop(self) -> None:
         await asyncio.gather(*(self._close(sid) for sid in list(self.bridges)))
         await self.tap.stop()
-        if self.http is not None:
-            await self.http.close()
 
     async def _load(self, token: str, slug: str) -> tuple[Session, Flow]:
         try:
@@ -158,6 +152,9 @@ class RelayHub:
         return row[0], row[1]
 
     async def _on_connect(self, sid: str, environ: dict[str, Any], _auth: Any = None) -> None:
+        # python-engineio keeps this environ as long as the socket lives; its request body reader (an instance
+        # of a class defined per request, ~2.5 KB) is never read again.
+        environ.pop("wsgi.input", None)
         settings = self.services.settings
         query = dict(parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True))
         query = {k: v for k, v in query.items() if k not in ("EIO", "transport", "t", "sid")}
@@ -179,8 +176,7 @@ class RelayHub:
             # After everything upstream said before hanging up (the closing sentence, conversationEnded).
             await self._from_upstream(bridge, UPSTREAM_GONE)
 
-        assert self.http is not None, "RelayHub.start() runs at startup"
-        upstream = UpstreamSocket(self.http, from_upstream, upstream_gone)
+        upstream = UpstreamSocket(from_upstream, upstream_gone)
         bridge = Bridge(sid, session.id, flow.slug, upstream, tokens=2 * settings.relay_events_per_second)
         endpoints = endpoints_for(flow.upstream, flow.custom_endpoints, settings.simulator_url)
         placeholder = RelayContext(flow.client_id, flow.flow_id, "", lambda url: url)

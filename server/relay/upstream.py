@@ -1,8 +1,10 @@
-"""The relay's upstream leg: a small Engine.IO 4 / Socket.IO 5 client on one aiohttp WebSocket.
+"""The relay's upstream leg: a small Engine.IO 4 / Socket.IO 5 client on one WebSocket.
 
 The relay forwards packets still encoded, so all it needs from a client is the handshake, pongs and a goodbye.
-A general client (python-socketio's) adds a write queue, a write task and a task per received message on top:
-measured here, a fifth of the relay's CPU per event and 12 KiB of its memory per session.
+The WebSocket is websockets' sans-I/O protocol driven straight from an asyncio transport: an idle connection
+holds no task, no queue and no read buffer beyond the parser's, just one timer for silence. Measured here, a
+general client cost far more per idle relayed session: python-socketio's (write queue, write task, a task per
+received message) 12 KiB, and after it aiohttp's WebSocket (response, connection, reader task) 11 KiB.
 Default namespace and WebSocket transport only, like every upstream the relay talks to.
 """
 
@@ -10,16 +12,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
+import ssl
 from collections.abc import Awaitable, Callable
+from typing import Literal, cast
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-import aiohttp
+from websockets.client import ClientProtocol
+from websockets.exceptions import InvalidStatus, InvalidURI
+from websockets.frames import Frame, Opcode
+from websockets.uri import parse_uri
 
 from server.relay.events import RELAYED_TYPES
 
-# How long a goodbye waits for upstream's closing frame (aiohttp's default, 10 s, would hold a shutdown).
-CLOSE_WAIT = aiohttp.ClientWSTimeout(ws_close=1.0)
+CLOSE_WAIT = 1.0  # seconds a goodbye waits for upstream's closing frame before the socket is cut
+MAX_MESSAGE = 4 * 1024 * 1024  # like the browser leg (`serve`)
+GONE = "\0gone"  # ends the inbox; no packet starts with NUL
 Forward = Callable[[str | bytes], Awaitable[None]]
 Gone = Callable[[], Awaitable[None]]
 
@@ -37,94 +46,258 @@ def socket_url(base: str, path: str, query: dict[str, str]) -> str:
     return urlunsplit((scheme, parts.netloc, f"{parts.path.rstrip('/')}/{path}/", full, ""))
 
 
-class UpstreamSocket:
-    """One upstream Socket.IO connection: packets go to `forward` in order; `gone` runs if upstream ends."""
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """The system's trusted CAs, loaded once: a context per connection would cost milliseconds each."""
+    return ssl.create_default_context()
 
-    def __init__(self, http: aiohttp.ClientSession, forward: Forward, gone: Gone) -> None:
-        self._http = http
+
+class UpstreamSocket(asyncio.Protocol):
+    """One upstream Socket.IO connection: packets go to `forward` in order; `gone` runs if upstream ends.
+
+    Engine.IO's own traffic (pings, closes) is answered as it is read. Packets for the browser wait in a
+    short inbox that a task drains only while there is something in it.
+    """
+
+    def __init__(self, forward: Forward, gone: Gone) -> None:
         self._forward = forward
         self._gone = gone
-        self._ws: aiohttp.ClientWebSocketResponse | None = None
-        self._reader: asyncio.Task[None] | None = None
-        self._closing = False
-        self._silence = 45.0  # seconds without a ping before the connection counts as dead
+        self._ws: ClientProtocol | None = None
+        self._transport: asyncio.Transport | None = None
+        self._inbox: list[str | bytes] = []  # handshake replies while connecting, then packets for `forward`
+        self._fragments: list[Frame] = []  # of a message that came in several frames
+        self._waiters: list[asyncio.Future[None]] = []  # connect(), send() or disconnect(), until news
+        self._pump: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._heard = 0.0  # loop time of the last data from upstream
+        self._silence = 45.0  # seconds without a word before the connection counts as dead
+        self._paused = False  # the transport's write buffer is full
+        self._closing = False  # disconnect() was called: `gone` is not for us
+        self._lost = False
+        self._error = ""
+        self._state: Literal["connecting", "open", "ended"] = "connecting"
         self.sid = ""  # the Socket.IO id upstream gave this connection
-        self.connected = False
+
+    @property
+    def connected(self) -> bool:
+        return self._state == "open"
 
     async def connect(self, url: str) -> None:
         try:
-            # No permessage-deflate (nor on the browser leg, see `serve`): ~40 KB per idle socket.
-            self._ws = ws = await self._http.ws_connect(url, compress=0, timeout=CLOSE_WAIT)
-            opened = await ws.receive()
-            if opened.type is not aiohttp.WSMsgType.TEXT or opened.data[:1] != "0":
+            uri = parse_uri(url)
+        except InvalidURI:
+            raise UpstreamError("is not configured with a valid address") from None
+        # No permessage-deflate (nor on the browser leg, see `serve`): ~40 KB per idle socket.
+        self._ws = ClientProtocol(uri, max_size=MAX_MESSAGE)
+        self._ws.send_request(self._ws.connect())
+        loop = asyncio.get_running_loop()
+        try:
+            context = tls_context() if uri.secure else None
+            await loop.create_connection(lambda: self, uri.host, uri.port, ssl=context)
+            opened = await self._receive()
+            if not isinstance(opened, str) or opened[:1] != "0":
                 raise UpstreamError("did not answer like a Socket.IO service")
-            handshake = json.loads(opened.data[1:])
+            handshake = json.loads(opened[1:])
             self._silence = (handshake["pingInterval"] + handshake["pingTimeout"]) / 1000
-            await ws.send_str("40")  # join the default namespace
+            self._send_text("40")  # join the default namespace
             while True:
-                reply = await ws.receive()
-                if reply.type is not aiohttp.WSMsgType.TEXT:
-                    raise UpstreamError("closed the connection during the handshake")
-                if reply.data == "2":
-                    await ws.send_str("3")
-                elif reply.data.startswith("40"):
-                    self.sid = json.loads(reply.data[2:])["sid"]
+                reply = await self._receive()
+                if not isinstance(reply, str):
+                    raise UpstreamError("did not answer like a Socket.IO service")
+                if reply == "2":
+                    self._send_text("3")
+                elif reply.startswith("40"):
+                    self.sid = json.loads(reply[2:])["sid"]
                     break
-                elif reply.data.startswith("44"):
+                elif reply.startswith("44"):
                     raise UpstreamError("refused the connection")
-        except (aiohttp.ClientError, OSError):
+        except OSError:
             raise UpstreamError("is unreachable") from None
         except (ValueError, KeyError, TypeError, AttributeError):
             raise UpstreamError("did not answer like a Socket.IO service") from None
-        self.connected = True
-        self._reader = asyncio.create_task(self._read(ws))
+        self._state = "open"
+        early, self._inbox = self._inbox, []
+        for message in early:  # what came in the same read as the namespace reply
+            self._on_message(message)
+        self._timer = loop.call_at(self._heard + self._silence, self._check_silence)
 
-    async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        try:
-            while True:
-                message = await ws.receive(timeout=self._silence)
-                if message.type is aiohttp.WSMsgType.BINARY:
-                    await self._forward(message.data)  # an attachment of the packet before it
-                    continue
-                if message.type is not aiohttp.WSMsgType.TEXT:
-                    break  # closed or broken
-                data: str = message.data
-                if data[:1] == "4":  # an Engine.IO message carries a Socket.IO packet
-                    if data[1:2] in RELAYED_TYPES:
-                        await self._forward(data[1:])
-                    elif data[1:2] == "1":  # the server left the namespace
-                        break
-                elif data == "2":
-                    await ws.send_str("3")
-                elif data[:1] == "1":  # Engine.IO close
-                    break
-        except (TimeoutError, aiohttp.ClientError, OSError):
-            pass  # silent too long, or the connection broke: both mean gone
-        finally:  # whatever ended the loop, the browser must hear of it
-            self.connected = False
-            await ws.close()
-            if not self._closing:
-                await self._gone()
+    async def _receive(self) -> str | bytes:
+        """The next message while connecting."""
+        while not self._inbox:
+            if self._lost or self._error:
+                raise UpstreamError(self._error or "closed the connection during the handshake")
+            await self._wait()
+        return self._inbox.pop(0)
 
     async def send(self, data: str | bytes) -> None:
         """Send one encoded Socket.IO packet (text) or one of its attachments (bytes)."""
-        if not self.connected or self._ws is None:
+        if not self.connected or self._ws is None or self._transport is None or self._transport.is_closing():
             raise ConnectionError("upstream is not connected")
         if isinstance(data, str):
-            await self._ws.send_str("4" + data)
+            self._send_text("4" + data)
         else:
-            await self._ws.send_bytes(data)
+            self._ws.send_binary(data)
+            self._flush()
+        while self._paused and self.connected:  # upstream reads slower than the browser talks
+            await self._wait()
 
     async def disconnect(self) -> None:
         """Leave politely and close; safe to call more than once, and from `gone`."""
         self._closing = True
-        ws, self._ws = self._ws, None
-        if ws is None:
+        self._inbox.clear()
+        if self._timer is not None:
+            self._timer.cancel()
+        transport = self._transport
+        if transport is not None and not self._lost:
+            if self.connected and self._ws is not None:
+                self._state = "ended"
+                self._send_text("41")
+                self._ws.send_close(1000)
+                self._flush()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(CLOSE_WAIT):
+                        while not self._lost:
+                            await self._wait()
+            if not self._lost:
+                transport.abort()
+        self._state = "ended"
+        if self._pump is not None and self._pump is not asyncio.current_task():
+            await self._pump
+
+    # asyncio.Protocol: called by the transport.
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's is one without subclassing it
+        self._flush()  # the opening handshake request
+
+    def data_received(self, data: bytes) -> None:
+        assert self._ws is not None
+        self._heard = asyncio.get_running_loop().time()
+        self._ws.receive_data(data)
+        for event in self._ws.events_received():
+            if isinstance(event, Frame):
+                self._on_frame(event)
+            elif self._ws.handshake_exc is not None:  # the HTTP answer to our upgrade request
+                refused = isinstance(self._ws.handshake_exc, InvalidStatus)
+                self._error = (
+                    "refused the connection" if refused else "did not answer like a Socket.IO service"
+                )
+        self._flush()  # pongs to WebSocket pings, the answer to a closing frame
+        self._wake()
+
+    def eof_received(self) -> None:
+        if self._ws is not None:
+            self._ws.receive_eof()
+            self._flush()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = True
+        if self._timer is not None:
+            self._timer.cancel()
+        self._end()
+        self._wake()
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        self._wake()
+
+    # Inside.
+
+    def _on_frame(self, frame: Frame) -> None:
+        if frame.opcode not in (Opcode.TEXT, Opcode.BINARY, Opcode.CONT):
+            return  # pings are answered and closes acknowledged by the sans-I/O protocol
+        if not frame.fin or self._fragments:
+            self._fragments.append(frame)
+            if not frame.fin:
+                return
+            frame = Frame(self._fragments[0].opcode, b"".join(part.data for part in self._fragments))
+            self._fragments.clear()
+        payload = bytes(frame.data)
+        self._on_message(payload.decode() if frame.opcode is Opcode.TEXT else payload)
+
+    def _on_message(self, data: str | bytes) -> None:
+        if self._state != "open":
+            if self._state == "connecting" and not self._closing:
+                self._inbox.append(data)  # for connect()
             return
-        if self.connected:
-            self.connected = False
-            with contextlib.suppress(aiohttp.ClientError, OSError):
-                await ws.send_str("41")
-        await ws.close()
-        if self._reader is not None and self._reader is not asyncio.current_task():
-            await self._reader
+        if isinstance(data, bytes):
+            self._deliver(data)  # an attachment of the packet before it
+        elif data[:1] == "4":  # an Engine.IO message carries a Socket.IO packet
+            if data[1:2] in RELAYED_TYPES:
+                self._deliver(data[1:])
+            elif data[1:2] == "1":  # the server left the namespace
+                self._hang_up()
+        elif data == "2":
+            self._send_text("3")
+        elif data[:1] == "1":  # Engine.IO close
+            self._hang_up()
+
+    def _hang_up(self) -> None:
+        """Upstream said goodbye: close our side too."""
+        self._end()
+        assert self._transport is not None
+        self._transport.close()
+
+    def _end(self) -> None:
+        """Upstream is gone; unless we closed it ourselves, the browser must hear of it."""
+        if self.connected and not self._closing:
+            self._deliver(GONE)
+        self._state = "ended"
+
+    def _deliver(self, item: str | bytes) -> None:
+        self._inbox.append(item)
+        if self._pump is None:
+            self._pump = asyncio.get_running_loop().create_task(self._drain())
+
+    async def _drain(self) -> None:
+        try:
+            while self._inbox:
+                item = self._inbox.pop(0)
+                if item is GONE:
+                    await self._gone()
+                else:
+                    await self._forward(item)
+        finally:
+            self._pump = None
+
+    def _check_silence(self) -> None:
+        loop = asyncio.get_running_loop()
+        due = self._heard + self._silence
+        if loop.time() >= due:  # dead or black-holed
+            self._end()
+            assert self._transport is not None
+            self._transport.abort()
+        else:
+            self._timer = loop.call_at(due, self._check_silence)
+
+    def _send_text(self, text: str) -> None:
+        assert self._ws is not None
+        self._ws.send_text(text.encode())
+        self._flush()
+
+    def _flush(self) -> None:
+        assert self._ws is not None
+        if self._transport is None or self._transport.is_closing():
+            return
+        for chunk in self._ws.data_to_send():
+            if chunk:
+                self._transport.write(chunk)
+            elif self._transport.can_write_eof():
+                self._transport.write_eof()
+
+    async def _wait(self) -> None:
+        """Until the next read, drained write buffer or loss of the connection."""
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        finally:
+            self._waiters.remove(waiter)
+
+    def _wake(self) -> None:
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)

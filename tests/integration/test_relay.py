@@ -15,6 +15,7 @@ import pytest
 import socketio
 from aiohttp import web
 from fastapi import FastAPI
+from websockets.asyncio.server import ServerConnection, serve
 
 from server.app import create_app
 from server.relay.sockets import RelayHub
@@ -371,6 +372,38 @@ async def test_a_silent_upstream_is_given_up_after_its_own_heartbeat_deadline(tm
             await asyncio.wait_for(sdk.disconnected.wait(), 5)
             assert 0.4 < time.monotonic() - started < 2  # 0.5 s of silence allowed, then gone
             assert app.state.relay.open_upstreams == 0
+
+
+@contextlib.asynccontextmanager
+async def framing_upstream() -> AsyncIterator[str]:
+    """An upstream that pings at the WebSocket level and splits messages across frames, as any server may."""
+
+    async def talk(ws: ServerConnection) -> None:
+        await ws.send('0{"sid":"e","pingInterval":25000,"pingTimeout":20000}')
+        await ws.recv()  # "40"
+        await ws.send('40{"sid":"s"}')
+        await asyncio.wait_for(await ws.ping(), 2)  # no pong: this upstream hangs up, nothing more arrives
+        await ws.send(['42["availabilityResult",', '{"isAvailable":true}]'])
+        await ws.send('451-["avatarAudio",{"_placeholder":true,"num":0}]')
+        await ws.send([b"\x00\x01", b"\x02"])  # the attachment, in two frames
+        async for _ in ws:  # until the relay hangs up
+            pass
+
+    port = free_port()
+    async with serve(talk, "127.0.0.1", port):
+        yield f"http://127.0.0.1:{port}"
+
+
+async def test_upstream_pings_and_messages_in_several_frames_reach_the_browser_whole(tmp_path: Path) -> None:
+    async with framing_upstream() as url:
+        app = create_app(prepared_settings(tmp_path, simulator_url=url))
+        with ServerThread(app) as server:
+            _, token = page_session(server)
+            sdk = FakeSdk()
+            await sdk.connect(server.url, token)
+            assert await sdk.wait_for("availabilityResult", timeout=5) == {"isAvailable": True}
+            assert await sdk.wait_for("avatarAudio", timeout=5) == b"\x00\x01\x02"
+            await sdk.client.disconnect()
 
 
 async def test_shutdown_does_not_wait_long_on_upstreams_that_never_answer_a_goodbye(tmp_path: Path) -> None:
