@@ -111,6 +111,8 @@ class UpstreamSocket(asyncio.Protocol):
                     break
                 elif reply.startswith("44"):
                     raise UpstreamError("refused the connection")
+        except ssl.SSLCertVerificationError:
+            raise UpstreamError("presented a TLS certificate this server does not trust") from None
         except OSError:
             raise UpstreamError("is unreachable") from None
         except (ValueError, KeyError, TypeError, AttributeError):

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import json
+import ssl
 import time
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +17,16 @@ import httpx
 import pytest
 import socketio
 from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from fastapi import FastAPI
 from websockets.asyncio.server import ServerConnection, serve
 
 from server.app import create_app
 from server.relay.sockets import RelayHub
+from server.relay.upstream import tls_context
 from server.security.signing import PAGE_SESSION, Signer
 from server.settings import Settings
 from server.simulator import SimulatorConfig
@@ -375,7 +383,7 @@ async def test_a_silent_upstream_is_given_up_after_its_own_heartbeat_deadline(tm
 
 
 @contextlib.asynccontextmanager
-async def framing_upstream() -> AsyncIterator[str]:
+async def framing_upstream(tls: ssl.SSLContext | None = None) -> AsyncIterator[str]:
     """An upstream that pings at the WebSocket level and splits messages across frames, as any server may."""
 
     async def talk(ws: ServerConnection) -> None:
@@ -390,8 +398,8 @@ async def framing_upstream() -> AsyncIterator[str]:
             pass
 
     port = free_port()
-    async with serve(talk, "127.0.0.1", port):
-        yield f"http://127.0.0.1:{port}"
+    async with serve(talk, "127.0.0.1", port, ssl=tls):
+        yield f"{'https' if tls else 'http'}://127.0.0.1:{port}"
 
 
 async def test_upstream_pings_and_messages_in_several_frames_reach_the_browser_whole(tmp_path: Path) -> None:
@@ -404,6 +412,58 @@ async def test_upstream_pings_and_messages_in_several_frames_reach_the_browser_w
             assert await sdk.wait_for("availabilityResult", timeout=5) == {"isAvailable": True}
             assert await sdk.wait_for("avatarAudio", timeout=5) == b"\x00\x01\x02"
             await sdk.client.disconnect()
+
+
+def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1, signed by its own key: trusted only where it is named as a CA file."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test upstream")])
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=1))
+        .not_valid_after(now + timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = directory / "upstream.pem", directory / "upstream.key"
+    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return cert_file, key_file
+
+
+async def test_a_tls_upstream_is_reached_only_with_a_certificate_the_server_trusts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cert_file, key_file = self_signed_certificate(tmp_path)
+    upstream_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    upstream_tls.load_cert_chain(cert_file, key_file)
+    async with framing_upstream(upstream_tls) as url:
+        app = create_app(prepared_settings(tmp_path, simulator_url=url))
+        with ServerThread(app) as server:
+            _, token = page_session(server)
+            assert "certificate this server does not trust" in await refused(server, token)
+            assert app.state.relay.open_upstreams == 0
+            monkeypatch.setenv("SSL_CERT_FILE", str(cert_file))  # OpenSSL's trust store, read per context
+            tls_context.cache_clear()
+            try:
+                sdk = FakeSdk()
+                await sdk.connect(server.url, token)
+                assert await sdk.wait_for("availabilityResult", timeout=5) == {"isAvailable": True}
+                await sdk.client.disconnect()
+            finally:
+                tls_context.cache_clear()
 
 
 async def test_shutdown_does_not_wait_long_on_upstreams_that_never_answer_a_goodbye(tmp_path: Path) -> None:
