@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import functools
 import json
+import logging
 import ssl
 from collections.abc import Awaitable, Callable
 from typing import Literal, cast
@@ -25,6 +26,8 @@ from websockets.frames import Frame, Opcode
 from websockets.uri import parse_uri
 
 from server.relay.events import RELAYED_TYPES
+
+log = logging.getLogger("avatar_bff.relay")
 
 CLOSE_WAIT = 1.0  # seconds a goodbye waits for upstream's closing frame before the socket is cut
 MAX_MESSAGE = 4 * 1024 * 1024  # like the browser leg (`serve`)
@@ -218,7 +221,14 @@ class UpstreamSocket(asyncio.Protocol):
             frame = Frame(self._fragments[0].opcode, b"".join(part.data for part in self._fragments))
             self._fragments.clear()
         payload = bytes(frame.data)
-        self._on_message(payload.decode() if frame.opcode is Opcode.TEXT else payload)
+        if frame.opcode is not Opcode.TEXT:
+            self._on_message(payload)
+            return
+        try:
+            self._on_message(payload.decode())
+        except UnicodeDecodeError:  # not Socket.IO, nor even WebSocket: nothing after it can be trusted
+            log.warning("relay: upstream sent text that is not UTF-8; closing")
+            self._hang_up()
 
     def _on_message(self, data: str | bytes) -> None:
         if self._state != "open":
@@ -258,10 +268,12 @@ class UpstreamSocket(asyncio.Protocol):
         try:
             while self._inbox:
                 item = self._inbox.pop(0)
-                if item is GONE:
-                    await self._gone()
-                else:
-                    await self._forward(item)
+                try:
+                    await (self._gone() if item is GONE else self._forward(item))
+                except Exception:  # a fault on our side must not leave the browser talking to no one
+                    log.exception("relay: a packet from upstream could not be delivered; closing")
+                    if self.connected:
+                        self._hang_up()  # `gone` is next in the inbox
         finally:
             self._pump = None
 

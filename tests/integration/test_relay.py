@@ -8,7 +8,7 @@ import ipaddress
 import json
 import ssl
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -382,28 +382,36 @@ async def test_a_silent_upstream_is_given_up_after_its_own_heartbeat_deadline(tm
             assert app.state.relay.open_upstreams == 0
 
 
-@contextlib.asynccontextmanager
-async def framing_upstream(tls: ssl.SSLContext | None = None) -> AsyncIterator[str]:
-    """An upstream that pings at the WebSocket level and splits messages across frames, as any server may."""
+Talk = Callable[[ServerConnection], Awaitable[None]]
 
-    async def talk(ws: ServerConnection) -> None:
+
+async def framed_and_pinging(ws: ServerConnection) -> None:
+    """Pings at the WebSocket level and splits messages across frames, as any server may."""
+    await asyncio.wait_for(await ws.ping(), 2)  # no pong: this upstream hangs up, nothing more arrives
+    await ws.send(['42["availabilityResult",', '{"isAvailable":true}]'])
+    await ws.send('451-["avatarAudio",{"_placeholder":true,"num":0}]')
+    await ws.send([b"\x00\x01", b"\x02"])  # the attachment, in two frames
+
+
+@contextlib.asynccontextmanager
+async def websocket_upstream(talk: Talk, tls: ssl.SSLContext | None = None) -> AsyncIterator[str]:
+    """A hand-written upstream on the websockets library: the Socket.IO handshake, then `talk`."""
+
+    async def handler(ws: ServerConnection) -> None:
         await ws.send('0{"sid":"e","pingInterval":25000,"pingTimeout":20000}')
         await ws.recv()  # "40"
         await ws.send('40{"sid":"s"}')
-        await asyncio.wait_for(await ws.ping(), 2)  # no pong: this upstream hangs up, nothing more arrives
-        await ws.send(['42["availabilityResult",', '{"isAvailable":true}]'])
-        await ws.send('451-["avatarAudio",{"_placeholder":true,"num":0}]')
-        await ws.send([b"\x00\x01", b"\x02"])  # the attachment, in two frames
+        await talk(ws)
         async for _ in ws:  # until the relay hangs up
             pass
 
     port = free_port()
-    async with serve(talk, "127.0.0.1", port, ssl=tls):
+    async with serve(handler, "127.0.0.1", port, ssl=tls):
         yield f"{'https' if tls else 'http'}://127.0.0.1:{port}"
 
 
 async def test_upstream_pings_and_messages_in_several_frames_reach_the_browser_whole(tmp_path: Path) -> None:
-    async with framing_upstream() as url:
+    async with websocket_upstream(framed_and_pinging) as url:
         app = create_app(prepared_settings(tmp_path, simulator_url=url))
         with ServerThread(app) as server:
             _, token = page_session(server)
@@ -412,6 +420,22 @@ async def test_upstream_pings_and_messages_in_several_frames_reach_the_browser_w
             assert await sdk.wait_for("availabilityResult", timeout=5) == {"isAvailable": True}
             assert await sdk.wait_for("avatarAudio", timeout=5) == b"\x00\x01\x02"
             await sdk.client.disconnect()
+
+
+async def test_upstream_text_that_is_not_utf8_ends_the_conversation_cleanly(tmp_path: Path) -> None:
+    async def garbled(ws: ServerConnection) -> None:
+        await ws.send('42["onServerConnected",{}]')
+        await ws.send(b'42["stvFinishedTalking",{"agentContent":"\xff"}]', text=True)
+
+    async with websocket_upstream(garbled) as url:
+        app = create_app(prepared_settings(tmp_path, simulator_url=url))
+        with ServerThread(app) as server:
+            _, token = page_session(server)
+            sdk = FakeSdk()
+            await sdk.connect(server.url, token)
+            await asyncio.wait_for(sdk.disconnected.wait(), 5)
+            assert [name for name, _ in sdk.events] == ["onServerConnected"]
+            assert app.state.relay.open_upstreams == 0
 
 
 def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
@@ -449,7 +473,7 @@ async def test_a_tls_upstream_is_reached_only_with_a_certificate_the_server_trus
     cert_file, key_file = self_signed_certificate(tmp_path)
     upstream_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     upstream_tls.load_cert_chain(cert_file, key_file)
-    async with framing_upstream(upstream_tls) as url:
+    async with websocket_upstream(framed_and_pinging, upstream_tls) as url:
         app = create_app(prepared_settings(tmp_path, simulator_url=url))
         with ServerThread(app) as server:
             _, token = page_session(server)
