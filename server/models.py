@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
+from pydantic import AfterValidator, AwareDatetime
 from sqlalchemy import (
     JSON,
     Boolean,
@@ -36,6 +37,17 @@ def utcnow() -> datetime:
 
 def new_id() -> str:
     return uuid.uuid4().hex
+
+
+def _in_utc(value: datetime) -> datetime:
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+00:01 is valid ISO 8601 but has no UTC datetime
+        raise ValueError("is outside the range of dates (years 1 to 9999 in UTC)") from None
+
+
+# A time someone gave us (API filter, page timestamp): any ISO 8601 time with an offset, kept in UTC.
+Instant = Annotated[AwareDatetime, AfterValidator(_in_utc)]
 
 
 class UTCDateTime(TypeDecorator[datetime]):

@@ -11,13 +11,13 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import PlainTextResponse, StreamingResponse
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.api.auth import require_scope
 from server.dependencies import Services, get_db, get_services
 from server.errors import ServiceError
-from server.models import Flow, Session
+from server.models import Flow, Instant, Session
 from server.transcripts.formats import as_markdown, as_text
 from server.transcripts.ingest import PageBatch, ingest_page_batch
 from server.transcripts.merge import CanonicalEntry
@@ -33,6 +33,7 @@ from server.transcripts.store import (
 
 router = APIRouter(prefix="/api/v1", tags=["v1"])
 READ = Depends(require_scope("transcripts:read"))
+
 DELETE = Depends(require_scope("transcripts:delete"))
 
 
@@ -143,8 +144,8 @@ async def sessions(
     db: Annotated[AsyncSession, Depends(get_db)],
     flow: Annotated[str | None, Query(max_length=64)] = None,
     status: Literal["created", "active", "ended", "expired"] | None = None,
-    since: AwareDatetime | None = None,
-    until: AwareDatetime | None = None,
+    since: Instant | None = None,
+    until: Instant | None = None,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> SessionList:
@@ -207,8 +208,8 @@ async def export(
     format: Literal["ndjson", "csv"] = "ndjson",
     flow: Annotated[str | None, Query(max_length=64)] = None,
     status: Literal["created", "active", "ended", "expired"] | None = None,
-    since: AwareDatetime | None = None,
-    until: AwareDatetime | None = None,
+    since: Instant | None = None,
+    until: Instant | None = None,
 ) -> StreamingResponse:
     """Stream sessions with transcripts: NDJSON (a session per line) or CSV (a transcript line per row)."""
     filters = SessionFilter(flow, status, since, until)

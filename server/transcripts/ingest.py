@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.expression import Executable
 
 from server.errors import ServiceError
-from server.models import Session, TranscriptEntry, utcnow
+from server.models import Instant, Session, TranscriptEntry, utcnow
 from server.security.signing import PAGE_SESSION, Signer, TokenError
 
 MAX_ENTRIES_PER_BATCH = 500
@@ -28,7 +28,7 @@ class PageEntry(BaseModel):
     )
     role: Literal["Avatar", "User"]
     text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
-    timestamp: AwareDatetime
+    timestamp: Instant
     pronunciation_score: int | None = Field(
         default=None, ge=0, le=100, description="0-100, User lines only (Iframe SDK `pronunciation-score`)"
     )

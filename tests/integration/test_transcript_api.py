@@ -104,6 +104,7 @@ def test_final_flush_ends_the_session_and_later_lines_are_refused(live_server: S
         ({"entries": [entry(1), entry(1)]}, 400, "twice"),
         ({"entries": [{**entry(1), "role": "Narrator"}]}, 400, "role"),
         ({"entries": [entry(1), {**entry(2), "timestamp": "yesterday"}]}, 400, "timestamp"),
+        ({"entries": [{**entry(1), "timestamp": "0001-01-01T00:00:00+00:01"}]}, 400, "outside the range"),
         ({"entries": [{**entry(1, "User"), "pronunciation_score": 101}]}, 400, "pronunciation_score"),
         ({"entries": [{**entry(1, "Avatar"), "pronunciation_score": 80}]}, 400, "User lines"),
     ],
@@ -213,6 +214,23 @@ def test_sessions_list_filters_and_paginates(live_server: ServerThread, settings
     assert detail["dpp_template"] == {"name": "demo-welcome", "version": 1}
     bad = httpx.get(f"{live_server.url}/api/v1/sessions", params={"cursor": "garbage"}, headers=auth)
     assert bad.status_code == 400 and bad.json()["code"] == "invalid_cursor"
+
+
+def test_time_filters_outside_the_utc_calendar_are_refused_by_name(
+    live_server: ServerThread, settings: Settings
+) -> None:
+    auth = {"authorization": f"Bearer {make_token(settings, 'transcripts:read')}"}
+    for path in ("/api/v1/sessions", "/api/v1/export"):
+        # Valid ISO 8601, but one minute before year 1 once in UTC (found by the schema fuzzer: it was a 500).
+        answer = httpx.get(
+            f"{live_server.url}{path}", params={"until": "0001-01-01T00:00:00+00:01"}, headers=auth
+        )
+        assert answer.status_code == 400, answer.text
+        assert "until" in answer.text and "outside the range of dates" in answer.text
+    edge = httpx.get(
+        f"{live_server.url}/api/v1/sessions", params={"since": "0001-01-01T00:00:00Z"}, headers=auth
+    )
+    assert edge.status_code == 200
 
 
 def test_erasure_removes_session_and_transcript(live_server: ServerThread, settings: Settings) -> None:
