@@ -283,8 +283,8 @@ class RelayHub:
     async def _to_upstream(self, bridge: Bridge, data: str | bytes) -> None:
         try:
             await bridge.upstream.send(data)
-        except (ConnectionError, OSError):
-            await self._close(bridge.browser_sid)
+        except (ConnectionError, OSError):  # upstream went away before its `gone` was delivered
+            await self._upstream_gone(bridge)
 
     async def _upstream_gone(self, bridge: Bridge) -> None:
         """Upstream hung up: the browser sees a server disconnect, so the SDK's own reconnect can run."""

@@ -120,6 +120,8 @@ class UpstreamSocket(asyncio.Protocol):
             raise UpstreamError("is unreachable") from None
         except (ValueError, KeyError, TypeError, AttributeError):
             raise UpstreamError("did not answer like a Socket.IO service") from None
+        if self._state != "connecting" or self._lost:  # it hung up right after letting us in
+            raise UpstreamError("closed the connection during the handshake")
         self._state = "open"
         early, self._inbox = self._inbox, []
         for message in early:  # what came in the same read as the namespace reply
@@ -129,7 +131,7 @@ class UpstreamSocket(asyncio.Protocol):
     async def _receive(self) -> str | bytes:
         """The next message while connecting."""
         while not self._inbox:
-            if self._lost or self._error:
+            if self._lost or self._error or self._state != "connecting":
                 raise UpstreamError(self._error or "closed the connection during the handshake")
             await self._wait()
         return self._inbox.pop(0)

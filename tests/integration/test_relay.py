@@ -425,6 +425,7 @@ async def test_upstream_pings_and_messages_in_several_frames_reach_the_browser_w
 async def test_upstream_text_that_is_not_utf8_ends_the_conversation_cleanly(tmp_path: Path) -> None:
     async def garbled(ws: ServerConnection) -> None:
         await ws.send('42["onServerConnected",{}]')
+        await ws.recv()  # the browser's first event: the relay is in place
         await ws.send(b'42["stvFinishedTalking",{"agentContent":"\xff"}]', text=True)
 
     async with websocket_upstream(garbled) as url:
@@ -436,6 +437,25 @@ async def test_upstream_text_that_is_not_utf8_ends_the_conversation_cleanly(tmp_
             await asyncio.wait_for(sdk.disconnected.wait(), 5)
             assert [name for name, _ in sdk.events] == ["onServerConnected"]
             assert app.state.relay.open_upstreams == 0
+
+
+async def test_an_upstream_that_hangs_up_as_it_lets_us_in_leaves_nothing_open(tmp_path: Path) -> None:
+    async def garbled_at_once(ws: ServerConnection) -> None:
+        await ws.send(b"4\xff", text=True)  # read together with the namespace reply before it
+
+    async with websocket_upstream(garbled_at_once) as url:
+        app = create_app(prepared_settings(tmp_path, simulator_url=url))
+        with ServerThread(app) as server:
+            for _ in range(3):
+                _, token = page_session(server)
+                sdk = FakeSdk()
+                with contextlib.suppress(
+                    socketio.exceptions.ConnectionError
+                ):  # refused, or let in and dropped
+                    await sdk.connect(server.url, token)
+                    await asyncio.wait_for(sdk.disconnected.wait(), 5)
+                assert not sdk.client.connected
+                assert app.state.relay.open_upstreams == 0
 
 
 def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
