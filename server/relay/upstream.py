@@ -23,6 +23,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 from websockets.client import ClientProtocol
 from websockets.exceptions import InvalidStatus, InvalidURI
 from websockets.frames import Frame, Opcode
+from websockets.protocol import State
 from websockets.uri import parse_uri
 
 from server.relay.events import RELAYED_TYPES
@@ -138,8 +139,9 @@ class UpstreamSocket(asyncio.Protocol):
 
     async def send(self, data: str | bytes) -> None:
         """Send one encoded Socket.IO packet (text) or one of its attachments (bytes)."""
-        if not self.connected or self._ws is None or self._transport is None or self._transport.is_closing():
+        if not self._writable():
             raise ConnectionError("upstream is not connected")
+        assert self._ws is not None
         if isinstance(data, str):
             self._send_text("4" + data)
         else:
@@ -156,7 +158,8 @@ class UpstreamSocket(asyncio.Protocol):
             self._timer.cancel()
         transport = self._transport
         if transport is not None and not self._lost:
-            if self.connected and self._ws is not None:
+            if self.connected and self._writable():
+                assert self._ws is not None
                 self._state = "ended"
                 self._send_text("41")
                 self._ws.send_close(1000)
@@ -214,8 +217,11 @@ class UpstreamSocket(asyncio.Protocol):
     # Inside.
 
     def _on_frame(self, frame: Frame) -> None:
+        if frame.opcode is Opcode.CLOSE:  # acknowledged by the sans-I/O protocol; upstream closes the socket
+            self._end()
+            return
         if frame.opcode not in (Opcode.TEXT, Opcode.BINARY, Opcode.CONT):
-            return  # pings are answered and closes acknowledged by the sans-I/O protocol
+            return  # pings are answered by the sans-I/O protocol
         if not frame.fin or self._fragments:
             self._fragments.append(frame)
             if not frame.fin:
@@ -289,7 +295,18 @@ class UpstreamSocket(asyncio.Protocol):
         else:
             self._timer = loop.call_at(due, self._check_silence)
 
+    def _writable(self) -> bool:
+        """Open at both levels: ours, and the WebSocket's (which closes first when a frame is bad)."""
+        return (
+            self._ws is not None
+            and self._ws.state is State.OPEN
+            and self._transport is not None
+            and not self._transport.is_closing()
+        )
+
     def _send_text(self, text: str) -> None:
+        if not self._writable():
+            return  # a pong or goodbye to a socket that is closing: nobody is listening
         assert self._ws is not None
         self._ws.send_text(text.encode())
         self._flush()

@@ -337,10 +337,13 @@ async def test_relay_answers_upstream_heartbeats_so_idle_conversations_stay_up(t
 
 
 @contextlib.asynccontextmanager
-async def silent_upstream(ping_interval_ms: int, reads: bool) -> AsyncIterator[str]:
+async def silent_upstream(
+    ping_interval_ms: int, reads: bool, release: asyncio.Event | None = None
+) -> AsyncIterator[str]:
     """An upstream that completes the handshake, then says nothing (a black-holed network path).
 
-    With `reads` false it does not even read, so a goodbye from the relay is never answered.
+    With `reads` false it does not even read, so a goodbye from the relay is never answered; setting `release`
+    makes it hang up.
     """
 
     async def silent(request: web.Request) -> web.WebSocketResponse:
@@ -351,7 +354,8 @@ async def silent_upstream(ping_interval_ms: int, reads: bool) -> AsyncIterator[s
         await ws.send_str('40{"sid":"s"}')
         await ws.send_str('42["onServerConnected",{}]')
         if not reads:
-            await asyncio.sleep(60)
+            await (release.wait() if release else asyncio.sleep(60))
+            return ws
         async for _ in ws:  # until the relay hangs up
             pass
         return ws
@@ -508,6 +512,30 @@ async def test_a_tls_upstream_is_reached_only_with_a_certificate_the_server_trus
                 await sdk.client.disconnect()
             finally:
                 tls_context.cache_clear()
+
+
+async def test_a_stalled_upstream_holds_the_browser_back_instead_of_filling_the_relay(tmp_path: Path) -> None:
+    release = asyncio.Event()
+    async with silent_upstream(60_000, reads=False, release=release) as url:
+        app = create_app(prepared_settings(tmp_path, simulator_url=url, relay_events_per_second=100_000))
+        with ServerThread(app) as server:
+            _, token = page_session(server)
+            sdk = FakeSdk()
+            await sdk.connect(server.url, token)
+            await sdk.wait_for("onServerConnected")
+            shot = {"image": "x" * 100_000}
+            # 15 MB: more than the kernel buffers on both sides of the stalled socket hold.
+            for _ in range(150):
+                await sdk.client.emit("userCameraShot", shot)
+            await asyncio.sleep(2)  # for the relay to write what it will
+            (bridge,) = app.state.relay.bridges.values()
+            assert bridge.upstream.connected
+            # What the relay holds for upstream stays near the transport's high-water mark; the rest waits
+            # in the browser's socket, as it would behind any slow server.
+            assert bridge.upstream._transport.get_write_buffer_size() < 512 * 1024
+            release.set()  # upstream hangs up at last: the browser, held back until now, hears of it
+            await asyncio.wait_for(sdk.disconnected.wait(), 5)
+            assert app.state.relay.open_upstreams == 0
 
 
 async def test_shutdown_does_not_wait_long_on_upstreams_that_never_answer_a_goodbye(tmp_path: Path) -> None:
