@@ -109,11 +109,17 @@ class FakeSdk:
         await self.client.connect(f"{url}/?{query}", socketio_path="socket.io", **kwargs)
 
 
-async def joined(server: ServerThread) -> FakeSdk:
-    """A page's SDK connected through the relay, with the avatar shown."""
+async def connected(server: ServerThread) -> FakeSdk:
+    """A page's SDK connected through the relay."""
     _, token = page_session(server)
     sdk = FakeSdk()
     await sdk.connect(server.url, token)
+    return sdk
+
+
+async def joined(server: ServerThread) -> FakeSdk:
+    """A page's SDK connected through the relay, with the avatar shown."""
+    sdk = await connected(server)
     await sdk.wait_for("showAgent")
     return sdk
 
@@ -376,9 +382,7 @@ async def test_a_silent_upstream_is_given_up_after_its_own_heartbeat_deadline(tm
     async with silent_upstream(300, reads=True) as url:
         app = create_app(prepared_settings(tmp_path, simulator_url=url))
         with ServerThread(app) as server:
-            _, token = page_session(server)
-            sdk = FakeSdk()
-            await sdk.connect(server.url, token)
+            sdk = await connected(server)
             await sdk.wait_for("onServerConnected")
             started = time.monotonic()
             await asyncio.wait_for(sdk.disconnected.wait(), 5)
@@ -418,9 +422,7 @@ async def test_upstream_pings_and_messages_in_several_frames_reach_the_browser_w
     async with websocket_upstream(framed_and_pinging) as url:
         app = create_app(prepared_settings(tmp_path, simulator_url=url))
         with ServerThread(app) as server:
-            _, token = page_session(server)
-            sdk = FakeSdk()
-            await sdk.connect(server.url, token)
+            sdk = await connected(server)
             assert await sdk.wait_for("availabilityResult", timeout=5) == {"isAvailable": True}
             assert await sdk.wait_for("avatarAudio", timeout=5) == b"\x00\x01\x02"
             await sdk.client.disconnect()
@@ -435,9 +437,7 @@ async def test_upstream_text_that_is_not_utf8_ends_the_conversation_cleanly(tmp_
     async with websocket_upstream(garbled) as url:
         app = create_app(prepared_settings(tmp_path, simulator_url=url))
         with ServerThread(app) as server:
-            _, token = page_session(server)
-            sdk = FakeSdk()
-            await sdk.connect(server.url, token)
+            sdk = await connected(server)
             await asyncio.wait_for(sdk.disconnected.wait(), 5)
             assert [name for name, _ in sdk.events] == ["onServerConnected"]
             assert app.state.relay.open_upstreams == 0
@@ -453,9 +453,8 @@ async def test_an_upstream_that_hangs_up_as_it_lets_us_in_leaves_nothing_open(tm
             for _ in range(3):
                 _, token = page_session(server)
                 sdk = FakeSdk()
-                with contextlib.suppress(
-                    socketio.exceptions.ConnectionError
-                ):  # refused, or let in and dropped
+                # Refused, or let in and dropped: either way nothing stays open.
+                with contextlib.suppress(socketio.exceptions.ConnectionError):
                     await sdk.connect(server.url, token)
                     await asyncio.wait_for(sdk.disconnected.wait(), 5)
                 assert not sdk.client.connected
@@ -519,9 +518,7 @@ async def test_a_stalled_upstream_holds_the_browser_back_instead_of_filling_the_
     async with silent_upstream(60_000, reads=False, release=release) as url:
         app = create_app(prepared_settings(tmp_path, simulator_url=url, relay_events_per_second=100_000))
         with ServerThread(app) as server:
-            _, token = page_session(server)
-            sdk = FakeSdk()
-            await sdk.connect(server.url, token)
+            sdk = await connected(server)
             await sdk.wait_for("onServerConnected")
             shot = {"image": "x" * 100_000}
             # 15 MB: more than the kernel buffers on both sides of the stalled socket hold.
