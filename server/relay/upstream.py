@@ -139,7 +139,7 @@ class UpstreamSocket(asyncio.Protocol):
 
     async def send(self, data: str | bytes) -> None:
         """Send one encoded Socket.IO packet (text) or one of its attachments (bytes)."""
-        if not self._writable():
+        if not (self.connected and self._writable()):
             raise ConnectionError("upstream is not connected")
         assert self._ws is not None
         if isinstance(data, str):
