@@ -7,6 +7,7 @@ import asyncio
 import getpass
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -66,6 +67,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
         _seed_demo(settings)
         simulator = _start_simulator(args.simulator_port)
         print(f"demo: http://{args.host}:{args.port}/a/demo and /a/demo-iframe")
+        # uvicorn re-raises SIGTERM after its shutdown; as an exception it lets `finally` stop the simulator.
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     try:
         _serve(args, settings)
     finally:

@@ -9,13 +9,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy import select
 
 from server.models import AdminUser, ApiToken, Flow
 from server.security.secrets_hashing import hash_api_token, verify_password
 from server.settings import Settings
-from tests.support import TEST_SECRET, db_session
+from tests.support import TEST_SECRET, db_session, free_port, wait_until_up
 
 CLI = [sys.executable, "-c", "from server.cli import main; main()"]
 
@@ -39,6 +40,23 @@ def test_missing_secret_in_production_fails_with_one_line(tmp_path: Path) -> Non
     result = run(["serve"], tmp_path, AVATAR_BFF_SECRET_KEY="")
     assert result.returncode == 2
     assert "AVATAR_BFF_SECRET_KEY" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_demo_stops_its_simulator_when_it_is_stopped(tmp_path: Path) -> None:
+    port, simulator_port = free_port(), free_port()
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("AVATAR_BFF_")}
+    environment.update({"AVATAR_BFF_DATA_DIR": str(tmp_path), "AVATAR_BFF_ENVIRONMENT": "dev"})
+    command = [*CLI, "serve", "--demo", "--port", str(port), "--simulator-port", str(simulator_port)]
+    demo = subprocess.Popen(command, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until_up(f"http://127.0.0.1:{simulator_port}/_sim/health")
+        wait_until_up(f"http://127.0.0.1:{port}/healthz")
+        demo.terminate()  # SIGTERM, as from `docker stop` or systemd
+        demo.wait(timeout=20)
+        with pytest.raises(httpx.ConnectError):  # nothing left listening on the simulator's port
+            httpx.get(f"http://127.0.0.1:{simulator_port}/_sim/health", timeout=2)
+    finally:
+        demo.kill()
 
 
 def test_create_token_prints_it_alone_on_the_last_line_and_stores_a_hash(
