@@ -33,7 +33,6 @@ from server.transcripts.store import (
 
 router = APIRouter(prefix="/api/v1", tags=["v1"])
 READ = Depends(require_scope("transcripts:read"))
-
 DELETE = Depends(require_scope("transcripts:delete"))
 
 
