@@ -152,25 +152,23 @@ class UpstreamSocket(asyncio.Protocol):
 
     async def disconnect(self) -> None:
         """Leave politely and close; safe to call more than once, and from `gone`."""
+        was_open = self.connected
         self._closing = True
+        self._state = "ended"  # nothing more is delivered
         self._inbox.clear()
         if self._timer is not None:
             self._timer.cancel()
-        transport = self._transport
-        if transport is not None and not self._lost:
-            if self.connected and self._writable():
-                assert self._ws is not None
-                self._state = "ended"
-                self._send_text("41")
-                self._ws.send_close(1000)
-                self._flush()
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(CLOSE_WAIT):
-                        while not self._lost:
-                            await self._wait()
-            if not self._lost:
-                transport.abort()
-        self._state = "ended"
+        if was_open and self._writable():
+            assert self._ws is not None
+            self._send_text("41")
+            self._ws.send_close(1000)
+            self._flush()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(CLOSE_WAIT):
+                    while not self._lost:
+                        await self._wait()
+        if self._transport is not None and not self._lost:
+            self._transport.abort()
         if self._pump is not None and self._pump is not asyncio.current_task():
             await self._pump
 
