@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from server import migrate
 from server.app import create_app
-from server.models import Flow, Session, TranscriptEntry
+from server.models import Conversation, Flow, TranscriptEntry
 from server.security.signing import PAGE_SESSION, Signer
 from tests.support import ServerThread, add_api_token, db_session, fresh_postgres_database, make_settings
 
@@ -32,14 +32,21 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 async def seed(settings: object, count: int, prefix: str) -> list[str]:
+    """Conversations already started, on a flow of their own (`bench-<prefix>`)."""
     async with db_session(settings) as db:  # type: ignore[arg-type]
         flow = Flow(slug=f"bench-{prefix}", display_name="Bench", client_id="c", flow_id="f")
         db.add(flow)
         await db.flush()
         ids = [f"{prefix}{n:04d}" for n in range(count)]
-        db.add_all(Session(id=i, flow_id=flow.id) for i in ids)
+        db.add_all(Conversation(id=i, flow_id=flow.id) for i in ids)
         await db.commit()
         return ids
+
+
+def page_token(signer: Signer, conversation_id: str) -> str:
+    """What the hosted page would hold for a seeded conversation (its flow is named after the id's prefix)."""
+    flow = "bench-" + conversation_id.rstrip("0123456789")
+    return signer.sign(PAGE_SESSION, {"sid": conversation_id, "flow": flow, "v": None, "ctx": {}}, 3600)
 
 
 def line(seq: int) -> dict[str, object]:
@@ -59,7 +66,7 @@ async def raw_inserts(settings: object, ids: list[str]) -> float:
             for first in range(1, LINES + 1, BATCH):
                 db.add_all(
                     TranscriptEntry(
-                        session_id=session_id,
+                        conversation_id=session_id,
                         seq=s,
                         role="Avatar",
                         text=f"Line {s} of the bench.",
@@ -73,7 +80,7 @@ async def raw_inserts(settings: object, ids: list[str]) -> float:
 
 
 async def api_ingest(url: str, signer: Signer, ids: list[str]) -> float:
-    tokens = {i: signer.sign(PAGE_SESSION, {"sid": i}, 3600) for i in ids}
+    tokens = {i: page_token(signer, i) for i in ids}
     queue: asyncio.Queue[tuple[str, int]] = asyncio.Queue()
     for session_id in ids:
         for first in range(1, LINES + 1, BATCH):
@@ -125,7 +132,7 @@ def run(label: str, database_url: str | None, data_dir: Path) -> None:
 
 
 async def api_ingest_one(url: str, signer: Signer, session_id: str) -> None:
-    token = signer.sign(PAGE_SESSION, {"sid": session_id}, 3600)
+    token = page_token(signer, session_id)
     async with httpx.AsyncClient(base_url=url) as http:
         for first in range(1, 501, 100):
             body = {"token": token, "entries": [line(s) for s in range(first, first + 100)]}

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -19,9 +20,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from server import health
 from server.api import docs, v1
-from server.db import create_engine, create_sessionmaker
-from server.dependencies import Services
-from server.errors import ServiceError
+from server.db import Database
+from server.errors import AppError
 from server.housekeeping import run_housekeeping
 from server.pages import router as pages
 from server.paths import STATIC_DIR, TEMPLATES_DIR
@@ -37,17 +37,25 @@ log = logging.getLogger("avatar_bff")
 
 ERROR_TITLES = {
     400: "Bad request",
+    401: "Not signed in",
+    403: "Forbidden",
     404: "Not found",
     405: "Method not allowed",
+    409: "Conflict",
+    413: "Too large",
     414: "Address too long",
+    415: "Unsupported media type",
     422: "Invalid request",
+    500: "Something went wrong",
+    502: "Avatar service error",
     503: "Unavailable",
+    504: "Avatar service timeout",
 }
 
 
 def _wants_json(request: Request) -> bool:
     return request.url.path.startswith(
-        ("/api/", "/healthz", "/readyz")
+        ("/api/", "/healthz", "/readyz", "/relay/")
     ) or "text/html" not in request.headers.get("accept", "text/html")
 
 
@@ -67,29 +75,31 @@ class App(FastAPI):
             await super().__call__(scope, receive, send)
 
 
-def create_app(settings: Settings) -> FastAPI:
-    """Build the ASGI app for the given settings (tests pass their own)."""
-    engine = create_engine(settings.effective_database_url)
-    templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
-    http = httpx.AsyncClient(follow_redirects=False, timeout=settings.whep_timeout_seconds)
-    services = Services(
-        settings, engine, create_sessionmaker(engine), Signer(settings.secret), templates, http
-    )
+def create_app(settings: Settings, on_started: Callable[[], None] | None = None) -> FastAPI:
+    """Build the ASGI app for the given settings (tests pass their own).
 
-    relay = RelayHub(services, [settings.public_url] if settings.public_url else None)
+    `on_started` runs once startup is complete (`serve` freezes the collector's view of the heap there).
+    """
+    db = Database(settings.effective_database_url)
+    signer = Signer(settings.secret)
+    templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
+    upstream_http = httpx.AsyncClient(follow_redirects=False, timeout=settings.whep_timeout_seconds)
+    relay = RelayHub(settings, db, signer, [settings.public_url] if settings.public_url else None)
+    idle_after = timedelta(seconds=settings.session_idle_seconds)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        housekeeping = asyncio.create_task(run_housekeeping(services))
+        housekeeping = asyncio.create_task(
+            run_housekeeping(db, idle_after, settings.housekeeping_interval_seconds)
+        )
         await relay.start()
-        # Everything loaded so far lives as long as the process: keep it out of the collector's full passes,
-        # which otherwise stall every socket for tens of milliseconds under load.
-        gc.freeze()
+        if on_started is not None:
+            on_started()
         yield
         await relay.stop()
         housekeeping.cancel()
-        await http.aclose()
-        await engine.dispose()
+        await upstream_http.aclose()
+        await db.dispose()
 
     app = App(
         title="avatar-bff API",
@@ -101,39 +111,49 @@ def create_app(settings: Settings) -> FastAPI:
         openapi_url="/api/openapi.json",
         lifespan=lifespan,
     )
-    app.state.services = services
+    app.state.settings = settings
+    app.state.db = db
+    app.state.signer = signer
+    app.state.templates = templates
+    app.state.upstream_http = upstream_http
+    app.state.relay = relay
 
-    async def http_error(request: Request, exc: Exception) -> Response:
-        status = exc.status_code if isinstance(exc, StarletteHTTPException) else 500
-        detail = (
-            exc.detail if isinstance(exc, StarletteHTTPException) else "Something went wrong on our side."
-        )
-        if status >= 500 and not isinstance(exc, StarletteHTTPException):
-            log.exception("unhandled error on %s %s", request.method, request.url.path)
+    def error_response(request: Request, status: int, code: str, message: str) -> Response:
+        """The one shape of every refusal: JSON for API clients, the error page for browsers."""
         if _wants_json(request):
-            return JSONResponse({"code": f"http_{status}", "message": str(detail)}, status)
+            return JSONResponse({"code": code, "message": message}, status)
         title = ERROR_TITLES.get(status, "Error")
         return templates.TemplateResponse(
             request,
             "errors/error.html",
-            {"status": status, "title": title, "message": detail},
+            {"status": status, "title": title, "message": message},
             status_code=status,
         )
+
+    async def app_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, AppError)
+        return error_response(request, exc.status, exc.code, exc.message)
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        # Starlette's own refusals: no route (404), wrong method (405).
+        assert isinstance(exc, StarletteHTTPException)
+        title = ERROR_TITLES.get(exc.status_code, "Error").lower().replace(" ", "_")
+        return error_response(request, exc.status_code, title, str(exc.detail))
 
     async def validation_error(request: Request, exc: Exception) -> Response:
         errors = exc.errors() if isinstance(exc, RequestValidationError) else []
         where = ".".join(str(p) for p in errors[0]["loc"]) if errors else "request"
         message = f"{where}: {errors[0]['msg']}" if errors else "invalid request"
-        return JSONResponse({"code": "invalid_request", "message": message}, 400)
+        return error_response(request, 400, "invalid_request", message)
 
-    async def service_error(_request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, ServiceError)
-        return JSONResponse({"code": exc.code, "message": exc.message}, exc.status)
+    async def unexpected_error(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(request, 500, "internal_error", "Something went wrong on our side.")
 
-    app.add_exception_handler(ServiceError, service_error)
+    app.add_exception_handler(AppError, app_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)
-    app.add_exception_handler(Exception, http_error)
+    app.add_exception_handler(Exception, unexpected_error)
 
     app.include_router(health.router)
     app.include_router(pages.router)
@@ -146,8 +166,8 @@ def create_app(settings: Settings) -> FastAPI:
     async def index(request: Request) -> HTMLResponse:
         return templates.TemplateResponse(request, "index.html", {})
 
-    settings.sdk_dir.mkdir(parents=True, exist_ok=True)
-    app.mount(SELF_HOSTED_URL_PREFIX, StaticFiles(directory=settings.sdk_dir), name="sdk")
+    # The directory may not exist until `avatar-bff vendor-sdk` fills it; until then its URLs answer 404.
+    app.mount(SELF_HOSTED_URL_PREFIX, StaticFiles(directory=settings.sdk_dir, check_dir=False), name="sdk")
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.add_middleware(
         RequestLimitsMiddleware,
@@ -156,10 +176,15 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.add_middleware(SecurityHeadersMiddleware)  # every response, refusals included
     app.relay_asgi = relay.app
-    app.state.relay = relay
     return app
 
 
+def _freeze_heap() -> None:
+    # Everything loaded so far lives as long as the process: keep it out of the collector's full passes,
+    # which otherwise stall every socket for tens of milliseconds under load.
+    gc.freeze()
+
+
 def create_app_from_env() -> FastAPI:
-    """Factory for `uvicorn --factory` and `avatar-bff serve` (settings from the environment)."""
-    return create_app(load_settings())
+    """Factory for `avatar-bff serve` (settings from the environment)."""
+    return create_app(load_settings(), on_started=_freeze_heap)

@@ -10,50 +10,39 @@ import os
 import signal
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
 from pydantic import ValidationError
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from server import migrate
-from server.db import create_engine, create_sessionmaker
-from server.flows import FlowImportError, FlowsDocument, apply_document, demo_document, export_document
-from server.models import AdminUser, ApiToken, Flow
+from server import admins, api_tokens, flows, migrate
+from server.db import Database
+from server.errors import AppError
+from server.flows import FlowImportError, FlowsDocument, demo_document
 from server.sdk import DEFAULT_SDK_VERSION, SdkError, vendor
-from server.security.secrets_hashing import hash_password, new_api_token
 from server.settings import Settings, SettingsError, load_settings
 
 T = TypeVar("T")
-API_SCOPES = ("transcripts:read", "transcripts:delete")
-MIN_PASSWORD_LENGTH = 12
+SIMULATOR_START_SECONDS = 30
 
 
 class CommandError(Exception):
     """A command failed for a reason the operator can fix; printed as one line."""
 
 
-def _run_db(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+def _with_db(settings: Settings, work: Callable[[Database], Awaitable[T]]) -> T:
     async def runner() -> T:
-        engine = create_engine(settings.effective_database_url)
+        db = Database(settings.effective_database_url)
         try:
-            async with create_sessionmaker(engine)() as db:
-                return await work(db)
+            return await work(db)
         finally:
-            await engine.dispose()
+            await db.dispose()
 
     return asyncio.run(runner())
-
-
-def _seed_demo(settings: Settings) -> None:
-    async def work(db: AsyncSession) -> None:
-        await apply_document(db, demo_document(), settings.allowed_upstream_hosts)
-        await db.commit()
-
-    _run_db(settings, work)
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
@@ -61,15 +50,21 @@ def cmd_serve(args: argparse.Namespace) -> None:
         os.environ["AVATAR_BFF_DEMO"] = "true"
         os.environ.setdefault("AVATAR_BFF_SIMULATOR_URL", f"http://127.0.0.1:{args.simulator_port}")
     settings = load_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
     migrate.upgrade(settings.effective_database_url)
     simulator = None
     if settings.demo:
-        _seed_demo(settings)
+        _with_db(
+            settings, lambda db: flows.import_document(db, demo_document(), settings.allowed_upstream_hosts)
+        )
         simulator = _start_simulator(args.simulator_port)
-        print(f"demo: http://{args.host}:{args.port}/a/demo and /a/demo-iframe")
         # uvicorn re-raises SIGTERM after its shutdown; as an exception it lets `finally` stop the simulator.
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     try:
+        if simulator is not None:
+            # The server reports healthy only once a visitor's conversation can reach its upstream.
+            _wait_for_simulator(simulator, settings.simulator_url)
+            print(f"demo: http://{args.host}:{args.port}/a/demo and /a/demo-iframe")
         _serve(args, settings)
     finally:
         if simulator is not None:
@@ -83,8 +78,23 @@ def _start_simulator(port: int) -> subprocess.Popen[bytes]:
     return subprocess.Popen(command)  # noqa: S603 - our own interpreter and module
 
 
+def _wait_for_simulator(simulator: subprocess.Popen[bytes], url: str) -> None:
+    deadline = time.monotonic() + SIMULATOR_START_SECONDS
+    while time.monotonic() < deadline:
+        if simulator.poll() is not None:
+            raise CommandError(f"the simulator stopped at start (exit code {simulator.returncode})")
+        try:
+            with urllib.request.urlopen(f"{url}/_sim/health", timeout=1):  # noqa: S310 - our own http URL
+                return
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.1)
+    raise CommandError(f"the simulator did not answer on {url} within {SIMULATOR_START_SECONDS} s")
+
+
 def _serve(args: argparse.Namespace, settings: Settings) -> None:
     import uvicorn
+
+    from server.logs import logging_config
 
     uvicorn.run(
         "server.app:create_app_from_env",
@@ -93,6 +103,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> None:
         port=args.port,
         workers=None if args.reload else args.workers,
         reload=args.reload,
+        log_config=logging_config(settings),
         log_level=settings.log_level,
         proxy_headers=True,
         ws_max_size=4 * 1024 * 1024,
@@ -101,7 +112,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_migrate(args: argparse.Namespace) -> None:
-    settings = load_settings()
+    settings = load_settings(require_secret=False)
     migrate.upgrade(settings.effective_database_url, args.revision)
     print(f"database at {migrate.head_revision()}")
 
@@ -116,67 +127,38 @@ def _read_password() -> str:
 
 
 def cmd_create_admin(args: argparse.Namespace) -> None:
-    settings = load_settings()
-    email = args.email.strip().lower()
-    if "@" not in email or len(email) > 254:
-        raise CommandError(f"{args.email!r} is not an email address")
+    settings = load_settings(require_secret=False)
+    email = admins.normalise_email(args.email)
     password = _read_password()
-    if len(password) < MIN_PASSWORD_LENGTH:
-        raise CommandError(f"the password must have at least {MIN_PASSWORD_LENGTH} characters")
-
-    async def work(db: AsyncSession) -> None:
-        db.add(AdminUser(email=email, password_hash=hash_password(password)))
-        try:
-            await db.commit()
-        except IntegrityError:
-            raise CommandError(f"an admin with email {email} already exists") from None
-
-    _run_db(settings, work)
-    print(f"admin {email} created")
+    created = _with_db(settings, lambda db: admins.create_admin(db, email, password))
+    print(f"admin {created} created")
 
 
 def cmd_create_token(args: argparse.Namespace) -> None:
-    settings = load_settings()
-    new = new_api_token()
-
-    async def work(db: AsyncSession) -> None:
-        db.add(
-            ApiToken(
-                name=args.name, prefix=new.prefix, token_hash=new.token_hash, scopes=sorted(set(args.scope))
-            )
-        )
-        await db.commit()
-
-    _run_db(settings, work)
-    print(
-        f"token {args.name!r} created with scopes {', '.join(sorted(set(args.scope)))};"
-        " it is shown only once:"
-    )
-    print(new.token)
+    settings = load_settings(require_secret=False)
+    scopes = sorted(set(args.scope))
+    token = _with_db(settings, lambda db: api_tokens.create_token(db, args.name, scopes))
+    print(f"token {args.name!r} created with scopes {', '.join(scopes)}; it is shown only once:")
+    print(token)
 
 
 def cmd_flows(args: argparse.Namespace) -> None:
-    settings = load_settings()
-
-    async def work(db: AsyncSession) -> None:
-        if args.action == "list":
-            for flow in (await db.execute(select(Flow).order_by(Flow.slug))).scalars():
-                state = "enabled" if flow.enabled else "disabled"
-                print(f"{flow.slug}\t{flow.sdk_mode}\t{flow.upstream}\t{state}\t{flow.display_name}")
-        elif args.action == "show":
-            document = await export_document(db, [args.slug])
-            if not document.flows:
-                raise CommandError(f"no flow with slug {args.slug!r}")
-            print(document.model_dump_json(indent=2))
-        elif args.action == "export":
-            print((await export_document(db, args.slug or None)).model_dump_json(indent=2))
-        elif args.action == "import":
-            document = _load_document(Path(args.file))
-            slugs = await apply_document(db, document, settings.allowed_upstream_hosts)
-            await db.commit()
-            print(f"imported {len(slugs)} flow(s): {', '.join(slugs)}")
-
-    _run_db(settings, work)
+    settings = load_settings(require_secret=False)
+    if args.action == "import":
+        document = _load_document(Path(args.file))
+        hosts = settings.allowed_upstream_hosts
+        slugs = _with_db(settings, lambda db: flows.import_document(db, document, hosts))
+        print(f"imported {len(slugs)} flow(s): {', '.join(slugs)}")
+    elif args.action == "list":
+        for flow in _with_db(settings, flows.list_flows):
+            state = "enabled" if flow.enabled else "disabled"
+            print(f"{flow.slug}\t{flow.sdk_mode}\t{flow.upstream}\t{state}\t{flow.display_name}")
+    else:
+        wanted = [args.slug] if args.action == "show" else (args.slug or None)
+        exported = _with_db(settings, lambda db: flows.export_document(db, wanted))
+        if args.action == "show" and not exported.flows:
+            raise CommandError(f"no flow with slug {args.slug!r}")
+        print(exported.model_dump_json(indent=2))
 
 
 def _load_document(path: Path) -> FlowsDocument:
@@ -197,7 +179,7 @@ def _load_document(path: Path) -> FlowsDocument:
 
 
 def cmd_vendor_sdk(args: argparse.Namespace) -> None:
-    settings = load_settings()
+    settings = load_settings(require_secret=False)
     vendor(args.version, settings.sdk_dir, Path(args.source) if args.source else None)
     print("pages now load the SDK from this server; the CDN is no longer in their CSP")
 
@@ -243,7 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     token = sub.add_parser("create-token", help="create a REST API token; prints it alone on the last line")
     token.add_argument("name", help="what the token is for, e.g. 'crm-export'")
-    token.add_argument("--scope", action="append", choices=API_SCOPES, required=True, help="repeat for more")
+    token.add_argument(
+        "--scope", action="append", choices=api_tokens.SCOPES, required=True, help="repeat for more"
+    )
     token.set_defaults(func=cmd_create_token)
 
     flows = sub.add_parser("flows", help="list, show, import or export flows (JSON)")
@@ -286,7 +270,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (SettingsError, CommandError, SdkError, FlowImportError) as exc:
+    except (SettingsError, CommandError, SdkError, FlowImportError, AppError) as exc:
         print(f"avatar-bff: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     except KeyboardInterrupt:

@@ -1,41 +1,55 @@
-"""What routers receive: the app's shared services and a database session per request."""
+"""What routes receive, as typed aliases: `async def route(db: DbDep, settings: SettingsDep) -> …`.
+
+`create_app` puts each component on `app.state`; a route asks only for what it uses.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from typing import Annotated
 
 import httpx
-from fastapi import Request
+from fastapi import Depends, Request
 from fastapi.templating import Jinja2Templates
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from server.db import Database
 from server.security.signing import Signer
 from server.settings import Settings
 
 
-@dataclass
-class Services:
-    settings: Settings
-    engine: AsyncEngine
-    sessions: async_sessionmaker[AsyncSession]
-    signer: Signer
-    templates: Jinja2Templates
-    http: (
-        httpx.AsyncClient
-    )  # outbound calls to the upstream (WHEP, Iframe SDK assets); never follows redirects
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
 
 
-def get_services(request: Request) -> Services:
-    services: Services = request.app.state.services
-    return services
+def _db(request: Request) -> Database:
+    db: Database = request.app.state.db
+    return db
 
 
-async def get_db(request: Request) -> AsyncIterator[AsyncSession]:
-    async with get_services(request).sessions() as session:
-        yield session
+def _signer(request: Request) -> Signer:
+    signer: Signer = request.app.state.signer
+    return signer
 
 
-def csp_nonce(request: Request) -> str:
+def _templates(request: Request) -> Jinja2Templates:
+    templates: Jinja2Templates = request.app.state.templates
+    return templates
+
+
+def _upstream_http(request: Request) -> httpx.AsyncClient:
+    client: httpx.AsyncClient = request.app.state.upstream_http
+    return client
+
+
+def _csp_nonce(request: Request) -> str:
     nonce: str = request.scope["state"]["csp_nonce"]
     return nonce
+
+
+SettingsDep = Annotated[Settings, Depends(_settings)]
+DbDep = Annotated[Database, Depends(_db)]
+SignerDep = Annotated[Signer, Depends(_signer)]
+TemplatesDep = Annotated[Jinja2Templates, Depends(_templates)]
+# Outbound calls to the upstream (WHEP, Iframe SDK assets); never follows redirects.
+UpstreamHttpDep = Annotated[httpx.AsyncClient, Depends(_upstream_http)]
+NonceDep = Annotated[str, Depends(_csp_nonce)]

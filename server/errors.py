@@ -1,11 +1,69 @@
-"""The typed refusal the core raises; the app maps it once to JSON `{"code", "message"}` with its status."""
+"""The one error vocabulary: services, pages and the relay raise these; each edge maps them once.
+
+Framework-free on purpose: the core says *what* went wrong (a stable `code`, a sentence a person understands,
+and the HTTP status it corresponds to); the app turns it into JSON or the HTML error page, the relay into a
+Socket.IO refusal.
+"""
 
 from __future__ import annotations
 
+from typing import ClassVar
 
-class ServiceError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
+
+class AppError(Exception):
+    status: ClassVar[int] = 400
+
+    def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
-        self.status = status
         self.code = code
         self.message = message
+
+
+class Invalid(AppError):
+    """The request is malformed or breaks a rule the caller can fix."""
+
+    status = 400
+
+
+class Unauthenticated(AppError):
+    """No credential, or one that is not valid (a token refused, expired or revoked)."""
+
+    status = 401
+
+
+class Forbidden(AppError):
+    status = 403
+
+
+class NotFound(AppError):
+    status = 404
+
+
+class Conflict(AppError):
+    """The request is valid but the resource's state does not allow it (an ended conversation)."""
+
+    status = 409
+
+
+class TooLarge(AppError):
+    status = 413
+
+
+class UnsupportedMediaType(AppError):
+    status = 415
+
+
+class UpstreamFailed(AppError):
+    """The avatar service answered badly or not at all."""
+
+    status = 502
+
+
+class Unavailable(AppError):
+    """We cannot serve this right now (misconfiguration, capacity)."""
+
+    status = 503
+
+
+class UpstreamTimeout(AppError):
+    status = 504

@@ -10,7 +10,9 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
+from server.db import Database
 from server.dpp.render import DppError, validate_template
+from server.errors import NotFound
 from server.models import DppTemplate, DppTemplateVersion, Flow
 from server.sdk import DEFAULT_SDK_VERSION, SUPPORTED_VERSIONS
 from server.upstreams import ENDPOINT_FIELDS, host_allowed
@@ -155,6 +157,16 @@ async def latest_version(db: AsyncSession, template_id: int) -> DppTemplateVersi
     return result.scalar_one_or_none()
 
 
+async def page_flow(db: Database, slug: str) -> tuple[Flow, DppTemplateVersion | None]:
+    """An enabled flow and the newest version of its DPP template, for its hosted page."""
+    async with db.reading() as session:
+        flow = await session.scalar(select(Flow).where(Flow.slug == slug, Flow.enabled))
+        if flow is None:
+            raise NotFound("unknown_flow", "There is no avatar page at this address.")
+        version = await latest_version(session, flow.dpp_template_id) if flow.dpp_template_id else None
+    return flow, version
+
+
 async def save_template(db: AsyncSession, spec: TemplateSpec, author: str = "") -> DppTemplate:
     """Create the template or add a version when the body changed (versions are never edited)."""
     template = (
@@ -227,19 +239,33 @@ def flow_to_spec(flow: Flow) -> FlowSpec:
     )
 
 
-async def export_document(db: AsyncSession, slugs: list[str] | None = None) -> FlowsDocument:
-    query = select(Flow).options(selectinload(Flow.dpp_template)).order_by(Flow.slug)
-    if slugs:
-        query = query.where(Flow.slug.in_(slugs))
-    flows = list((await db.execute(query)).scalars())
-    specs = [flow_to_spec(flow) for flow in flows]
-    templates = []
-    for template in {flow.dpp_template.id: flow.dpp_template for flow in flows if flow.dpp_template}.values():
-        latest = await latest_version(db, template.id)
-        if latest is not None:
-            templates.append(
-                TemplateSpec(name=template.name, description=template.description, body=latest.body)
-            )
+async def import_document(db: Database, document: FlowsDocument, allowed_hosts: list[str]) -> list[str]:
+    """Upsert the document's templates and flows in one transaction (all or nothing); the slugs written."""
+    async with db.transaction() as session:
+        return await apply_document(session, document, allowed_hosts)
+
+
+async def list_flows(db: Database) -> list[Flow]:
+    async with db.reading() as session:
+        return list((await session.execute(select(Flow).order_by(Flow.slug))).scalars())
+
+
+async def export_document(db: Database, slugs: list[str] | None = None) -> FlowsDocument:
+    """The flows named (all when none) and the newest version of each template they use."""
+    async with db.reading() as session:
+        query = select(Flow).options(selectinload(Flow.dpp_template)).order_by(Flow.slug)
+        if slugs:
+            query = query.where(Flow.slug.in_(slugs))
+        flows = list((await session.execute(query)).scalars())
+        specs = [flow_to_spec(flow) for flow in flows]
+        templates = []
+        used = {flow.dpp_template.id: flow.dpp_template for flow in flows if flow.dpp_template}
+        for template in used.values():
+            latest = await latest_version(session, template.id)
+            if latest is not None:
+                templates.append(
+                    TemplateSpec(name=template.name, description=template.description, body=latest.body)
+                )
     return FlowsDocument(dpp_templates=templates, flows=specs)
 
 

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse
-from sqlalchemy import text
-from sqlalchemy.exc import SQLAlchemyError
 
-from server.dependencies import Services, get_services
-from server.migrate import current_revision, head_revision
+from server.dependencies import DbDep
+from server.migrate import unready_reason
 
 router = APIRouter(tags=["health"])
 
@@ -22,23 +18,9 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz")
-async def readyz(services: Annotated[Services, Depends(get_services)]) -> JSONResponse:
+async def readyz(db: DbDep) -> JSONResponse:
     """The database answers and its schema is at the newest migration."""
-    try:
-        async with services.engine.connect() as connection:
-            await connection.execute(text("SELECT 1"))
-        current = await current_revision(services.engine)
-    except (SQLAlchemyError, OSError) as exc:
-        return JSONResponse(
-            {"status": "unavailable", "reason": f"database unreachable: {type(exc).__name__}"}, 503
-        )
-    head = head_revision()
-    if current != head:
-        return JSONResponse(
-            {
-                "status": "unavailable",
-                "reason": f"migrations not applied (database at {current}, code at {head})",
-            },
-            503,
-        )
-    return JSONResponse({"status": "ready", "revision": current})
+    reason, revision = await unready_reason(db)
+    if reason is not None:
+        return JSONResponse({"status": "unavailable", "reason": reason}, 503)
+    return JSONResponse({"status": "ready", "revision": revision})

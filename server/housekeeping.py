@@ -1,4 +1,4 @@
-"""Background upkeep: end idle sessions and purge what a flow's retention no longer allows."""
+"""Background upkeep: end idle conversations and purge what a flow's retention no longer allows."""
 
 from __future__ import annotations
 
@@ -8,26 +8,26 @@ from datetime import timedelta
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from server.dependencies import Services
+from server.conversations import lifecycle
+from server.db import Database
 from server.models import utcnow
-from server.transcripts.store import expire_and_purge
 
 log = logging.getLogger("avatar_bff.housekeeping")
 
 
-async def housekeeping_pass(services: Services) -> tuple[int, int]:
-    idle = timedelta(seconds=services.settings.session_idle_seconds)
-    async with services.sessions() as db:
-        return await expire_and_purge(db, utcnow(), idle)
+async def housekeeping_pass(db: Database, idle_after: timedelta) -> tuple[int, int]:
+    """One pass: (conversations ended for idleness, conversations purged by retention)."""
+    now = utcnow()
+    return await lifecycle.expire_idle(db, now, idle_after), await lifecycle.purge_by_retention(db, now)
 
 
-async def run_housekeeping(services: Services) -> None:
+async def run_housekeeping(db: Database, idle_after: timedelta, interval_seconds: float) -> None:
     while True:
-        await asyncio.sleep(services.settings.housekeeping_interval_seconds)
+        await asyncio.sleep(interval_seconds)
         try:
-            ended, purged = await housekeeping_pass(services)
-        except SQLAlchemyError:
-            log.exception("housekeeping pass failed; retrying next interval")
+            ended, purged = await housekeeping_pass(db, idle_after)
+        except SQLAlchemyError as exc:
+            log.error("housekeeping pass failed (%s); retrying next interval", type(exc).__name__)
             continue
         if ended or purged:
-            log.info("housekeeping: %d idle session(s) ended, %d purged by retention", ended, purged)
+            log.info("housekeeping: %d idle conversation(s) ended, %d purged by retention", ended, purged)

@@ -9,8 +9,12 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+from server.db import Database
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -43,3 +47,17 @@ async def current_revision(engine: AsyncEngine) -> str | None:
 
     async with engine.connect() as connection:
         return await connection.run_sync(_read)
+
+
+async def unready_reason(db: Database) -> tuple[str | None, str | None]:
+    """(why the database cannot serve yet or None, its revision): it must answer and be at the newest one."""
+    try:
+        async with db.engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+        current = await current_revision(db.engine)
+    except (SQLAlchemyError, OSError) as exc:
+        return f"database unreachable: {type(exc).__name__}", None
+    head = head_revision()
+    if current != head:
+        return f"migrations not applied (database at {current}, code at {head})", current
+    return None, current

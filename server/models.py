@@ -1,9 +1,10 @@
-"""The data model: flows, DPP templates and immutable versions, sessions, transcripts, admins, tokens."""
+"""The data model: flows, DPP templates and immutable versions, conversations, transcripts, admins, tokens."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, AwareDatetime
@@ -11,6 +12,7 @@ from sqlalchemy import (
     JSON,
     Boolean,
     DateTime,
+    Enum,
     ForeignKey,
     Index,
     Integer,
@@ -27,7 +29,6 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Mapper, mapped_column, relat
 
 SDK_MODES = ("socket", "iframe")
 UPSTREAMS = ("kaltura-us", "kaltura-eu", "simulator", "custom")
-SESSION_STATUSES = ("created", "active", "ended", "expired")
 ROLES = ("Avatar", "User")
 
 
@@ -148,11 +149,21 @@ class Flow(Base):
     dpp_template: Mapped[DppTemplate | None] = relationship()
 
 
-class Session(Base):
-    """One visitor conversation on a hosted page."""
+class ConversationStatus(StrEnum):
+    """A conversation is active from its first relayed connect or transcript line until it ends."""
 
-    __tablename__ = "sessions"
-    __table_args__ = (Index("ix_sessions_flow_created", "flow_id", "created_at"),)
+    ACTIVE = "active"
+    ENDED = "ended"
+
+
+class Conversation(Base):
+    """One visitor conversation on a hosted page (the REST API calls it a session).
+
+    Written when the conversation starts, never on a page view; `server.conversations` owns every change.
+    """
+
+    __tablename__ = "conversations"
+    __table_args__ = (Index("ix_conversations_flow_created", "flow_id", "created_at"),)
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     flow_id: Mapped[int] = mapped_column(ForeignKey("flows.id", ondelete="CASCADE"))
@@ -161,7 +172,16 @@ class Session(Base):
     )
     rendered_dpp: Mapped[Any] = mapped_column(JSON, nullable=True)
     visitor_context: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
-    status: Mapped[str] = mapped_column(String(16), default="created")
+    status: Mapped[ConversationStatus] = mapped_column(
+        Enum(
+            ConversationStatus,
+            native_enum=False,
+            create_constraint=False,
+            length=16,
+            values_callable=lambda statuses: [s.value for s in statuses],
+        ),
+        default=ConversationStatus.ACTIVE,
+    )
     end_reason: Mapped[str | None] = mapped_column(String(64), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_activity_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -174,10 +194,12 @@ class TranscriptEntry(Base):
     """One line of a conversation, as reported by one source (the page or the relay tap)."""
 
     __tablename__ = "transcript_entries"
-    __table_args__ = (UniqueConstraint("session_id", "source", "seq"),)
+    __table_args__ = (UniqueConstraint("conversation_id", "source", "seq"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"), index=True)
+    conversation_id: Mapped[str] = mapped_column(
+        ForeignKey("conversations.id", ondelete="CASCADE"), index=True
+    )
     seq: Mapped[int] = mapped_column(Integer)
     role: Mapped[str] = mapped_column(String(16))
     text: Mapped[str] = mapped_column(Text)

@@ -35,6 +35,7 @@ class Settings(BaseSettings):
     secret_key: SecretStr | None = None
     public_url: str = ""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json", ""] = ""  # empty: text in dev, JSON lines in production
     default_upstream: Literal["kaltura-us", "kaltura-eu", "simulator"] = "kaltura-us"
     simulator_url: str = "http://127.0.0.1:9100"
     allowed_upstream_hosts: Annotated[list[str], NoDecode] = Field(
@@ -76,6 +77,10 @@ class Settings(BaseSettings):
         return self.environment == "dev" or self.demo
 
     @property
+    def effective_log_format(self) -> str:
+        return self.log_format or ("text" if self.is_dev else "json")
+
+    @property
     def effective_database_url(self) -> str:
         return self.database_url or f"sqlite+aiosqlite:///{self.data_dir / 'avatar-bff.db'}"
 
@@ -103,10 +108,12 @@ def _persisted_dev_secret(data_dir: Path) -> SecretStr:
     return SecretStr(value)
 
 
-def load_settings(**overrides: object) -> Settings:
+def load_settings(*, require_secret: bool = True, **overrides: object) -> Settings:
     """Read settings from the environment, apply overrides, and fill in the dev secret.
 
-    Raises SettingsError with a single human-readable line instead of a validation traceback.
+    Only what signs tokens (the server) needs the secret: commands that sign nothing pass
+    `require_secret=False` and run in production without it. Raises SettingsError with a single
+    human-readable line instead of a validation traceback.
     """
     try:
         settings = Settings(**overrides)  # type: ignore[arg-type]
@@ -118,6 +125,8 @@ def load_settings(**overrides: object) -> Settings:
         ) from None
     if settings.secret_key is None:
         if not settings.is_dev:
+            if not require_secret:
+                return settings
             raise SettingsError(
                 "AVATAR_BFF_SECRET_KEY is required in production "
                 f"(at least {MIN_SECRET_LENGTH} characters; set AVATAR_BFF_ENVIRONMENT=dev to generate one)"

@@ -12,19 +12,19 @@ import pytest
 
 from server import migrate
 from server.app import create_app
-from server.db import create_engine, create_sessionmaker
-from server.flows import apply_document, demo_document
+from server.db import Database
+from server.flows import demo_document, import_document
 from server.settings import Settings
 from tests.support import ServerThread, make_settings
 
 
 def seed_demo(settings: Settings) -> None:
     async def work() -> None:
-        engine = create_engine(settings.effective_database_url)
-        async with create_sessionmaker(engine)() as db:
-            await apply_document(db, demo_document(), settings.allowed_upstream_hosts)
-            await db.commit()
-        await engine.dispose()
+        db = Database(settings.effective_database_url)
+        try:
+            await import_document(db, demo_document(), settings.allowed_upstream_hosts)
+        finally:
+            await db.dispose()
 
     asyncio.run(work())
 

@@ -19,10 +19,13 @@ import uvicorn
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.db import create_engine, create_sessionmaker
+from server.db import Database
+from server.errors import NotFound
 from server.models import ApiToken, utcnow
 from server.security.secrets_hashing import new_api_token
 from server.settings import Settings, load_settings
+from server.transcripts.merge import CanonicalEntry
+from server.transcripts.store import transcript_of
 
 T = TypeVar("T")
 TEST_SECRET = "test-secret-" + "x" * 40
@@ -107,12 +110,23 @@ def fresh_postgres_database() -> Iterator[str]:
 @asynccontextmanager
 async def db_session(settings: Settings) -> AsyncIterator[AsyncSession]:
     """A session on the test database (its own engine, disposed afterwards)."""
-    engine = create_engine(settings.effective_database_url)
+    db = Database(settings.effective_database_url)
     try:
-        async with create_sessionmaker(engine)() as session:
+        async with db.reading() as session:
             yield session
     finally:
-        await engine.dispose()
+        await db.dispose()
+
+
+async def stored_transcript(settings: Settings, conversation_id: str) -> list[CanonicalEntry]:
+    """The canonical transcript as the API would give it (empty while the conversation has not started)."""
+    db = Database(settings.effective_database_url)
+    try:
+        return await transcript_of(db, conversation_id)
+    except NotFound:
+        return []
+    finally:
+        await db.dispose()
 
 
 async def add_api_token(settings: Settings, *scopes: str, revoked: bool = False) -> str:

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
-from server.dependencies import Services, csp_nonce, get_services
+from server.dependencies import NonceDep, TemplatesDep
 
 router = APIRouter()
 
 
 @router.get("/api/docs", response_class=HTMLResponse, include_in_schema=False)
-async def api_docs(request: Request, services: Annotated[Services, Depends(get_services)]) -> HTMLResponse:
-    return services.templates.TemplateResponse(request, "api-docs.html", {"nonce": csp_nonce(request)})
+async def api_docs(request: Request, templates: TemplatesDep, nonce: NonceDep) -> HTMLResponse:
+    return templates.TemplateResponse(request, "api-docs.html", {"nonce": nonce})

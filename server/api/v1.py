@@ -12,24 +12,17 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, Field
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.api.auth import require_scope
-from server.dependencies import Services, get_db, get_services
-from server.errors import ServiceError
-from server.models import Flow, Instant, Session
+from server.conversations import lifecycle, listing
+from server.conversations.listing import ConversationFilter
+from server.dependencies import DbDep, SignerDep
+from server.errors import UnsupportedMediaType
+from server.models import Conversation, ConversationStatus, Instant
+from server.transcripts import store
 from server.transcripts.formats import as_markdown, as_text
 from server.transcripts.ingest import PageBatch, ingest_page_batch
 from server.transcripts.merge import CanonicalEntry
-from server.transcripts.store import (
-    SessionFilter,
-    canonical_transcript,
-    erase_session,
-    get_session,
-    iterate_sessions,
-    list_sessions,
-    template_version_of,
-)
 
 router = APIRouter(prefix="/api/v1", tags=["v1"])
 READ = Depends(require_scope("transcripts:read"))
@@ -41,9 +34,23 @@ class ErrorBody(BaseModel):
     message: str
 
 
-ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorBody} for status in (400, 401, 403, 404, 409, 413, 415)
+ERROR_MEANINGS = {
+    400: "The request is malformed; the message names the part.",
+    401: "No token, or one that is not valid, expired or revoked.",
+    403: "The token lacks the scope this operation needs.",
+    404: "No such session.",
+    409: "The conversation has ended; nothing new can be added.",
+    413: "The request body is too large.",
+    415: "The body is not application/json.",
 }
+
+
+def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The error answers one operation can give, for its OpenAPI description."""
+    return {status: {"model": ErrorBody, "description": ERROR_MEANINGS[status]} for status in statuses}
+
+
+READ_ERRORS = (400, 401, 403)
 
 
 class IngestAnswer(BaseModel):
@@ -89,15 +96,16 @@ class Transcript(BaseModel):
     entries: list[TranscriptLine]
 
 
-def summary(session: Session, flow: Flow) -> SessionSummary:
-    duration = (session.ended_at - session.created_at).total_seconds() if session.ended_at else None
+def summary(conversation: Conversation, flow_slug: str) -> SessionSummary:
+    c = conversation
+    duration = (c.ended_at - c.created_at).total_seconds() if c.ended_at else None
     return SessionSummary(
-        id=session.id,
-        flow=flow.slug,
-        status=session.status,
-        created_at=session.created_at,
-        ended_at=session.ended_at,
-        end_reason=session.end_reason,
+        id=c.id,
+        flow=flow_slug,
+        status=c.status,
+        created_at=c.created_at,
+        ended_at=c.ended_at,
+        end_reason=c.end_reason,
         duration_seconds=duration,
     )
 
@@ -119,66 +127,72 @@ def lines(entries: list[CanonicalEntry]) -> list[TranscriptLine]:
 def require_json(request: Request) -> None:
     # A dependency runs before body validation, so the caller hears about the media type first.
     if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
-        raise ServiceError(415, "unsupported_media_type", "send the batch as application/json")
+        raise UnsupportedMediaType("unsupported_media_type", "send the batch as application/json")
 
 
 @router.post(
-    "/page/transcript", response_model=IngestAnswer, responses=ERRORS, dependencies=[Depends(require_json)]
+    "/page/transcript",
+    response_model=IngestAnswer,
+    responses=errors(400, 401, 404, 409, 413, 415),
+    dependencies=[Depends(require_json)],
 )
-async def ingest_from_page(
-    batch: PageBatch,
-    services: Annotated[Services, Depends(get_services)],
-    db: Annotated[AsyncSession, Depends(get_db)],
-) -> IngestAnswer:
+async def ingest_from_page(batch: PageBatch, db: DbDep, signer: SignerDep) -> IngestAnswer:
     """Hosted pages post transcript lines here, also via `navigator.sendBeacon`.
 
     Idempotent per (session, seq): a retried batch stores nothing twice, a rejected batch stores nothing at
-    all. The answer's `highest_seq` tells the page from where to resend."""
-    result = await ingest_page_batch(db, services.signer, batch)
+    all. The answer's `highest_seq` tells the page from where to resend. The first batch of a page starts
+    its session."""
+    result = await ingest_page_batch(db, signer, batch)
     return IngestAnswer(stored=result.stored, highest_seq=result.highest_seq, status=result.status)
 
 
-@router.get("/sessions", response_model=SessionList, responses=ERRORS, dependencies=[READ])
+@router.get("/sessions", response_model=SessionList, responses=errors(*READ_ERRORS), dependencies=[READ])
 async def sessions(
-    db: Annotated[AsyncSession, Depends(get_db)],
+    db: DbDep,
     flow: Annotated[str | None, Query(max_length=64)] = None,
-    status: Literal["created", "active", "ended", "expired"] | None = None,
+    status: ConversationStatus | None = None,
     since: Instant | None = None,
     until: Instant | None = None,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> SessionList:
-    """Sessions, newest first; pass `next_cursor` back as `cursor` for the next page."""
-    rows, next_cursor = await list_sessions(db, SessionFilter(flow, status, since, until), cursor, limit)
-    return SessionList(items=[summary(s, f) for s, f in rows], next_cursor=next_cursor)
+    """Sessions (visitor conversations), newest first; pass `next_cursor` back as `cursor` for more."""
+    rows, next_cursor = await listing.page_of(
+        db, ConversationFilter(flow, status, since, until), cursor, limit
+    )
+    return SessionList(items=[summary(r.conversation, r.flow_slug) for r in rows], next_cursor=next_cursor)
 
 
-@router.get("/sessions/{session_id}", response_model=SessionDetail, responses=ERRORS, dependencies=[READ])
-async def session_detail(session_id: str, db: Annotated[AsyncSession, Depends(get_db)]) -> SessionDetail:
-    session, flow = await get_session(db, session_id)
+@router.get(
+    "/sessions/{session_id}",
+    response_model=SessionDetail,
+    responses=errors(*READ_ERRORS, 404),
+    dependencies=[READ],
+)
+async def session_detail(session_id: str, db: DbDep) -> SessionDetail:
+    detail = await listing.detail_of(db, session_id)
     return SessionDetail(
-        **summary(session, flow).model_dump(),
-        dpp_template=await template_version_of(db, session),
-        dpp=session.rendered_dpp,
-        visitor_context=session.visitor_context,
+        **summary(detail.conversation, detail.flow_slug).model_dump(),
+        dpp_template=detail.template,
+        dpp=detail.conversation.rendered_dpp,
+        visitor_context=detail.conversation.visitor_context,
     )
 
 
 @router.get(
     "/sessions/{session_id}/transcript",
     response_model=Transcript,
-    responses={**ERRORS, 200: {"content": {"text/plain": {}, "text/markdown": {}}}},
+    responses={**errors(*READ_ERRORS, 404), 200: {"content": {"text/plain": {}, "text/markdown": {}}}},
     dependencies=[READ],
 )
 async def transcript(
     session_id: str,
-    db: Annotated[AsyncSession, Depends(get_db)],
+    db: DbDep,
     format: Literal["json", "text", "markdown"] = "json",
     timestamps: bool = False,
 ) -> Response:
     """The canonical transcript: each line once, in order, with the sources that reported it."""
-    await get_session(db, session_id)
-    entries = await canonical_transcript(db, session_id)
+    entries = await store.transcript_of(db, session_id)
     if format == "text":
         return PlainTextResponse(as_text(entries, timestamps))
     if format == "markdown":
@@ -187,10 +201,12 @@ async def transcript(
     return Response(body.model_dump_json(), media_type="application/json")
 
 
-@router.delete("/sessions/{session_id}", status_code=204, responses=ERRORS, dependencies=[DELETE])
-async def erase(session_id: str, db: Annotated[AsyncSession, Depends(get_db)]) -> Response:
+@router.delete(
+    "/sessions/{session_id}", status_code=204, responses=errors(401, 403, 404), dependencies=[DELETE]
+)
+async def erase(session_id: str, db: DbDep) -> Response:
     """Erase a session and its whole transcript."""
-    await erase_session(db, session_id)
+    await lifecycle.erase(db, session_id)
     return Response(status_code=204)
 
 
@@ -199,44 +215,42 @@ CSV_COLUMNS = ["session_id", "flow", "seq", "role", "text", "timestamp", "source
 
 @router.get(
     "/export",
-    responses={**ERRORS, 200: {"content": {"application/x-ndjson": {}, "text/csv": {}}}},
+    responses={**errors(*READ_ERRORS), 200: {"content": {"application/x-ndjson": {}, "text/csv": {}}}},
     dependencies=[READ],
 )
 async def export(
-    services: Annotated[Services, Depends(get_services)],
+    db: DbDep,
     format: Literal["ndjson", "csv"] = "ndjson",
     flow: Annotated[str | None, Query(max_length=64)] = None,
-    status: Literal["created", "active", "ended", "expired"] | None = None,
+    status: ConversationStatus | None = None,
     since: Instant | None = None,
     until: Instant | None = None,
 ) -> StreamingResponse:
     """Stream sessions with transcripts: NDJSON (a session per line) or CSV (a transcript line per row)."""
-    filters = SessionFilter(flow, status, since, until)
+    filters = ConversationFilter(flow, status, since, until)
 
     async def rows() -> AsyncIterator[str]:
-        async with services.sessions() as db:  # the request's session closes before streaming ends
-            if format == "csv":
-                yield _csv_line(CSV_COLUMNS)
-            async for session, flow_row in iterate_sessions(db, filters):
-                entries = await canonical_transcript(db, session.id)
-                if format == "ndjson":
-                    record = summary(session, flow_row).model_dump(mode="json")
-                    record["entries"] = [line.model_dump(mode="json") for line in lines(entries)]
-                    yield json.dumps(record, ensure_ascii=False) + "\n"
-                else:
-                    for e in entries:
-                        yield _csv_line(
-                            [
-                                session.id,
-                                flow_row.slug,
-                                e.seq,
-                                e.role,
-                                e.text,
-                                e.timestamp.isoformat(),
-                                " ".join(e.sources),
-                                "" if e.pronunciation_score is None else e.pronunciation_score,
-                            ]
-                        )
+        if format == "csv":
+            yield _csv_line(CSV_COLUMNS)
+        async for row, entries in store.export(db, filters):
+            if format == "ndjson":
+                record = summary(row.conversation, row.flow_slug).model_dump(mode="json")
+                record["entries"] = [line.model_dump(mode="json") for line in lines(entries)]
+                yield json.dumps(record, ensure_ascii=False) + "\n"
+            else:
+                for e in entries:
+                    yield _csv_line(
+                        [
+                            row.conversation.id,
+                            row.flow_slug,
+                            e.seq,
+                            e.role,
+                            e.text,
+                            e.timestamp.isoformat(),
+                            " ".join(e.sources),
+                            "" if e.pronunciation_score is None else e.pronunciation_score,
+                        ]
+                    )
 
     media = "text/csv; charset=utf-8" if format == "csv" else "application/x-ndjson"
     return StreamingResponse(rows(), media_type=media)

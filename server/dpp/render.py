@@ -52,3 +52,12 @@ def render_dpp(body: Any, context: dict[str, Any]) -> dict[str, Any]:
 def validate_template(body: Any) -> None:
     """Check a template compiles (with empty context) before it is saved."""
     render_dpp(body, {"visitor": {}, "flow": {}, "session": {}})
+
+
+def render_for_visitor(
+    body: Any, *, visitor: dict[str, str], flow_slug: str, flow_name: str, page_url: str
+) -> dict[str, Any]:
+    """The DPP a visitor's conversation gets: the template rendered with their values and the page's."""
+    return render_dpp(
+        body, {"visitor": visitor, "flow": {"slug": flow_slug, "display_name": flow_name, "url": page_url}}
+    )

@@ -1,25 +1,23 @@
-"""GET /a/{slug}: render a flow's hosted page, open a Session, and hand the page a signed session token."""
+"""GET /a/{slug}: render a flow's hosted page and hand it a signed token for a conversation yet to start."""
 
 from __future__ import annotations
 
 import json
 import re
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 from markupsafe import Markup
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.dependencies import Services, csp_nonce, get_db, get_services
-from server.dpp.render import DppError, render_dpp
-from server.flows import latest_version
-from server.models import Flow, Session
+from server.conversations.page_token import issue_page_token
+from server.dependencies import DbDep, NonceDep, SettingsDep, SignerDep, TemplatesDep
+from server.dpp.render import DppError, render_for_visitor
+from server.errors import Invalid, Unavailable
+from server.flows import page_flow
 from server.pages.config import SOCKET_IO_CLIENT, build_page
 from server.sdk import pin_for, script_source
 from server.security.csp import build_csp, permissions_policy
-from server.security.signing import PAGE_SESSION
 from server.upstreams import endpoints_for
 
 router = APIRouter()
@@ -33,10 +31,13 @@ def visitor_context(query: dict[str, str]) -> dict[str, str]:
     """Query parameters become the visitor context the DPP template can use; bounded and named simply."""
     context = {key: value for key, value in query.items() if VISITOR_KEY.match(key)}
     if len(context) > MAX_VISITOR_FIELDS:
-        raise HTTPException(400, f"too many visitor fields (at most {MAX_VISITOR_FIELDS})")
+        raise Invalid("too_many_visitor_fields", f"too many visitor fields (at most {MAX_VISITOR_FIELDS})")
     for key, value in context.items():
         if len(value) > MAX_VISITOR_VALUE:
-            raise HTTPException(400, f"visitor field {key!r} is longer than {MAX_VISITOR_VALUE} characters")
+            raise Invalid(
+                "visitor_field_too_long",
+                f"visitor field {key!r} is longer than {MAX_VISITOR_VALUE} characters",
+            )
     return context
 
 
@@ -50,47 +51,42 @@ def config_json(config: dict[str, Any]) -> Markup:
 async def hosted_page(
     slug: str,
     request: Request,
-    services: Annotated[Services, Depends(get_services)],
-    db: Annotated[AsyncSession, Depends(get_db)],
+    db: DbDep,
+    settings: SettingsDep,
+    signer: SignerDep,
+    templates: TemplatesDep,
+    nonce: NonceDep,
 ) -> HTMLResponse:
-    flow = (await db.execute(select(Flow).where(Flow.slug == slug, Flow.enabled))).scalar_one_or_none()
-    if flow is None:
-        raise HTTPException(404, "There is no avatar page at this address.")
-    settings = services.settings
+    flow, version = await page_flow(db, slug)
     visitor = visitor_context(dict(request.query_params))
-    version = await latest_version(db, flow.dpp_template_id) if flow.dpp_template_id else None
+    page_url = str(request.url.remove_query_params(list(request.query_params)))
     dpp = None
     if version is not None:
-        context = {
-            "visitor": visitor,
-            "flow": {
-                "slug": flow.slug,
-                "display_name": flow.display_name,
-                "url": str(request.url.remove_query_params(list(request.query_params))),
-            },
-        }
         try:
-            dpp = render_dpp(version.body, context)
+            dpp = render_for_visitor(
+                version.body,
+                visitor=visitor,
+                flow_slug=flow.slug,
+                flow_name=flow.display_name,
+                page_url=page_url,
+            )
         except DppError as exc:
-            raise HTTPException(
-                503, f"This avatar page is misconfigured: its prompt template failed ({exc})."
+            raise Unavailable(
+                "dpp_failed", f"This avatar page is misconfigured: its prompt template failed ({exc})."
             ) from None
-    session = Session(
-        flow_id=flow.id,
-        template_version_id=version.id if version else None,
-        rendered_dpp=dpp,
-        visitor_context=visitor,
-    )
-    db.add(session)
-    await db.commit()
-    token = services.signer.sign(
-        PAGE_SESSION, {"sid": session.id, "flow": flow.slug}, settings.session_token_ttl_seconds
+    # Nothing is written: the token names a conversation that starts on the first relayed connect or line.
+    conversation_id, token = issue_page_token(
+        signer,
+        flow.slug,
+        version.id if version else None,
+        visitor,
+        page_url,
+        settings.session_token_ttl_seconds,
     )
     endpoints = endpoints_for(flow.upstream, flow.custom_endpoints, settings.simulator_url)
     sdk = script_source(pin_for(flow.sdk_version, flow.sdk_mode), settings.sdk_dir)
-    view = build_page(flow, endpoints, sdk, dpp, session.id, token)
-    nonce = csp_nonce(request)
-    response = services.templates.TemplateResponse(
+    view = build_page(flow, endpoints, sdk, dpp, conversation_id, token)
+    response = templates.TemplateResponse(
         request,
         view.template,
         {

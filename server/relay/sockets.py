@@ -15,10 +15,11 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import socketio
-from sqlalchemy import select
 
-from server.dependencies import Services
-from server.models import Flow, Session
+from server.conversations import lifecycle as conversations
+from server.db import Database
+from server.errors import AppError
+from server.models import Flow
 from server.relay.events import (
     BINARY_EVENT,
     CLIENT_EVENTS,
@@ -33,7 +34,8 @@ from server.relay.events import (
 from server.relay.transcript_tap import TranscriptTap
 from server.relay.upstream import UpstreamError, UpstreamSocket, socket_url
 from server.relay.whep import whep_proxy_path
-from server.security.signing import PAGE_SESSION, TokenError
+from server.security.signing import Signer
+from server.settings import Settings
 from server.upstreams import endpoints_for
 
 log = logging.getLogger("avatar_bff.relay")
@@ -46,13 +48,17 @@ EARLY_PACKETS = 256  # upstream packets held while the browser's connect is stil
 class Refused(socketio.exceptions.ConnectionRefusedError):  # type: ignore[misc]
     """A refused browser connection; the SDK shows the message as its connection error."""
 
+    @classmethod
+    def because(cls, error: AppError) -> Refused:
+        return cls(error.message)
+
 
 @dataclass
 class Bridge:
     """One browser socket and its upstream socket."""
 
     browser_sid: str
-    session_id: str
+    conversation_id: str
     flow_slug: str
     upstream: UpstreamSocket
     eio_sid: str = ""
@@ -98,9 +104,12 @@ class BrowserServer(socketio.AsyncServer):  # type: ignore[misc]
 class RelayHub:
     """Owns the browser-facing Socket.IO server and every bridge."""
 
-    def __init__(self, services: Services, allowed_origins: list[str] | None) -> None:
-        self.services = services
-        settings = services.settings
+    def __init__(
+        self, settings: Settings, db: Database, signer: Signer, allowed_origins: list[str] | None
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.signer = signer
         self.sio = BrowserServer(
             self,
             async_mode="asgi",
@@ -115,7 +124,7 @@ class RelayHub:
         self.by_eio: dict[str, Bridge] = {}  # by browser Engine.IO id, for the packet path
         self.per_flow: Counter[str] = Counter()
         self.dropped: Counter[str] = Counter()  # browser packets not relayed, by reason
-        self.tap = TranscriptTap(services.sessions)
+        self.tap = TranscriptTap(db)
         self.sio.on("connect", self._on_connect)
         self.sio.on("disconnect", self._on_disconnect)
 
@@ -130,43 +139,33 @@ class RelayHub:
         await asyncio.gather(*(self._close(sid) for sid in list(self.bridges)))
         await self.tap.stop()
 
-    async def _load(self, token: str, slug: str) -> tuple[Session, Flow]:
+    async def _join(self, token: str, slug: str) -> tuple[str, Flow]:
+        """Start (or rejoin) the conversation the page token names; refusals carry the reason."""
         try:
-            claims = self.services.signer.verify(PAGE_SESSION, token)
-        except TokenError as exc:
-            raise Refused(f"This page's session is not valid ({exc}). Reload the page.") from None
-        if claims.get("flow") != slug:
-            raise Refused("This page's session belongs to another avatar. Reload the page.")
-        async with self.services.sessions() as db:
-            row = (
-                await db.execute(
-                    select(Session, Flow)
-                    .join(Flow, Session.flow_id == Flow.id)
-                    .where(Session.id == claims.get("sid"))
-                )
-            ).one_or_none()
-        if row is None or not row[1].enabled:
-            raise Refused("This avatar is no longer available.")
-        if row[0].status == "ended":
-            raise Refused("This conversation has ended. Reload the page to start a new one.")
-        return row[0], row[1]
+            page = await conversations.join(self.db, self.signer, token, slug)
+        except AppError as exc:
+            raise Refused.because(exc) from None
+        assert page.conversation is not None
+        return page.conversation.id, page.flow
 
     async def _on_connect(self, sid: str, environ: dict[str, Any], _auth: Any = None) -> None:
         # python-engineio keeps this environ as long as the socket lives; its request body reader (an instance
         # of a class defined per request, ~2.5 KB) is never read again.
         environ.pop("wsgi.input", None)
-        settings = self.services.settings
+        settings = self.settings
         query = dict(parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True))
         query = {k: v for k, v in query.items() if k not in ("EIO", "transport", "t", "sid")}
-        session, flow = await self._load(query.get("client", ""), query.get("flowId", ""))
+        slug = query.get("flowId", "")
+        # Capacity first: a caller turned away starts no conversation.
         if (
             len(self.bridges) >= settings.relay_max_total
-            or self.per_flow[flow.slug] >= settings.relay_max_per_flow
+            or self.per_flow[slug] >= settings.relay_max_per_flow
         ):
             # The SDK understands this as "no agent available" (error 6001, or its queue when enabled).
             self.dropped["capacity"] += 1
             asyncio.get_running_loop().call_later(0.05, lambda: asyncio.ensure_future(self._no_agent(sid)))
             return
+        conversation_id, flow = await self._join(query.get("client", ""), slug)
         bridge: Bridge
 
         async def from_upstream(data: str | bytes) -> None:
@@ -177,7 +176,9 @@ class RelayHub:
             await self._from_upstream(bridge, UPSTREAM_GONE)
 
         upstream = UpstreamSocket(from_upstream, upstream_gone)
-        bridge = Bridge(sid, session.id, flow.slug, upstream, tokens=2 * settings.relay_events_per_second)
+        bridge = Bridge(
+            sid, conversation_id, flow.slug, upstream, tokens=2 * settings.relay_events_per_second
+        )
         endpoints = endpoints_for(flow.upstream, flow.custom_endpoints, settings.simulator_url)
         placeholder = RelayContext(flow.client_id, flow.flow_id, "", lambda url: url)
         try:
@@ -190,12 +191,12 @@ class RelayHub:
             reason = "did not answer in time" if isinstance(exc, TimeoutError) else str(exc)
             log.warning("relay: upstream for flow %s %s", flow.slug, reason)
             raise Refused(f"The avatar service {reason}. Please try again in a moment.") from None
-        signer = self.services.signer
+        signer = self.signer
         bridge.context = RelayContext(
             flow.client_id,
             flow.flow_id,
             upstream.sid,
-            lambda u: whep_proxy_path(signer, u, bridge.session_id),
+            lambda u: whep_proxy_path(signer, u, bridge.conversation_id),
         )
         bridge.eio_sid = self.sio.manager.eio_sid_from_sid(sid, "/")
         self.bridges[sid] = bridge
@@ -245,11 +246,11 @@ class RelayHub:
     def _tap_upstream(self, bridge: Bridge, event: list[Any]) -> None:
         name, payload = event[0], event[1] if len(event) > 1 and isinstance(event[1], dict) else {}
         if name == "stvFinishedTalking" and isinstance(payload.get("agentContent"), str):
-            self.tap.line(bridge.session_id, "Avatar", payload["agentContent"])
+            self.tap.line(bridge.conversation_id, "Avatar", payload["agentContent"])
         elif name == "agentTurnToTalk" and isinstance(payload.get("userTranscription"), str):
-            self.tap.line(bridge.session_id, "User", payload["userTranscription"])
+            self.tap.line(bridge.conversation_id, "User", payload["userTranscription"])
         elif name in END_EVENTS:
-            self.tap.ended(bridge.session_id, END_EVENTS[name])
+            self.tap.ended(bridge.conversation_id, END_EVENTS[name])
 
     async def from_browser(self, bridge: Bridge, data: str | bytes) -> None:
         """An event or ack packet (or a binary attachment) from a bridged browser."""
@@ -266,7 +267,7 @@ class RelayHub:
             self.dropped["malformed"] += 1
             return
         reason = None
-        if not bridge.allow(self.services.settings.relay_events_per_second):
+        if not bridge.allow(self.settings.relay_events_per_second):
             reason = "rate"
         elif packet.kind in (EVENT, BINARY_EVENT):
             if packet.event not in CLIENT_EVENTS:

@@ -8,10 +8,12 @@ from datetime import datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.models import Session, TranscriptEntry, utcnow
-from server.transcripts.ingest import end_session, insert_ignoring_duplicates
+from server.conversations import lifecycle as conversations
+from server.db import Database
+from server.models import TranscriptEntry, utcnow
+from server.transcripts.ingest import insert_entries
 
 log = logging.getLogger("avatar_bff.relay")
 FLUSH_INTERVAL = 0.25
@@ -19,10 +21,10 @@ MAX_QUEUE = 10_000
 
 
 class TranscriptTap:
-    """Collects (session, role, text) lines and session end events; one task writes them in batches."""
+    """Collects (conversation, role, text) lines and end events; one task writes them in batches."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
-        self._sessions = sessions
+    def __init__(self, db: Database) -> None:
+        self._db = db
         self._lines: list[dict[str, object]] = []
         self._ended: dict[str, str] = {}
         self._next_seq: dict[str, int] = {}
@@ -41,22 +43,22 @@ class TranscriptTap:
         await self.flush()
 
     async def _number(self, db: AsyncSession, lines: list[dict[str, object]]) -> None:
-        """Give each new line the next relay seq of its session (seqs continue after a restart)."""
+        """Give each new line the next relay seq of its conversation (seqs continue after a restart)."""
         for line in lines:
             if "seq" in line:
                 continue  # numbered by an earlier flush that failed
-            session_id = str(line["session_id"])
-            if session_id not in self._next_seq:
+            conversation_id = str(line["conversation_id"])
+            if conversation_id not in self._next_seq:
                 highest = await db.scalar(
                     select(func.max(TranscriptEntry.seq)).where(
-                        TranscriptEntry.session_id == session_id, TranscriptEntry.source == "relay"
+                        TranscriptEntry.conversation_id == conversation_id, TranscriptEntry.source == "relay"
                     )
                 )
-                self._next_seq[session_id] = (highest or 0) + 1
-            line["seq"] = self._next_seq[session_id]
-            self._next_seq[session_id] += 1
+                self._next_seq[conversation_id] = (highest or 0) + 1
+            line["seq"] = self._next_seq[conversation_id]
+            self._next_seq[conversation_id] += 1
 
-    def line(self, session_id: str, role: str, text: str, when: datetime | None = None) -> None:
+    def line(self, conversation_id: str, role: str, text: str, when: datetime | None = None) -> None:
         """Queue a line; never waits, so the relay's packet path never stalls on the database."""
         if not text.strip():
             return
@@ -65,7 +67,7 @@ class TranscriptTap:
             return
         self._lines.append(
             {
-                "session_id": session_id,
+                "conversation_id": conversation_id,
                 "source": "relay",
                 "role": role,
                 "text": text[:10_000],
@@ -74,8 +76,8 @@ class TranscriptTap:
         )
         self._wake.set()
 
-    def ended(self, session_id: str, reason: str) -> None:
-        self._ended[session_id] = reason
+    def ended(self, conversation_id: str, reason: str) -> None:
+        self._ended[conversation_id] = reason
         self._wake.set()
 
     async def flush(self) -> None:
@@ -88,23 +90,19 @@ class TranscriptTap:
         if not lines and not ended:
             return
         try:
-            async with self._sessions() as db:
+            async with self._db.transaction() as db:
                 if lines:
                     await self._number(db, lines)
-                    await db.execute(insert_ignoring_duplicates(db.get_bind().dialect.name, lines))
+                    await insert_entries(db, lines)
                 now = utcnow()
-                for session_id, reason in ended.items():
-                    session = await db.get(Session, session_id)
-                    if session is not None:
-                        end_session(session, reason, now)
-                touched = {str(line["session_id"]) for line in lines}
-                for session_id in touched - set(ended):
-                    session = await db.get(Session, session_id)
-                    if session is not None and session.status != "ended":
-                        session.status, session.last_activity_at = "active", now
-                await db.commit()
-        except SQLAlchemyError:
-            log.exception("transcript tap: could not write %d line(s); will retry", len(lines))
+                await conversations.end_by_id(db, ended, now)
+                touched = {str(line["conversation_id"]) for line in lines} - set(ended)
+                await conversations.record_activity_of(db, touched, now)
+        except SQLAlchemyError as exc:
+            # The error's text can hold the statement's parameters (transcript text): log its kind only.
+            log.error(
+                "transcript tap: could not write %d line(s) (%s); will retry", len(lines), type(exc).__name__
+            )
             self._lines = lines + self._lines
             self._ended = {**ended, **self._ended}
 

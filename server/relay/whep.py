@@ -4,15 +4,15 @@ the proxy anywhere else (no open proxy, no SSRF)."""
 
 from __future__ import annotations
 
-from typing import Annotated
 from urllib.parse import urljoin
 
 import httpx
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Request, Response
 
-from server.dependencies import Services, get_services
-from server.errors import ServiceError
+from server.dependencies import SettingsDep, SignerDep, UpstreamHttpDep
+from server.errors import Forbidden, NotFound, TooLarge, UnsupportedMediaType, UpstreamFailed, UpstreamTimeout
 from server.security.signing import WHEP_RESOURCE, WHEP_TARGET, Signer, TokenError
+from server.settings import Settings
 from server.upstreams import host_allowed, relay_allowed_hosts
 
 router = APIRouter(prefix="/relay/whep", include_in_schema=False)
@@ -21,48 +21,53 @@ TARGET_TTL_SECONDS = 4 * 3600  # a conversation renegotiates on the same URL for
 PASSED_HEADERS = ("content-type", "etag", "link")
 
 
-def whep_proxy_path(signer: Signer, upstream_url: str, session_id: str) -> str:
-    return f"/relay/whep/{signer.sign(WHEP_TARGET, {'u': upstream_url, 's': session_id}, TARGET_TTL_SECONDS)}"
+def whep_proxy_path(signer: Signer, upstream_url: str, conversation_id: str) -> str:
+    token = signer.sign(WHEP_TARGET, {"u": upstream_url, "s": conversation_id}, TARGET_TTL_SECONDS)
+    return f"/relay/whep/{token}"
 
 
-def _target(services: Services, kind: str, token: str) -> str:
+def _target(settings: Settings, signer: Signer, kind: str, token: str) -> str:
     try:
-        url = str(services.signer.verify(kind, token).get("u", ""))
+        url = str(signer.verify(kind, token).get("u", ""))
     except TokenError as exc:
-        raise ServiceError(404, "unknown_whep_target", f"no WHEP session here ({exc})") from None
-    settings = services.settings
+        raise NotFound("unknown_whep_target", f"no WHEP session here ({exc})") from None
     if not host_allowed(url, relay_allowed_hosts(settings.allowed_upstream_hosts, settings.simulator_url)):
-        raise ServiceError(403, "whep_host_not_allowed", "the upstream WHEP host is not an allowed upstream")
+        raise Forbidden("whep_host_not_allowed", "the upstream WHEP host is not an allowed upstream")
     return url
 
 
 async def _forward(
-    services: Services, method: str, url: str, body: bytes, content_type: str | None
+    http: httpx.AsyncClient,
+    settings: Settings,
+    signer: Signer,
+    method: str,
+    url: str,
+    body: bytes,
+    content_type: str | None,
 ) -> Response:
     headers = {"content-type": content_type} if content_type else {}
     try:
-        answer = await services.http.request(
-            method, url, content=body, headers=headers, timeout=services.settings.whep_timeout_seconds
+        answer = await http.request(
+            method, url, content=body, headers=headers, timeout=settings.whep_timeout_seconds
         )
     except httpx.TimeoutException:
-        raise ServiceError(
-            504,
+        raise UpstreamTimeout(
             "whep_timeout",
-            f"the avatar video service did not answer within {services.settings.whep_timeout_seconds:g} s",
+            f"the avatar video service did not answer within {settings.whep_timeout_seconds:g} s",
         ) from None
     except httpx.HTTPError as exc:
-        raise ServiceError(
-            502, "whep_unreachable", f"the avatar video service is unreachable ({type(exc).__name__})"
+        raise UpstreamFailed(
+            "whep_unreachable", f"the avatar video service is unreachable ({type(exc).__name__})"
         ) from None
     if answer.is_redirect:
-        raise ServiceError(502, "whep_redirect_refused", "the avatar video service redirected; not followed")
+        raise UpstreamFailed("whep_redirect_refused", "the avatar video service redirected; not followed")
     response = Response(answer.content, status_code=answer.status_code)
     for name in PASSED_HEADERS:
         if name in answer.headers:
             response.headers[name] = answer.headers[name]
     if location := answer.headers.get("location"):
         resource = urljoin(url, location)
-        response.headers["location"] = "/relay/whep/resource/" + services.signer.sign(
+        response.headers["location"] = "/relay/whep/resource/" + signer.sign(
             WHEP_RESOURCE, {"u": resource}, TARGET_TTL_SECONDS
         )
     return response
@@ -70,32 +75,45 @@ async def _forward(
 
 async def _sdp_body(request: Request) -> bytes:
     if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/sdp":
-        raise ServiceError(415, "unsupported_media_type", "send the offer as application/sdp")
+        raise UnsupportedMediaType("unsupported_media_type", "send the offer as application/sdp")
     body = await request.body()
     if len(body) > MAX_SDP_BYTES:
-        raise ServiceError(413, "offer_too_large", f"the SDP offer exceeds {MAX_SDP_BYTES // 1024} KB")
+        raise TooLarge("offer_too_large", f"the SDP offer exceeds {MAX_SDP_BYTES // 1024} KB")
     return body
 
 
 @router.post("/{target}")
 async def post_offer(
-    target: str, request: Request, services: Annotated[Services, Depends(get_services)]
+    target: str,
+    request: Request,
+    settings: SettingsDep,
+    signer: SignerDep,
+    http: UpstreamHttpDep,
 ) -> Response:
-    url = _target(services, WHEP_TARGET, target)
-    return await _forward(services, "POST", url, await _sdp_body(request), "application/sdp")
+    url = _target(settings, signer, WHEP_TARGET, target)
+    body = await _sdp_body(request)
+    return await _forward(http, settings, signer, "POST", url, body, "application/sdp")
 
 
 @router.patch("/resource/{resource}")
 async def patch_resource(
-    resource: str, request: Request, services: Annotated[Services, Depends(get_services)]
+    resource: str,
+    request: Request,
+    settings: SettingsDep,
+    signer: SignerDep,
+    http: UpstreamHttpDep,
 ) -> Response:
-    url = _target(services, WHEP_RESOURCE, resource)
+    url = _target(settings, signer, WHEP_RESOURCE, resource)
     body = await request.body()
     if len(body) > MAX_SDP_BYTES:
-        raise ServiceError(413, "payload_too_large", f"the request exceeds {MAX_SDP_BYTES // 1024} KB")
-    return await _forward(services, "PATCH", url, body, request.headers.get("content-type"))
+        raise TooLarge("payload_too_large", f"the request exceeds {MAX_SDP_BYTES // 1024} KB")
+    content_type = request.headers.get("content-type")
+    return await _forward(http, settings, signer, "PATCH", url, body, content_type)
 
 
 @router.delete("/resource/{resource}")
-async def delete_resource(resource: str, services: Annotated[Services, Depends(get_services)]) -> Response:
-    return await _forward(services, "DELETE", _target(services, WHEP_RESOURCE, resource), b"", None)
+async def delete_resource(
+    resource: str, settings: SettingsDep, signer: SignerDep, http: UpstreamHttpDep
+) -> Response:
+    url = _target(settings, signer, WHEP_RESOURCE, resource)
+    return await _forward(http, settings, signer, "DELETE", url, b"", None)

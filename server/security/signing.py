@@ -42,7 +42,11 @@ class Signer:
 
     def sign(self, kind: str, payload: dict[str, Any], ttl_seconds: int, now: float | None = None) -> str:
         issued = time.time() if now is None else now
-        body = _b64(json.dumps({**payload, "exp": int(issued + ttl_seconds)}, separators=(",", ":")).encode())
+        body = _b64(
+            json.dumps(
+                {**payload, "exp": int(issued + ttl_seconds)}, separators=(",", ":"), ensure_ascii=False
+            ).encode()
+        )
         mac = hmac.new(self._key(kind), body.encode(), hashlib.sha256).digest()
         return f"{body}.{_b64(mac)}"
 

@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.sql.expression import Executable
 
-from server.errors import ServiceError
-from server.models import Instant, Session, TranscriptEntry, utcnow
-from server.security.signing import PAGE_SESSION, Signer, TokenError
+from server.conversations import lifecycle as conversations
+from server.db import Database, insert_ignoring_conflicts
+from server.errors import Conflict
+from server.models import ConversationStatus, Instant, TranscriptEntry, utcnow
+from server.security.signing import Signer
 
+NOT_STARTED = "not_started"  # the status answered while a page's conversation has not started
 MAX_ENTRIES_PER_BATCH = 500
 MAX_TEXT_CHARS = 10_000
 
@@ -67,7 +66,7 @@ class PageBatch(BaseModel):
 class IngestResult:
     stored: int  # new entries written by this batch
     highest_seq: int  # every seq from 1 to this one is stored: the page resends only what follows
-    status: str
+    status: str  # the conversation's status, or NOT_STARTED
 
 
 def contiguous_high_water(seqs: set[int]) -> int:
@@ -77,66 +76,57 @@ def contiguous_high_water(seqs: set[int]) -> int:
     return highest
 
 
-def insert_ignoring_duplicates(dialect: str, rows: list[dict[str, object]]) -> Executable:
-    """INSERT … ON CONFLICT DO NOTHING on (session, source, seq): the database enforces idempotency."""
-    keys = ["session_id", "source", "seq"]
-    if dialect == "postgresql":
-        return postgresql_insert(TranscriptEntry).values(rows).on_conflict_do_nothing(index_elements=keys)
-    return sqlite_insert(TranscriptEntry).values(rows).on_conflict_do_nothing(index_elements=keys)
+def entry_rows(
+    conversation_id: str, source: str, entries: list[dict[str, object]]
+) -> list[dict[str, object]]:
+    return [{**entry, "conversation_id": conversation_id, "source": source} for entry in entries]
 
 
-async def session_from_token(db: AsyncSession, signer: Signer, token: str) -> Session:
-    try:
-        claims = signer.verify(PAGE_SESSION, token)
-    except TokenError as exc:
-        raise ServiceError(401, f"token_{exc.code}", f"session token refused: {exc}") from None
-    session = await db.get(Session, str(claims.get("sid", "")))
-    if session is None:
-        raise ServiceError(404, "unknown_session", "no session matches this token")
-    return session
+async def insert_entries(session: AsyncSession, rows: list[dict[str, object]]) -> None:
+    """Insert transcript rows; a (conversation, source, seq) already stored is skipped by the database."""
+    if rows:
+        keys = ["conversation_id", "source", "seq"]
+        dialect = session.get_bind().dialect.name
+        await session.execute(insert_ignoring_conflicts(dialect, TranscriptEntry, rows, keys))
 
 
-async def ingest_page_batch(db: AsyncSession, signer: Signer, batch: PageBatch) -> IngestResult:
-    """Store a page's batch in one transaction; a retried batch stores nothing twice."""
-    session = await session_from_token(db, signer, batch.token)
-    existing = set(
-        (
-            await db.execute(
-                select(TranscriptEntry.seq).where(
-                    TranscriptEntry.session_id == session.id, TranscriptEntry.source == "page"
+async def ingest_page_batch(db: Database, signer: Signer, batch: PageBatch) -> IngestResult:
+    """Store a page's batch in one transaction (starting the conversation on its first line); a retried batch
+    stores nothing twice, a refused one nothing at all."""
+    async with db.transaction() as session:
+        # An empty batch (the beacon of a page left without a word) starts nothing.
+        page = await conversations.resolve_page_token(
+            session, signer, batch.token, start=bool(batch.entries), late_lines=True
+        )
+        conversation = page.conversation
+        if conversation is None:
+            return IngestResult(0, 0, NOT_STARTED)
+        existing = set(
+            (
+                await session.execute(
+                    select(TranscriptEntry.seq).where(
+                        TranscriptEntry.conversation_id == conversation.id, TranscriptEntry.source == "page"
+                    )
                 )
-            )
-        ).scalars()
-    )
-    new = [entry for entry in batch.entries if entry.seq not in existing]
-    if session.status == "ended" and new:
-        raise ServiceError(409, "session_ended", "this conversation has ended; no new lines can be added")
-    if new:
-        rows: list[dict[str, object]] = [
-            {
-                "session_id": session.id,
-                "source": "page",
-                "seq": e.seq,
-                "role": e.role,
-                "text": e.text,
-                "timestamp": e.timestamp,
-                "pronunciation_score": e.pronunciation_score,
-            }
-            for e in new
-        ]
-        await db.execute(insert_ignoring_duplicates(db.get_bind().dialect.name, rows))
-    now = utcnow()
-    if session.status != "ended":
-        session.last_activity_at = now
-        session.status = "active" if session.status == "created" else session.status
+            ).scalars()
+        )
+        new = [entry for entry in batch.entries if entry.seq not in existing]
+        if conversation.status == ConversationStatus.ENDED and new:
+            raise Conflict("session_ended", "this conversation has ended; no new lines can be added")
+        await insert_entries(
+            session,
+            entry_rows(
+                conversation.id,
+                "page",
+                [
+                    e.model_dump(include={"seq", "role", "text", "timestamp", "pronunciation_score"})
+                    for e in new
+                ],
+            ),
+        )
+        now = utcnow()
+        conversations.record_activity(conversation, now)
         if batch.final:
-            end_session(session, "page_closed", now)
-    await db.commit()
-    return IngestResult(len(new), contiguous_high_water(existing | {e.seq for e in new}), session.status)
-
-
-def end_session(session: Session, reason: str, when: datetime) -> None:
-    if session.status != "ended":
-        session.status = "ended"
-        session.end_reason = reason
-        session.ended_at = when
+            conversations.end(conversation, "page_closed", now)
+        status = conversation.status
+    return IngestResult(len(new), contiguous_high_water(existing | {e.seq for e in new}), status)

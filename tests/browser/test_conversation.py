@@ -16,10 +16,9 @@ from server.settings import Settings
 from server.simulator import SimulatorConfig
 from server.simulator import create_app as create_simulator
 from server.simulator.iframe import pronunciation_score
-from server.transcripts.store import canonical_transcript
 from tests.browser.conftest import PageWatch
 from tests.conftest import prepared_settings
-from tests.support import ServerThread, db_session, free_port, run_async
+from tests.support import ServerThread, free_port, run_async, stored_transcript
 
 VIDEO_IS_DRAWN = """() => {
   const video = document.querySelector('#avatar-container video');
@@ -58,8 +57,7 @@ def wait_for_transcript(
     """The canonical transcript once it has `count` lines, each from `sources` sources (both write async)."""
 
     async def stored() -> list[tuple[str, str, tuple[str, ...]]]:
-        async with db_session(settings) as db:
-            return [(e.role, e.text, e.sources) for e in await canonical_transcript(db, session_id)]
+        return [(e.role, e.text, e.sources) for e in await stored_transcript(settings, session_id)]
 
     deadline = time.monotonic() + 10
     lines = run_async(stored)
@@ -153,8 +151,7 @@ def test_iframe_conversation_reaches_the_transcript_through_the_page(
 
     # The meeting scored each typed line; the page stored each score on its own User line.
     async def scores() -> list[int | None]:
-        async with db_session(settings) as db:
-            return [e.pronunciation_score for e in await canonical_transcript(db, session_id)]
+        return [e.pronunciation_score for e in await stored_transcript(settings, session_id)]
 
     expected = [pronunciation_score("show me a table"), pronunciation_score("bye")]
     assert run_async(scores) == [None, expected[0], None, expected[1], None]

@@ -7,7 +7,7 @@ import time
 from playwright.sync_api import BrowserContext
 from sqlalchemy import select
 
-from server.models import Session, TranscriptEntry
+from server.models import Conversation, TranscriptEntry
 from server.settings import Settings
 from tests.support import ServerThread, db_session, run_async
 
@@ -22,17 +22,21 @@ ADD_LINES = """async () => {
 }"""
 
 
-def stored(settings: Settings, session_id: str) -> tuple[list[tuple[int, str, str]], str]:
-    async def read() -> tuple[list[tuple[int, str, str]], str]:
+def stored(settings: Settings, session_id: str) -> tuple[list[tuple[int, str, str]], str | None]:
+    """The lines and status of the conversation; (no lines, None) until its first line starts it."""
+
+    async def read() -> tuple[list[tuple[int, str, str]], str | None]:
         async with db_session(settings) as db:
             rows = (
                 await db.execute(
                     select(TranscriptEntry.seq, TranscriptEntry.role, TranscriptEntry.text)
-                    .where(TranscriptEntry.session_id == session_id)
+                    .where(TranscriptEntry.conversation_id == session_id)
                     .order_by(TranscriptEntry.seq)
                 )
             ).all()
-            status = (await db.execute(select(Session.status).where(Session.id == session_id))).scalar_one()
+            status = (
+                await db.execute(select(Conversation.status).where(Conversation.id == session_id))
+            ).scalar_one_or_none()
             return [(r[0], r[1], r[2]) for r in rows], status
 
     return run_async(read)

@@ -12,7 +12,7 @@ import httpx
 from sqlalchemy import select, update
 
 from server.app import create_app
-from server.models import Flow, Session
+from server.models import Conversation, Flow
 from server.settings import Settings
 from tests.support import ServerThread, db_session, make_settings
 
@@ -92,7 +92,15 @@ def test_iframe_page_allows_only_the_meeting_frame(live_server: ServerThread, se
     assert page_config(response.text)["mode"] == "iframe"
 
 
-def test_page_renders_dpp_from_visitor_context_and_opens_a_session(
+def stored_conversations(settings: Settings) -> list[Conversation]:
+    async def read() -> list[Conversation]:
+        async with db_session(settings) as db:
+            return list((await db.execute(select(Conversation))).scalars())
+
+    return asyncio.run(read())
+
+
+def test_page_renders_dpp_from_visitor_context_and_stores_nothing(
     live_server: ServerThread, settings: Settings
 ) -> None:
     response = httpx.get(f"{live_server.url}/a/demo", params={"first_name": 'Ana "</script>'})
@@ -101,17 +109,29 @@ def test_page_renders_dpp_from_visitor_context_and_opens_a_session(
     assert isinstance(dpp, dict) and dpp["user"]["first_name"] == 'Ana "</script>'
     assert '</script>"' not in response.text.split('id="avatar-config">')[1].split("</script>")[0]
     session_info = config["session"]
-    assert isinstance(session_info, dict) and session_info["token"]
+    assert isinstance(session_info, dict) and session_info["token"] and session_info["id"]
+    assert stored_conversations(settings) == []
 
-    async def stored() -> Session:
-        async with db_session(settings) as db:
-            row = (await db.execute(select(Session).where(Session.id == session_info["id"]))).scalar_one()
-            return row
 
-    row = asyncio.run(stored())
-    assert row.status == "created"
-    assert row.visitor_context == {"first_name": 'Ana "</script>'}
-    assert row.rendered_dpp == dpp
+def test_a_hundred_page_views_store_nothing_and_a_conversation_stores_one(
+    live_server: ServerThread, settings: Settings
+) -> None:
+    configs = [page_config(httpx.get(f"{live_server.url}/a/demo?first_name=Ana").text) for _ in range(100)]
+    assert len({c["session"]["id"] for c in configs}) == 100  # type: ignore[index]
+    assert stored_conversations(settings) == []
+
+    token = configs[-1]["session"]["token"]  # type: ignore[index]
+    for seq in (1, 2):
+        line = {"seq": seq, "role": "Avatar", "text": f"line {seq}", "timestamp": "2026-01-01T00:00:00Z"}
+        answer = httpx.post(
+            f"{live_server.url}/api/v1/page/transcript", json={"token": token, "entries": [line]}
+        )
+        assert answer.status_code == 200, answer.text
+    (conversation,) = stored_conversations(settings)
+    assert conversation.id == configs[-1]["session"]["id"]  # type: ignore[index]
+    assert conversation.status == "active"
+    assert conversation.visitor_context == {"first_name": "Ana"}
+    assert conversation.rendered_dpp == configs[-1]["dpp"]
 
 
 def test_unknown_slug_is_a_404_page_not_a_trace(live_server: ServerThread) -> None:

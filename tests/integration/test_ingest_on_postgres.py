@@ -10,13 +10,15 @@ from pathlib import Path
 import pytest
 
 from server import migrate
-from server.errors import ServiceError
-from server.models import Flow, Session
-from server.security.signing import PAGE_SESSION, Signer
+from server.conversations.page_token import issue_page_token
+from server.db import Database
+from server.errors import Conflict
+from server.flows import FlowsDocument, FlowSpec, import_document
+from server.security.signing import Signer
 from server.settings import Settings
 from server.transcripts.ingest import PageBatch, PageEntry, ingest_page_batch
-from server.transcripts.store import canonical_transcript
-from tests.support import db_session, fresh_postgres_database, make_settings
+from server.transcripts.store import transcript_of
+from tests.support import fresh_postgres_database, make_settings
 
 pytestmark = pytest.mark.skipif(
     not os.environ.get("AVATAR_BFF_TEST_DATABASE_URL"),
@@ -33,22 +35,25 @@ def test_retried_and_partial_batches_on_postgres(tmp_path: Path) -> None:
 
 async def scenario(settings: Settings) -> None:
     signer = Signer(settings.secret)
-    async with db_session(settings) as db:
-        flow = Flow(slug="f", display_name="F", client_id="c", flow_id="f")
-        db.add(flow)
-        await db.flush()
-        db.add(Session(id="s1", flow_id=flow.id))
-        await db.commit()
-        token = signer.sign(PAGE_SESSION, {"sid": "s1"}, 60)
+    db = Database(settings.effective_database_url)
+    try:
+        await import_document(
+            db,
+            FlowsDocument(flows=[FlowSpec(slug="f", display_name="F", client_id="c", flow_id="f")]),
+            settings.allowed_upstream_hosts,
+        )
+        conversation_id, token = issue_page_token(signer, "f", None, {}, "http://page", 60)
         at = datetime(2026, 1, 1, tzinfo=UTC)
         lines = [PageEntry(seq=n, role="Avatar", text=f"line {n}", timestamp=at) for n in (1, 2, 4)]
         first = await ingest_page_batch(db, signer, PageBatch(token=token, entries=lines))
         again = await ingest_page_batch(db, signer, PageBatch(token=token, entries=lines))
         assert (first.stored, first.highest_seq, again.stored, again.highest_seq) == (3, 2, 0, 2)
-        assert [e.text for e in await canonical_transcript(db, "s1")] == ["line 1", "line 2", "line 4"]
+        assert [e.text for e in await transcript_of(db, conversation_id)] == ["line 1", "line 2", "line 4"]
         await ingest_page_batch(db, signer, PageBatch(token=token, entries=[], final=True))
-        with pytest.raises(ServiceError) as refused:
+        with pytest.raises(Conflict) as refused:
             await ingest_page_batch(
                 db, signer, PageBatch(token=token, entries=[lines[0].model_copy(update={"seq": 9})])
             )
         assert refused.value.code == "session_ended"
+    finally:
+        await db.dispose()

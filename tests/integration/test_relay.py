@@ -31,9 +31,8 @@ from server.security.signing import PAGE_SESSION, Signer
 from server.settings import Settings
 from server.simulator import SimulatorConfig
 from server.simulator import create_app as create_simulator
-from server.transcripts.store import canonical_transcript
 from tests.conftest import prepared_settings
-from tests.support import ServerThread, db_session, free_port
+from tests.support import ServerThread, free_port, stored_transcript
 
 SDK_QUERY = {
     "billed_client": "",
@@ -167,8 +166,7 @@ async def test_conversation_through_the_relay_uses_real_ids_upstream(
     await asyncio.sleep(1.0)  # the tap is durable within a second
     auth_free = httpx.post(f"{server.url}/api/v1/page/transcript", json={"token": token, "entries": []})
     assert auth_free.json()["status"] == "ended"  # conversationEnded was recorded on the session
-    async with db_session(settings) as db:
-        lines = [(e.role, e.text, e.sources) for e in await canonical_transcript(db, session_id)]
+    lines = [(e.role, e.text, e.sources) for e in await stored_transcript(settings, session_id)]
     assert [role for role, _, _ in lines] == ["Avatar", "User", "Avatar", "User", "Avatar"]
     assert lines[1][1] == "show me a table" and all(sources == ("relay",) for _, _, sources in lines)
     hub: RelayHub = app.state.relay
@@ -208,7 +206,9 @@ async def test_foreign_origin_is_refused(relay: tuple[ServerThread, FastAPI, Set
 async def test_ended_session_cannot_reconnect(relay: tuple[ServerThread, FastAPI, Settings]) -> None:
     server, _, _ = relay
     _, token = page_session(server)
-    httpx.post(f"{server.url}/api/v1/page/transcript", json={"token": token, "entries": [], "final": True})
+    line = {"seq": 1, "role": "Avatar", "text": "Bye.", "timestamp": "2026-01-01T00:00:00Z"}
+    ended = {"token": token, "entries": [line], "final": True}
+    assert httpx.post(f"{server.url}/api/v1/page/transcript", json=ended).json()["status"] == "ended"
     assert "has ended" in await refused(server, token)
 
 

@@ -13,10 +13,11 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from server.models import Flow, Session, TranscriptEntry, utcnow
+from server.db import Database
+from server.housekeeping import housekeeping_pass
+from server.models import Conversation, Flow, TranscriptEntry, utcnow
 from server.security.signing import PAGE_SESSION, Signer
 from server.settings import Settings
-from server.transcripts.store import expire_and_purge
 from tests.support import ServerThread, add_api_token, db_session
 
 T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
@@ -26,6 +27,13 @@ def open_page(server: ServerThread, slug: str = "demo") -> tuple[str, str]:
     html = httpx.get(f"{server.url}/a/{slug}").text
     config = json.loads(html.split('id="avatar-config">')[1].split("</script>")[0])
     return config["session"]["id"], config["session"]["token"]
+
+
+def start_conversation(server: ServerThread, slug: str = "demo") -> str:
+    """A page view whose visitor said something: the conversation exists from its first line."""
+    session_id, token = open_page(server, slug)
+    assert post(server, {"token": token, "entries": [entry(1)]}).status_code == 200
+    return session_id
 
 
 def entry(seq: int, role: str = "Avatar", text: str | None = None, offset: float = 0) -> dict[str, Any]:
@@ -43,7 +51,7 @@ def post(server: ServerThread, body: Any, content_type: str = "application/json"
 def stored_count(settings: Settings, session_id: str) -> int:
     async def count() -> int:
         async with db_session(settings) as db:
-            query = select(func.count()).where(TranscriptEntry.session_id == session_id)
+            query = select(func.count()).where(TranscriptEntry.conversation_id == session_id)
             return int((await db.execute(query)).scalar_one())
 
     return asyncio.run(count())
@@ -60,7 +68,12 @@ def add_relay_lines(settings: Settings, session_id: str, lines: list[tuple[int, 
                 when = T0 + timedelta(seconds=30 * seq + offset)
                 db.add(
                     TranscriptEntry(
-                        session_id=session_id, seq=seq, role=role, text=text, timestamp=when, source="relay"
+                        conversation_id=session_id,
+                        seq=seq,
+                        role=role,
+                        text=text,
+                        timestamp=when,
+                        source="relay",
                     )
                 )
             await db.commit()
@@ -126,8 +139,20 @@ def test_forged_expired_and_unknown_tokens(live_server: ServerThread, settings: 
     signer = Signer(settings.secret)
     expired = signer.sign(PAGE_SESSION, {"sid": "x"}, ttl_seconds=60, now=0)
     assert post(live_server, {"token": expired, "entries": [entry(1)]}).json()["code"] == "token_expired"
-    unknown = signer.sign(PAGE_SESSION, {"sid": "no-such-session"}, ttl_seconds=60)
-    assert post(live_server, {"token": unknown, "entries": [entry(1)]}).status_code == 404
+    not_a_page_token = signer.sign(PAGE_SESSION, {"sid": "no-such-session"}, ttl_seconds=60)
+    assert post(live_server, {"token": not_a_page_token, "entries": [entry(1)]}).status_code == 401
+    unknown_flow = signer.sign(PAGE_SESSION, {"sid": "s", "flow": "no-such-flow"}, ttl_seconds=60)
+    answer = post(live_server, {"token": unknown_flow, "entries": [entry(1)]})
+    assert answer.status_code == 404 and answer.json()["code"] == "flow_unavailable"
+
+
+def test_an_empty_batch_starts_no_conversation(live_server: ServerThread, settings: Settings) -> None:
+    session_id, token = open_page(live_server)
+    # What a page left without a word sends from `pagehide`.
+    answer = post(live_server, {"token": token, "entries": [], "final": True})
+    assert answer.json() == {"stored": 0, "highest_seq": 0, "status": "not_started"}
+    auth = {"authorization": f"Bearer {make_token(settings, 'transcripts:read')}"}
+    assert httpx.get(f"{live_server.url}/api/v1/sessions/{session_id}", headers=auth).status_code == 404
 
 
 def test_non_json_wrong_type_and_oversized_bodies(live_server: ServerThread) -> None:
@@ -198,7 +223,9 @@ def test_pronunciation_scores_reach_the_api_and_exports(
 
 
 def test_sessions_list_filters_and_paginates(live_server: ServerThread, settings: Settings) -> None:
-    ids = [open_page(live_server, "demo")[0] for _ in range(5)] + [open_page(live_server, "demo-iframe")[0]]
+    ids = [start_conversation(live_server) for _ in range(5)] + [
+        start_conversation(live_server, "demo-iframe")
+    ]
     auth = {"authorization": f"Bearer {make_token(settings, 'transcripts:read')}"}
     seen: list[str] = []
     cursor = None
@@ -274,20 +301,27 @@ def test_housekeeping_ends_idle_sessions_and_applies_retention(settings: Setting
             now, old = utcnow(), utcnow() - timedelta(days=40)
             db.add_all(
                 [
-                    Session(
+                    Conversation(
                         id="idle", flow_id=flow.id, created_at=now, last_activity_at=now - timedelta(hours=2)
                     ),
-                    Session(id="fresh", flow_id=flow.id, created_at=now, last_activity_at=now),
-                    Session(
+                    Conversation(id="fresh", flow_id=flow.id, created_at=now, last_activity_at=now),
+                    Conversation(
                         id="ancient", flow_id=flow.id, created_at=old, last_activity_at=old, status="ended"
                     ),
                 ]
             )
             await db.commit()
-            counts = await expire_and_purge(db, utcnow(), timedelta(minutes=30))
-            rows = (await db.execute(select(Session.id, Session.status).order_by(Session.id))).all()
+        database = Database(settings.effective_database_url)
+        try:
+            counts = await housekeeping_pass(database, timedelta(minutes=30))
+        finally:
+            await database.dispose()
+        async with db_session(settings) as db:
+            rows = (
+                await db.execute(select(Conversation.id, Conversation.status).order_by(Conversation.id))
+            ).all()
             return counts, [(r[0], r[1]) for r in rows]
 
     counts, rows = asyncio.run(scenario())
     assert counts == (1, 1)
-    assert rows == [("fresh", "created"), ("idle", "ended")]
+    assert rows == [("fresh", "active"), ("idle", "ended")]

@@ -73,7 +73,9 @@ def test_offer_reaches_the_handed_out_url_and_the_answer_comes_back(
     proxy: tuple[ServerThread, Settings], upstream: ServerThread
 ) -> None:
     server, settings = proxy
-    path = whep_proxy_path(Signer(settings.secret), f"{upstream.url}/rtc/v1/whep/?app=app&stream=s1", "sess")
+    path = whep_proxy_path(
+        Signer(settings.secret), f"{upstream.url}/rtc/v1/whep/?app=app&stream=s1", "conversation"
+    )
     received.clear()
     answer = offer(server, path)
     assert answer.status_code == 201 and answer.text == "v=0\r\nanswer\r\n"
@@ -117,7 +119,7 @@ def test_signed_urls_on_hosts_not_allowed_are_refused_without_a_request(
     accepted: list[object] = []
     watcher = threading.Thread(target=lambda: accepted.append(_accept(listener)))
     watcher.start()
-    path = whep_proxy_path(Signer(settings.secret), target.format(port=port), "sess")
+    path = whep_proxy_path(Signer(settings.secret), target.format(port=port), "conversation")
     response = offer(server, path)
     watcher.join()
     listener.close()
@@ -134,7 +136,7 @@ def _accept(listener: socket.socket) -> object:
 
 def test_redirects_are_not_followed(proxy: tuple[ServerThread, Settings], upstream: ServerThread) -> None:
     server, settings = proxy
-    path = whep_proxy_path(Signer(settings.secret), f"{upstream.url}/rtc/redirect", "sess")
+    path = whep_proxy_path(Signer(settings.secret), f"{upstream.url}/rtc/redirect", "conversation")
     response = offer(server, path)
     assert response.status_code == 502 and response.json()["code"] == "whep_redirect_refused"
 
@@ -143,7 +145,7 @@ def test_a_hanging_upstream_times_out_with_a_reason(
     proxy: tuple[ServerThread, Settings], upstream: ServerThread
 ) -> None:
     server, settings = proxy
-    path = whep_proxy_path(Signer(settings.secret), f"{upstream.url}/rtc/hang", "sess")
+    path = whep_proxy_path(Signer(settings.secret), f"{upstream.url}/rtc/hang", "conversation")
     response = offer(server, path)
     assert response.status_code == 504 and "did not answer within 1 s" in response.json()["message"]
 
@@ -152,12 +154,12 @@ def test_unreachable_upstream_is_a_clear_502(tmp_path: Path) -> None:
     dead = f"http://127.0.0.1:{free_port()}"
     settings = make_settings(tmp_path, simulator_url=dead)
     with ServerThread(create_app(settings)) as server:
-        response = offer(server, whep_proxy_path(Signer(settings.secret), f"{dead}/rtc", "sess"))
+        response = offer(server, whep_proxy_path(Signer(settings.secret), f"{dead}/rtc", "conversation"))
     assert response.status_code == 502 and response.json()["code"] == "whep_unreachable"
 
 
 def test_offer_must_be_sdp_and_bounded(proxy: tuple[ServerThread, Settings], upstream: ServerThread) -> None:
     server, settings = proxy
-    path = whep_proxy_path(Signer(settings.secret), f"{upstream.url}/rtc/v1/whep/", "sess")
+    path = whep_proxy_path(Signer(settings.secret), f"{upstream.url}/rtc/v1/whep/", "conversation")
     assert offer(server, path, kind="application/json").status_code == 415
     assert offer(server, path, body="a" * 70_000).status_code == 413

@@ -1,0 +1,68 @@
+"""Logging from settings: readable lines in dev, one JSON object per line in production.
+
+Our loggers live under `avatar_bff`. What we log never includes transcript text, DPP contents, tokens or
+passwords; the access log drops query strings (visitor values) and masks signed tokens in paths.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from typing import Any
+
+from server.settings import Settings
+
+# Our signed tokens (page sessions, WHEP targets): two base64url parts joined by a dot.
+_SIGNED = re.compile(r"[A-Za-z0-9_-]{16,}\.[A-Za-z0-9_-]{16,}")
+
+
+def redact_path(path: str) -> str:
+    """A request path fit for a log: no query string, signed tokens masked."""
+    return _SIGNED.sub("…", path.partition("?")[0])
+
+
+class RedactAccessLog(logging.Filter):
+    """uvicorn's access record carries (client, method, path, http version, status): redact the path."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and len(record.args) == 5:
+            client, method, path, version, status = record.args
+            record.args = (client, method, redact_path(str(path)), version, status)
+        return True
+
+
+class JsonLines(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def logging_config(settings: Settings) -> dict[str, Any]:
+    """A `logging.config.dictConfig` document; `serve` hands it to uvicorn, which applies it per worker."""
+    level = settings.log_level.upper()
+    formatter = (
+        {"()": f"{__name__}.JsonLines"}
+        if settings.effective_log_format == "json"
+        else {"format": "%(asctime)s %(levelname)-7s %(name)s: %(message)s"}
+    )
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "filters": {"redact": {"()": f"{__name__}.RedactAccessLog"}},
+        "formatters": {"default": formatter},
+        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "default"}},
+        "loggers": {
+            "avatar_bff": {"handlers": ["stderr"], "level": level, "propagate": False},
+            "uvicorn": {"handlers": ["stderr"], "level": level, "propagate": False},
+            "uvicorn.access": {"filters": ["redact"]},
+        },
+        "root": {"handlers": ["stderr"], "level": "WARNING"},
+    }
