@@ -36,6 +36,7 @@ unit: setup
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	npm run lint
 
 typecheck: setup
 	$(BIN)/mypy

@@ -42,7 +42,7 @@ export class TranscriptSender {
         body: JSON.stringify({ token: this.token, entries }),
       });
       if (response.ok) this.acknowledge((await response.json()).highest_seq);
-    } catch (_) { /* offline: kept for the next flush or the final beacon */ }
+    } catch { /* offline: kept for the next flush or the final beacon */ }
     if (this.pending.length) this.timer = setTimeout(() => this.flush(), FLUSH_DELAY_MS * 3);
   }
 
