@@ -43,6 +43,8 @@ typecheck: setup
 
 test: setup
 	$(BIN)/pytest -q
+	npm run lint
+	npm test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
