@@ -145,6 +145,14 @@ test('closing sends every pending line by beacon, each within budget, and only t
   assert.equal(requests.length, 0, 'the batching timer was stopped');
 });
 
+test('the beacon budget counts bytes, so lines in non-Latin scripts are not lost to an oversized beacon', async () => {
+  const s = sender(40, () => '語'.repeat(1000)); // 3 bytes a character once encoded
+  s.close(true);
+  const sent = await beaconBodies();
+  for (const { size } of sent) assert.ok(size <= BEACON_BUDGET, `a beacon of ${size} bytes`);
+  assert.deepEqual(sent.flatMap(({ batch }) => seqs(batch)), range(1, 40));
+});
+
 test('closing with nothing pending still sends one final beacon: that is what ends the session', async () => {
   const s = sender();
   s.close(true);
