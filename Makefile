@@ -36,12 +36,15 @@ unit: setup
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	npm run lint
 
 typecheck: setup
 	$(BIN)/mypy
 
 test: setup
 	$(BIN)/pytest -q
+	npm run lint
+	npm test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy

@@ -1,15 +1,13 @@
 // Hosted page for the Socket SDK: Socket.IO + WebRTC, text fallback, spoken commands, DPP on `ready`.
 import {
-  addTranscriptEntry, bindEndCommands, clearError, errorMessage, readConfig, sdkMissingMessage,
+  addTranscriptEntry, bindEndCommands, clearError, errorMessage, readConfig,
   setConversationControls, setStatus, showError,
 } from './conversation-ui.js';
-import { TranscriptSender } from './transcript-sender.js';
+import { ENDED_MESSAGE, runPage } from './page-lifecycle.js';
 
 const config = readConfig();
-const transcript = new TranscriptSender(config.session.token);
-transcript.watchPageLifecycle();
 const $ = (id) => document.getElementById(id);
-let sdk = null;
+const page = runPage({ config, createSdk, connect });
 
 function createSdk() {
   // Socket.IO and WHEP go to our own origin (the relay), so the CSP can say connect-src 'self'.
@@ -29,53 +27,33 @@ function createSdk() {
   avatar.on('transcript-entry', (entry) => {
     const when = new Date(entry.timestamp);
     addTranscriptEntry(entry.role, entry.text, when);
-    transcript.add(entry.role, entry.text, when);
+    page.transcript.add(entry.role, entry.text, when);
   });
   avatar.on('mic-denied', () => setStatus('Microphone unavailable: type your messages below.'));
   avatar.on('time-warning', ({ remainingSeconds }) => setStatus(`About ${Math.round(remainingSeconds)} seconds left.`));
   avatar.on('reconnecting', ({ attempt, maxAttempts }) => setStatus(`Reconnecting (${attempt} of ${maxAttempts})…`));
   avatar.on('reconnected', () => { clearError(); setStatus('Reconnected.'); });
   avatar.on('queue-started', () => setStatus('All avatars are busy; you are in the queue…'));
-  avatar.on('conversation-ended', () => finish('The conversation has ended. Thank you!'));
+  avatar.on('conversation-ended', () => page.finish(ENDED_MESSAGE));
   avatar.on('error', (error) => {
     showError(errorMessage(error));
     if (error && error.recoverable === false) setConversationControls(false);
   });
-  bindEndCommands(config.commands, (phrase) => avatar.onEndPhrase(phrase, () => endSoon()));
+  bindEndCommands(config.commands, (phrase) => avatar.onEndPhrase(phrase, () => page.endSoon()));
   return avatar;
 }
 
-function finish(message) {
-  transcript.close(true);
-  setConversationControls(false);
-  $('start').disabled = true;
-  setStatus(message);
-}
-
-function endSoon() {
-  // Let the closing sentence finish playing before the call is closed.
-  setTimeout(() => { if (sdk) sdk.end(); finish('The conversation has ended. Thank you!'); }, 1200);
-}
-
-$('start').addEventListener('click', async () => {
-  clearError();
-  if (typeof window.KalturaAvatarSDK !== 'function') { showError(sdkMissingMessage()); return; }
-  $('start').disabled = true;
+async function connect(avatar) {
   $('end').disabled = false;
-  sdk = sdk || createSdk();
   try {
-    await sdk.connect();
+    await avatar.connect();
   } catch (error) {
     showError(errorMessage(error));
   }
-});
-
-$('end').addEventListener('click', () => {
-  if (sdk) sdk.end();
-  finish('You ended the conversation.');
-});
+}
 
 $('mute').addEventListener('click', () => {
+  const sdk = page.sdk;
   if (!sdk) return;
   const muted = !sdk.isMicMuted();
   if (muted) sdk.muteMic(); else sdk.unmuteMic();
@@ -86,17 +64,11 @@ $('mute').addEventListener('click', () => {
 $('text-form').addEventListener('submit', (event) => {
   event.preventDefault();
   const text = $('text-input').value.trim();
-  if (!text || !sdk) return;
+  if (!text || !page.sdk) return;
   try {
-    sdk.sendText(text);
+    page.sdk.sendText(text);
     $('text-input').value = '';
   } catch (error) {
     showError(errorMessage(error));
   }
 });
-
-if (typeof window.KalturaAvatarSDK !== 'function') {
-  showError(sdkMissingMessage());
-  $('start').disabled = true;
-}
-window.avatarPage = { get sdk() { return sdk; } };

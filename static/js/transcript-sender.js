@@ -5,6 +5,9 @@
 const ENDPOINT = '/api/v1/page/transcript';
 const BEACON_BUDGET = 32 * 1024; // browsers share ~64 KB across pending beacons
 const FLUSH_DELAY_MS = 1000;
+const encoder = new TextEncoder();
+// The budget is in bytes: a string's length counts UTF-16 units, a third of the bytes of most CJK text.
+const byteSize = (text) => encoder.encode(text).length;
 
 export class TranscriptSender {
   constructor(token) {
@@ -42,7 +45,7 @@ export class TranscriptSender {
         body: JSON.stringify({ token: this.token, entries }),
       });
       if (response.ok) this.acknowledge((await response.json()).highest_seq);
-    } catch (_) { /* offline: kept for the next flush or the final beacon */ }
+    } catch { /* offline: kept for the next flush or the final beacon */ }
     if (this.pending.length) this.timer = setTimeout(() => this.flush(), FLUSH_DELAY_MS * 3);
   }
 
@@ -54,7 +57,8 @@ export class TranscriptSender {
     let chunk = [];
     for (const entry of this.pending) {
       const candidate = [...chunk, entry];
-      if (chunk.length && JSON.stringify({ token: this.token, entries: candidate }).length > BEACON_BUDGET) {
+      const sent = JSON.stringify({ token: this.token, entries: candidate, final: false }); // false: the longer flag
+      if (chunk.length && byteSize(sent) > BEACON_BUDGET) {
         chunks.push(chunk);
         chunk = [entry];
       } else {
