@@ -36,6 +36,7 @@ unit: setup
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 	npm run lint
 
 typecheck: setup
@@ -43,6 +44,7 @@ typecheck: setup
 
 test: setup
 	$(BIN)/pytest -q
+	$(BIN)/lint-imports
 	npm run lint
 	npm test
 	$(BIN)/ruff check .

@@ -31,7 +31,7 @@ from server.relay.events import (
     upstream_packet_for_browser,
     upstream_query,
 )
-from server.relay.transcript_tap import TranscriptTap
+from server.transcripts.tap import TranscriptTap
 from server.relay.upstream import UpstreamError, UpstreamSocket, socket_url
 from server.relay.whep import whep_proxy_path
 from server.security.signing import Signer

@@ -1,4 +1,4 @@
-"""Transcript lines seen by the relay, written in batches off the hot path (durable within a second)."""
+"""Transcript lines the relay hears, written in batches off its hot path (durable within a second)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from server.db import Database
 from server.models import TranscriptEntry, utcnow
 from server.transcripts.ingest import insert_entries
 
-log = logging.getLogger("avatar_bff.relay")
+log = logging.getLogger("avatar_bff.transcripts")
 FLUSH_INTERVAL = 0.25
 MAX_QUEUE = 10_000
 
