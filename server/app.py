@@ -159,6 +159,7 @@ def create_app(settings: Settings, on_started: Callable[[], None] | None = None)
     app.include_router(pages.router)
     app.include_router(v1.router)
     app.include_router(docs.router)
+    docs.install_openapi(app)
     app.include_router(whep.router)
     app.include_router(iframe_assets.router)
 

@@ -31,11 +31,11 @@ from server.relay.events import (
     upstream_packet_for_browser,
     upstream_query,
 )
-from server.transcripts.tap import TranscriptTap
 from server.relay.upstream import UpstreamError, UpstreamSocket, socket_url
 from server.relay.whep import whep_proxy_path
 from server.security.signing import Signer
 from server.settings import Settings
+from server.transcripts.tap import TranscriptTap
 from server.upstreams import endpoints_for
 
 log = logging.getLogger("avatar_bff.relay")

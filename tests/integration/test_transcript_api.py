@@ -293,6 +293,19 @@ def test_openapi_documents_v1_and_docs_page_is_self_hosted(live_server: ServerTh
     assert "https://" not in docs.headers["content-security-policy"]
 
 
+def test_each_operation_documents_only_the_errors_it_can_give(live_server: ServerThread) -> None:
+    paths = httpx.get(f"{live_server.url}/api/openapi.json").json()["paths"]
+
+    def documented(path: str, method: str) -> set[str]:
+        return {status for status in paths[path][method]["responses"] if status.startswith(("4", "5"))}
+
+    assert documented("/api/v1/page/transcript", "post") == {"400", "401", "404", "409", "413", "415"}
+    assert documented("/api/v1/sessions", "get") == {"400", "401", "403"}
+    assert documented("/api/v1/sessions/{session_id}", "get") == {"400", "401", "403", "404"}
+    assert documented("/api/v1/sessions/{session_id}", "delete") == {"401", "403", "404"}
+    assert "422" not in str(paths)  # validation errors are answered as 400, and documented so
+
+
 def test_housekeeping_ends_idle_sessions_and_applies_retention(settings: Settings) -> None:
     async def scenario() -> tuple[tuple[int, int], list[tuple[str, str]]]:
         async with db_session(settings) as db:
