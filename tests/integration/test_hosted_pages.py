@@ -158,6 +158,9 @@ def test_oversized_query_strings_are_refused_cleanly(live_server: ServerThread) 
     assert raw_status(live_server.port, f"/a/demo?x={'a' * 100_000}") in (400, 414)  # httpx refuses such URLs
     long_value = httpx.get(f"{live_server.url}/a/demo", params={"first_name": "a" * 300})
     assert long_value.status_code == 400
+    # Each value is short enough, but together they would not fit in the page's token.
+    many = httpx.get(f"{live_server.url}/a/demo", params={f"field_{n}": "a" * 150 for n in range(15)})
+    assert many.status_code == 400 and "visitor values exceed" in many.text
     assert "first_name" in long_value.text
 
 
