@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-# Everything the Socket SDK 2.7.4 emits (../protocol/socket.md); anything else from a browser is dropped.
+# Everything the Socket SDK 2.7.4 emits (docs/protocol.md#client-to-server); the rest is dropped.
 CLIENT_EVENTS = frozenset(
     [
         "isValidSession",

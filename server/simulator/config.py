@@ -12,6 +12,8 @@ class SimulatorConfig:
     max_sessions: int = 100  # beyond it new connections get the capacity event
     known_clients: dict[str, set[str]] | None = None  # when set, other client/flow ids get flowConfigError
     words_per_minute: float = 170.0  # speaking pace
+    max_syntheses: int = 4  # espeak-ng processes running at once (more sentences wait for a slot)
+    synthesis_timeout: float = 10.0  # seconds for one sentence's audio, waiting included; then a tone
     time_scale: float = 1.0  # < 1 speeds every delay up (tests)
     max_payload_bytes: int = 2 * 1024 * 1024  # camera shots arrive as data URLs
     agent_name: str = "Sim"

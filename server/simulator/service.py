@@ -15,7 +15,7 @@ from aiortc.sdp import candidate_from_sdp
 from server.simulator.config import SimulatorConfig
 from server.simulator.conversation import Dialogue, Reply, parse_dpp
 from server.simulator.session import SimSession
-from server.simulator.speech import chunks, synthesize, tone
+from server.simulator.speech import Synthesizer, chunks, tone
 
 log = logging.getLogger("avatar_bff.simulator")
 END_GRACE_SECONDS = 1.0
@@ -30,6 +30,7 @@ class Simulator:
         self.sessions: dict[str, SimSession] = {}  # by session id
         self.by_sid: dict[str, SimSession] = {}
         self.waiting: set[str] = set()  # sockets told there is no agent, polling for one
+        self.synthesizer = Synthesizer(config.max_syntheses, config.synthesis_timeout)
         self.sio = socketio.AsyncServer(
             async_mode="asgi",
             cors_allowed_origins="*",
@@ -86,7 +87,7 @@ class Simulator:
             planned_ms = sum(piece.duration_ms for piece in pieces)
             audio = None
             if session.peers and self.config.time_scale >= 1:  # only synthesize when a media peer listens
-                audio = synthesize(text, self.config.words_per_minute)
+                audio = await self.synthesizer.synthesize(text, self.config.words_per_minute)
                 if audio is None:
                     audio = tone(planned_ms / 1000)
             stretch = (audio.size / 48 / planned_ms) if audio is not None and planned_ms else 1.0
