@@ -62,7 +62,7 @@ def logging_config(settings: Settings) -> dict[str, Any]:
         "loggers": {
             "avatar_bff": {"handlers": ["stderr"], "level": level, "propagate": False},
             "uvicorn": {"handlers": ["stderr"], "level": level, "propagate": False},
-            "uvicorn.access": {"filters": ["redact"], "propagate": True},
+            "uvicorn.access": {"filters": ["redact"], "level": level, "propagate": True},
         },
         "root": {"handlers": ["stderr"], "level": "WARNING"},
     }
