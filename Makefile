@@ -5,14 +5,16 @@ BIN := $(VENV)/bin
 VENDOR := static/vendor
 NPM := node_modules/.package-lock.json
 
-.PHONY: setup run test lint typecheck unit bench clean
+.PHONY: setup run test lint typecheck unit bench clean lock
 
 setup: $(BIN)/avatar-bff $(VENDOR)/.stamp chromium
 
-$(BIN)/avatar-bff: pyproject.toml
+# The pinned, hash-checked dependencies (dev + simulator extras), then the project itself, editable.
+$(BIN)/avatar-bff: pyproject.toml requirements/dev.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements/dev.lock
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
 $(NPM): package.json package-lock.json
@@ -55,6 +57,20 @@ bench: setup
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/relay.py
 	$(BIN)/python bench/simulator_load.py
+
+# Regenerate requirements/*.lock from pyproject.toml with pip-tools (in a venv of its own), on Python 3.11.
+# Pins already in the locks are kept: `make lock LOCK_ARGS=--upgrade` moves everything to the newest releases.
+LOCK_TOOLS := .venv-lock
+# The dev extra names the project itself (`avatar-bff[simulator]`): only its dependencies are pinned, and
+# `--unsafe-package` keeps the project out of the lock (it is installed editable, or as a wheel, on its own).
+LOCK_FLAGS := --quiet --generate-hashes --strip-extras --no-emit-index-url --no-emit-find-links \
+	--unsafe-package avatar-bff
+lock:
+	test -x $(LOCK_TOOLS)/bin/pip-compile || { $(PYTHON) -m venv $(LOCK_TOOLS) && $(LOCK_TOOLS)/bin/pip install --quiet pip-tools; }
+	CUSTOM_COMPILE_COMMAND="make lock" $(LOCK_TOOLS)/bin/pip-compile $(LOCK_FLAGS) $(LOCK_ARGS) \
+		--output-file requirements/main.lock pyproject.toml
+	CUSTOM_COMPILE_COMMAND="make lock" $(LOCK_TOOLS)/bin/pip-compile $(LOCK_FLAGS) $(LOCK_ARGS) \
+		--extra dev --constraint requirements/main.lock --output-file requirements/dev.lock pyproject.toml
 
 clean:
 	rm -rf $(VENV) node_modules $(VENDOR)

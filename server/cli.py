@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import importlib.util
 import json
 import os
 import signal
@@ -28,6 +29,8 @@ from server.settings import Settings, SettingsError, load_settings
 
 T = TypeVar("T")
 SIMULATOR_START_SECONDS = 30
+# What the `simulator` extra installs: the simulator (and so `serve --demo`) needs all of them.
+SIMULATOR_MODULES = ("aiortc", "av", "numpy", "PIL")
 
 
 class CommandError(Exception):
@@ -45,8 +48,18 @@ def _with_db(settings: Settings, work: Callable[[Database], Awaitable[T]]) -> T:
     return asyncio.run(runner())
 
 
+def _require_simulator() -> None:
+    missing = [name for name in SIMULATOR_MODULES if importlib.util.find_spec(name) is None]
+    if missing:
+        raise CommandError(
+            f"the simulator needs the simulator extra (missing: {', '.join(missing)}):"
+            " pip install 'avatar-bff[simulator]'"
+        )
+
+
 def cmd_serve(args: argparse.Namespace) -> None:
     if args.demo:
+        _require_simulator()
         os.environ["AVATAR_BFF_DEMO"] = "true"
         os.environ.setdefault("AVATAR_BFF_SIMULATOR_URL", f"http://127.0.0.1:{args.simulator_port}")
     settings = load_settings()
@@ -185,6 +198,7 @@ def cmd_vendor_sdk(args: argparse.Namespace) -> None:
 
 
 def cmd_simulator(args: argparse.Namespace) -> None:
+    _require_simulator()
     import uvicorn
 
     from server.simulator import SimulatorConfig, create_app

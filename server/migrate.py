@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from functools import cache
-from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
@@ -15,8 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from server.db import Database
-
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+from server.paths import MIGRATIONS_DIR
 
 
 def alembic_config(database_url: str) -> Config:
