@@ -1,14 +1,16 @@
-"""Test support: settings in a temp dir, real servers on loopback ports, fresh PostgreSQL databases."""
+"""Test support: settings in a temp dir, real servers on loopback ports, databases migrated once per run."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import socket
+import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
@@ -19,8 +21,10 @@ import uvicorn
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from server import migrate
 from server.db import Database
 from server.errors import NotFound
+from server.flows import demo_document, import_document
 from server.models import ApiToken, utcnow
 from server.security.secrets_hashing import new_api_token
 from server.settings import Settings, load_settings
@@ -29,6 +33,7 @@ from server.transcripts.store import transcript_of
 
 T = TypeVar("T")
 TEST_SECRET = "test-secret-" + "x" * 40
+DATABASE_FILE = "avatar-bff.db"  # where settings put the SQLite database inside their data dir
 
 
 def free_port() -> int:
@@ -84,6 +89,68 @@ class ServerThread:
         self.thread.join(timeout=10)
 
 
+# Databases: migrated and seeded once per run, copied for each test.
+
+_lock = threading.Lock()
+_template_dir: Path | None = None
+_sqlite_template: Path | None = None
+_postgres_template: str | None = None
+
+
+def use_template_dir(directory: Path | None) -> None:
+    """Where this run keeps its template databases (set by the suite's conftest)."""
+    global _template_dir, _sqlite_template
+    _template_dir, _sqlite_template = directory, None
+
+
+def _in_own_thread(work: Callable[[], T]) -> T:
+    # Playwright's sync API keeps an event loop running in the main thread, where asyncio.run() is refused.
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(work).result()
+
+
+async def seed_demo(settings: Settings) -> None:
+    db = Database(settings.effective_database_url)
+    try:
+        await import_document(db, demo_document(), settings.allowed_upstream_hosts)
+    finally:
+        await db.dispose()
+
+
+def _sqlite_template_file() -> Path:
+    """A migrated SQLite database with the demo flows, built on first use; one file, no WAL beside it."""
+    global _sqlite_template
+    with _lock:
+        if _sqlite_template is None:
+            if _template_dir is None:
+                raise RuntimeError("no template directory: tests/conftest.py sets it for the session")
+            settings = make_settings(_template_dir / "sqlite")
+            _in_own_thread(lambda: migrate.upgrade(settings.effective_database_url))
+            _in_own_thread(lambda: asyncio.run(seed_demo(settings)))
+            path = settings.data_dir / DATABASE_FILE
+            # Every engine is disposed: fold the WAL into the main file and leave WAL mode, so the file alone
+            # is the whole database (the app turns WAL back on in each copy).
+            connection = sqlite3.connect(path)
+            try:
+                connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                connection.execute("PRAGMA journal_mode=DELETE")
+            finally:
+                connection.close()
+            _sqlite_template = path
+        return _sqlite_template
+
+
+def prepared_settings(data_dir: Path, **overrides: Any) -> Settings:
+    """Dev settings on a migrated SQLite database in data_dir with the demo flows: the template, copied."""
+    settings = make_settings(data_dir, **overrides)
+    target = settings.data_dir / DATABASE_FILE
+    if settings.effective_database_url != f"sqlite+aiosqlite:///{target}":
+        raise ValueError("prepared_settings copies a SQLite database into data_dir; do not set database_url")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(_sqlite_template_file(), target)
+    return settings
+
+
 async def _admin(url: str, statement: str) -> None:
     import asyncpg
 
@@ -95,16 +162,76 @@ async def _admin(url: str, statement: str) -> None:
         await connection.close()
 
 
+def _database_url(name: str) -> str:
+    base = os.environ["AVATAR_BFF_TEST_DATABASE_URL"]
+    return make_url(base).set(database=name).render_as_string(hide_password=False)
+
+
+@contextmanager
+def _new_postgres_database(template: str | None) -> Iterator[str]:
+    base = os.environ["AVATAR_BFF_TEST_DATABASE_URL"]
+    name = f"abff_{uuid.uuid4().hex[:12]}"
+    copy_of = f' TEMPLATE "{template}"' if template else ""
+    asyncio.run(_admin(base, f'CREATE DATABASE "{name}"{copy_of}'))
+    try:
+        yield _database_url(name)
+    finally:
+        asyncio.run(_admin(base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
 @contextmanager
 def fresh_postgres_database() -> Iterator[str]:
     """A new, empty database on the server named by AVATAR_BFF_TEST_DATABASE_URL, dropped afterwards."""
-    base = os.environ["AVATAR_BFF_TEST_DATABASE_URL"]
-    name = f"abff_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_admin(base, f'CREATE DATABASE "{name}"'))
+    with _new_postgres_database(None) as url:
+        yield url
+
+
+def _postgres_template_name() -> str:
+    """A database migrated once per run, for CREATE DATABASE … TEMPLATE (nobody may stay connected to it)."""
+    global _postgres_template
+    with _lock:
+        if _postgres_template is None:
+            name = f"abff_template_{uuid.uuid4().hex[:12]}"
+            asyncio.run(_admin(os.environ["AVATAR_BFF_TEST_DATABASE_URL"], f'CREATE DATABASE "{name}"'))
+            _postgres_template = name  # dropped at the end of the run even when migrating fails
+            migrate.upgrade(_database_url(name))
+        return _postgres_template
+
+
+@contextmanager
+def migrated_postgres_database() -> Iterator[str]:
+    """A new database at the newest migration (a copy of the run's template), dropped afterwards."""
+    with _new_postgres_database(_postgres_template_name()) as url:
+        yield url
+
+
+def drop_postgres_template() -> None:
+    global _postgres_template
+    with _lock:
+        if _postgres_template is not None:
+            base = os.environ["AVATAR_BFF_TEST_DATABASE_URL"]
+            asyncio.run(_admin(base, f'DROP DATABASE IF EXISTS "{_postgres_template}" WITH (FORCE)'))
+            _postgres_template = None
+
+
+@asynccontextmanager
+async def database(settings: Settings) -> AsyncIterator[Database]:
+    """The test database as services see it (its own engine, disposed afterwards)."""
+    db = Database(settings.effective_database_url)
     try:
-        yield make_url(base).set(database=name).render_as_string(hide_password=False)
+        yield db
     finally:
-        asyncio.run(_admin(base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        await db.dispose()
+
+
+def with_database(settings: Settings, work: Callable[[Database], Awaitable[T]]) -> T:
+    """Run `work` on the test database from sync test code, e.g. a factory: `with_database(s, f)`."""
+
+    async def run() -> T:
+        async with database(settings) as db:
+            return await work(db)
+
+    return run_async(run)
 
 
 @asynccontextmanager
@@ -151,5 +278,4 @@ def run_async(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
 
     Playwright's sync API keeps an event loop running in the main thread, where asyncio.run() is refused.
     """
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(lambda: asyncio.run(factory())).result()
+    return _in_own_thread(lambda: asyncio.run(factory()))

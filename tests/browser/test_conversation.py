@@ -17,8 +17,7 @@ from server.simulator import SimulatorConfig
 from server.simulator import create_app as create_simulator
 from server.simulator.iframe import pronunciation_score
 from tests.browser.conftest import PageWatch
-from tests.conftest import prepared_settings
-from tests.support import ServerThread, free_port, run_async, stored_transcript
+from tests.support import ServerThread, free_port, prepared_settings, run_async, stored_transcript
 
 VIDEO_IS_DRAWN = """() => {
   const video = document.querySelector('#avatar-container video');

@@ -14,13 +14,11 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from server.app import create_app
 from server.settings import Settings
-from tests.support import ServerThread, add_api_token
+from tests.support import ServerThread, add_api_token, prepared_settings
 
 
 @pytest.fixture(scope="module")
 def api_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerThread, str]]:
-    from tests.conftest import prepared_settings
-
     settings: Settings = prepared_settings(tmp_path_factory.mktemp("schemathesis"))
     token = asyncio.run(add_api_token(settings, "transcripts:read", "transcripts:delete"))
     with ServerThread(create_app(settings)) as server:

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from server import migrate
 from server.conversations.page_token import issue_page_token
 from server.db import Database
 from server.errors import Conflict
@@ -18,7 +17,7 @@ from server.security.signing import Signer
 from server.settings import Settings
 from server.transcripts.ingest import PageBatch, PageEntry, ingest_page_batch
 from server.transcripts.store import transcript_of
-from tests.support import fresh_postgres_database, make_settings
+from tests.support import make_settings, migrated_postgres_database
 
 pytestmark = pytest.mark.skipif(
     not os.environ.get("AVATAR_BFF_TEST_DATABASE_URL"),
@@ -27,10 +26,8 @@ pytestmark = pytest.mark.skipif(
 
 
 def test_retried_and_partial_batches_on_postgres(tmp_path: Path) -> None:
-    with fresh_postgres_database() as url:
-        settings = make_settings(tmp_path, database_url=url)
-        migrate.upgrade(url)
-        asyncio.run(scenario(settings))
+    with migrated_postgres_database() as url:
+        asyncio.run(scenario(make_settings(tmp_path, database_url=url)))
 
 
 async def scenario(settings: Settings) -> None:

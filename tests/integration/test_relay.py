@@ -31,8 +31,7 @@ from server.security.signing import PAGE_SESSION, Signer
 from server.settings import Settings
 from server.simulator import SimulatorConfig
 from server.simulator import create_app as create_simulator
-from tests.conftest import prepared_settings
-from tests.support import ServerThread, free_port, stored_transcript
+from tests.support import ServerThread, free_port, prepared_settings, stored_transcript
 
 SDK_QUERY = {
     "billed_client": "",

@@ -23,8 +23,7 @@ from server.app import create_app
 from server.relay.whep import whep_proxy_path
 from server.security.signing import PAGE_SESSION, WHEP_TARGET, Signer
 from server.settings import Settings
-from tests.conftest import prepared_settings
-from tests.support import ServerThread, free_port, make_settings
+from tests.support import ServerThread, free_port, make_settings, prepared_settings
 
 SDP_OFFER = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
 received: list[tuple[str, str, bytes]] = []
