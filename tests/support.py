@@ -25,8 +25,6 @@ from server import migrate
 from server.db import Database
 from server.errors import NotFound
 from server.flows import demo_document, import_document
-from server.models import ApiToken, utcnow
-from server.security.secrets_hashing import new_api_token
 from server.settings import Settings, load_settings
 from server.transcripts.merge import CanonicalEntry
 from server.transcripts.store import transcript_of
@@ -254,23 +252,6 @@ async def stored_transcript(settings: Settings, conversation_id: str) -> list[Ca
         return []
     finally:
         await db.dispose()
-
-
-async def add_api_token(settings: Settings, *scopes: str, revoked: bool = False) -> str:
-    """Store a REST API token with these scopes; returns the bearer secret."""
-    new = new_api_token()
-    async with db_session(settings) as db:
-        db.add(
-            ApiToken(
-                name="test",
-                prefix=new.prefix,
-                token_hash=new.token_hash,
-                scopes=list(scopes),
-                revoked_at=utcnow() if revoked else None,
-            )
-        )
-        await db.commit()
-    return new.token
 
 
 def run_async(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
