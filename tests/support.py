@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import errno
+import inspect
 import os
 import shutil
 import socket
@@ -14,7 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Itera
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import httpx
 import uvicorn
@@ -41,15 +43,91 @@ def free_port() -> int:
         return port
 
 
-def wait_until_up(url: str) -> None:
-    """Until a server started in another process answers at `url` (20 s at most)."""
-    for _ in range(200):
+def _always(value: object) -> bool:
+    return bool(value)
+
+
+def eventually(
+    condition: Callable[[], T],
+    until: Callable[[T], bool] = _always,
+    *,
+    timeout: float = 10,
+    interval: float = 0.05,
+    what: str = "the condition",
+) -> T:
+    """Call `condition` until `until` accepts its value (truthy by default); returns that value.
+
+    Fails after `timeout` seconds naming the last value seen (or the last exception raised): a test waits as
+    long as the thing takes, never a fixed guess.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
         try:
-            httpx.get(url, timeout=1)
-            return
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise RuntimeError(f"{url} did not come up")
+            value = condition()
+        except Exception as exc:  # not there yet (a server still starting, a row not written)
+            last = f"raised {exc!r}"
+        else:
+            if until(value):
+                return value
+            last = f"was {value!r}"
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"{what} did not hold within {timeout} s: the last value {last}")
+        time.sleep(interval)
+
+
+@overload
+async def eventually_async(
+    condition: Callable[[], Awaitable[T]],
+    until: Callable[[T], bool] = ...,
+    *,
+    timeout: float = ...,
+    interval: float = ...,
+    what: str = ...,
+) -> T: ...
+
+
+@overload
+async def eventually_async(
+    condition: Callable[[], T],
+    until: Callable[[T], bool] = ...,
+    *,
+    timeout: float = ...,
+    interval: float = ...,
+    what: str = ...,
+) -> T: ...
+
+
+async def eventually_async(
+    condition: Callable[[], Any],
+    until: Callable[[Any], bool] = _always,
+    *,
+    timeout: float = 10,
+    interval: float = 0.05,
+    what: str = "the condition",
+) -> Any:
+    """`eventually` for async tests: the event loop keeps running between polls; `condition` may be async."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = condition()
+            if inspect.isawaitable(value):
+                value = await value
+        except Exception as exc:
+            last = f"raised {exc!r}"
+        else:
+            if until(value):
+                return value
+            last = f"was {value!r}"
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"{what} did not hold within {timeout} s: the last value {last}")
+        await asyncio.sleep(interval)
+
+
+def wait_until_up(url: str, timeout: float = 20) -> httpx.Response:
+    """The first answer of a server started in another process at `url`."""
+    return eventually(
+        lambda: httpx.get(url, timeout=1), timeout=timeout, interval=0.1, what=f"{url} answering"
+    )
 
 
 def make_settings(data_dir: Path, **overrides: Any) -> Settings:
@@ -64,27 +142,66 @@ def make_settings(data_dir: Path, **overrides: Any) -> Settings:
 
 
 class ServerThread:
-    """Runs an ASGI app under uvicorn in a background thread, like production but on a free port."""
+    """Runs an ASGI app under uvicorn in a background thread, like production but on a free port.
 
-    def __init__(self, app: Any, port: int | None = None) -> None:
+    Starting fails when the server does not listen within `start_timeout`, stopping when it is still running
+    after `stop_timeout`: a server left behind would hold its port and answer the next test.
+    """
+
+    def __init__(
+        self, app: Any, port: int | None = None, start_timeout: float = 15, stop_timeout: float = 10
+    ) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.start_timeout, self.stop_timeout = start_timeout, stop_timeout
         config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
         self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread = threading.Thread(target=self._run, name=f"uvicorn:{self.port}", daemon=True)
+        self._ended_with: BaseException | None = None
+
+    def _run(self) -> None:
+        try:
+            self.server.run()
+        except BaseException as exc:  # uvicorn exits with SystemExit when it cannot bind or start the app
+            self._ended_with = exc
 
     def __enter__(self) -> ServerThread:
         self.thread.start()
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + self.start_timeout
         while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("test server did not start")
+            if not self.thread.is_alive():
+                raise RuntimeError(f"test server on {self.url} stopped before it listened: {self._why()}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"test server on {self.url} did not listen within {self.start_timeout} s")
             time.sleep(0.02)
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def _why(self) -> str:
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", self.port))
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    return f"port {self.port} is already in use"
+        ended = self._ended_with
+        if isinstance(ended, SystemExit):
+            return f"uvicorn exited with code {ended.code} (its log above says why)"
+        return repr(ended) if ended is not None else "no error was raised (see its log above)"
+
+    def stop(self) -> None:
+        """Ask uvicorn to shut down and wait for it; raise if it is still running after `stop_timeout`."""
         self.server.should_exit = True
-        self.thread.join(timeout=10)
+        self.thread.join(timeout=self.stop_timeout)
+        if self.thread.is_alive():
+            self.server.force_exit = True  # skip what it was waiting for, so it ends soon after the test
+            raise RuntimeError(
+                f"test server on {self.url} did not stop within {self.stop_timeout} s "
+                "(a connection, task or lifespan shutdown still running)"
+            )
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 # Databases: migrated and seeded once per run, copied for each test.

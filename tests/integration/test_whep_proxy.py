@@ -6,7 +6,6 @@ what the proxy does with each answer; the full media path runs against the simul
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import threading
 from collections.abc import Iterator
@@ -35,7 +34,7 @@ async def whep(request: Request) -> Response:
     if request.url.path.endswith("/redirect"):
         return RedirectResponse("http://169.254.169.254/latest/meta-data/", status_code=307)
     if request.url.path.endswith("/hang"):
-        await asyncio.sleep(30)
+        await request.receive()  # nothing until the proxy gives up and hangs up (the body is read)
     if request.method == "DELETE":
         return Response(status_code=200)
     return PlainTextResponse(
