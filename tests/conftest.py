@@ -1,7 +1,8 @@
-"""Fixtures shared by the whole suite."""
+"""Fixtures shared by the whole suite, and the markers every test gets from where it lives."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,6 +11,18 @@ import pytest
 from server.app import create_app
 from server.settings import Settings
 from tests.support import ServerThread, drop_postgres_template, prepared_settings, use_template_dir
+
+BROWSER_TESTS = Path(__file__).parent / "browser"
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` selects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    needs_postgres = pytest.mark.skip(reason="needs AVATAR_BFF_TEST_DATABASE_URL (PostgreSQL)")
+    for item in items:
+        if item.path.is_relative_to(BROWSER_TESTS):
+            item.add_marker(pytest.mark.browser)
+        if item.get_closest_marker("postgres") and not os.environ.get("AVATAR_BFF_TEST_DATABASE_URL"):
+            item.add_marker(needs_postgres)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -19,10 +18,7 @@ from server.transcripts.store import transcript_of
 from tests import factories
 from tests.support import make_settings, migrated_postgres_database
 
-pytestmark = pytest.mark.skipif(
-    not os.environ.get("AVATAR_BFF_TEST_DATABASE_URL"),
-    reason="needs AVATAR_BFF_TEST_DATABASE_URL (PostgreSQL)",
-)
+pytestmark = pytest.mark.postgres
 
 
 def test_retried_and_partial_batches_on_postgres(tmp_path: Path) -> None:
