@@ -25,7 +25,8 @@ from server import migrate
 from server.app import create_app
 from server.models import Conversation, Flow, TranscriptEntry
 from server.security.signing import PAGE_SESSION, Signer
-from tests.support import ServerThread, add_api_token, db_session, fresh_postgres_database, make_settings
+from tests import factories
+from tests.support import ServerThread, database, db_session, fresh_postgres_database, make_settings
 
 SESSIONS, LINES, BATCH, CLIENTS = 40, 250, 25, 8  # 10,000 lines per method
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -103,7 +104,8 @@ async def api_ingest(url: str, signer: Signer, ids: list[str]) -> float:
 
 
 async def fetch_p99(url: str, settings: object, session_id: str) -> float:
-    token = await add_api_token(settings, "transcripts:read")  # type: ignore[arg-type]
+    async with database(settings) as db:  # type: ignore[arg-type]
+        token = await factories.create_api_token(db, "transcripts:read")
     timings = []
     async with httpx.AsyncClient(base_url=url, headers={"authorization": f"Bearer {token}"}) as http:
         for _ in range(200):

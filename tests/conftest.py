@@ -1,46 +1,37 @@
-"""Fixtures shared by the whole suite."""
+"""Fixtures shared by the whole suite, and the markers every test gets from where it lives."""
 
 from __future__ import annotations
 
-import asyncio
+import os
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from server import migrate
 from server.app import create_app
-from server.db import Database
-from server.flows import demo_document, import_document
 from server.settings import Settings
-from tests.support import ServerThread, make_settings
+from tests.support import ServerThread, drop_postgres_template, prepared_settings, use_template_dir
+
+BROWSER_TESTS = Path(__file__).parent / "browser"
 
 
-def seed_demo(settings: Settings) -> None:
-    async def work() -> None:
-        db = Database(settings.effective_database_url)
-        try:
-            await import_document(db, demo_document(), settings.allowed_upstream_hosts)
-        finally:
-            await db.dispose()
+@pytest.hookimpl(tryfirst=True)  # before `-m` selects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    needs_postgres = pytest.mark.skip(reason="needs AVATAR_BFF_TEST_DATABASE_URL (PostgreSQL)")
+    for item in items:
+        if item.path.is_relative_to(BROWSER_TESTS):
+            item.add_marker(pytest.mark.browser)
+        if item.get_closest_marker("postgres") and not os.environ.get("AVATAR_BFF_TEST_DATABASE_URL"):
+            item.add_marker(needs_postgres)
 
-    asyncio.run(work())
 
-
-def prepared_settings(data_dir: Path, **overrides: Any) -> Settings:
-    """Dev settings on a migrated SQLite database in data_dir, with the demo flows seeded."""
-    value = make_settings(data_dir, **overrides)
-
-    def prepare() -> None:
-        migrate.upgrade(value.effective_database_url)
-        seed_demo(value)
-
-    # A thread of its own: Playwright's sync API keeps an event loop running in the main thread.
-    with ThreadPoolExecutor(1) as pool:
-        pool.submit(prepare).result()
-    return value
+@pytest.fixture(scope="session", autouse=True)
+def database_templates(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Migrate (and seed) once per run, on first use; each test gets a copy."""
+    use_template_dir(tmp_path_factory.mktemp("templates"))
+    yield
+    drop_postgres_template()
+    use_template_dir(None)
 
 
 @pytest.fixture

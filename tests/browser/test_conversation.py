@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,8 +16,14 @@ from server.simulator import SimulatorConfig
 from server.simulator import create_app as create_simulator
 from server.simulator.iframe import pronunciation_score
 from tests.browser.conftest import PageWatch
-from tests.conftest import prepared_settings
-from tests.support import ServerThread, free_port, run_async, stored_transcript
+from tests.support import (
+    ServerThread,
+    eventually,
+    free_port,
+    prepared_settings,
+    run_async,
+    stored_transcript,
+)
 
 VIDEO_IS_DRAWN = """() => {
   const video = document.querySelector('#avatar-container video');
@@ -59,12 +64,12 @@ def wait_for_transcript(
     async def stored() -> list[tuple[str, str, tuple[str, ...]]]:
         return [(e.role, e.text, e.sources) for e in await stored_transcript(settings, session_id)]
 
-    deadline = time.monotonic() + 10
-    lines = run_async(stored)
-    while (len(lines) < count or any(len(s) < sources for _, _, s in lines)) and time.monotonic() < deadline:
-        time.sleep(0.3)
-        lines = run_async(stored)
-    return lines
+    return eventually(
+        lambda: run_async(stored),
+        lambda lines: len(lines) >= count and all(len(s) >= sources for _, _, s in lines),
+        interval=0.3,
+        what=f"{count} transcript lines from {sources} source(s)",
+    )
 
 
 @pytest.fixture(scope="module")

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import time
-
 from playwright.sync_api import BrowserContext
 from sqlalchemy import select
 
 from server.models import Conversation, TranscriptEntry
 from server.settings import Settings
-from tests.support import ServerThread, db_session, run_async
+from tests.support import ServerThread, db_session, eventually, run_async
 
 ADD_LINES = """async () => {
   const { TranscriptSender } = await import('/static/js/transcript-sender.js');
@@ -52,10 +50,11 @@ def test_closing_the_tab_flushes_pending_lines(
     page.goto(f"{live_server.url}/a/demo")
     session_id = page.evaluate(ADD_LINES)
     page.close(run_before_unload=True)  # well before the 1 s batching delay: only the beacon can save them
-    deadline = time.monotonic() + 10
-    lines, status = stored(settings, session_id)
-    while len(lines) < 2 and time.monotonic() < deadline:
-        time.sleep(0.2)
-        lines, status = stored(settings, session_id)
+    lines, status = eventually(
+        lambda: stored(settings, session_id),
+        lambda found: len(found[0]) >= 2 and found[1] == "ended",
+        interval=0.2,
+        what="the beacon's lines and final",
+    )
     assert lines == [(1, "Avatar", "Hello! How can I help?"), (2, "User", "Show me a chart, please")]
     assert status == "ended"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,15 +13,16 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from server.app import create_app
 from server.settings import Settings
-from tests.support import ServerThread, add_api_token
+from tests import factories
+from tests.support import ServerThread, prepared_settings, with_database
 
 
 @pytest.fixture(scope="module")
 def api_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerThread, str]]:
-    from tests.conftest import prepared_settings
-
     settings: Settings = prepared_settings(tmp_path_factory.mktemp("schemathesis"))
-    token = asyncio.run(add_api_token(settings, "transcripts:read", "transcripts:delete"))
+    token = with_database(
+        settings, lambda db: factories.create_api_token(db, "transcripts:read", "transcripts:delete")
+    )
     with ServerThread(create_app(settings)) as server:
         yield server, token
 

@@ -1,70 +1,91 @@
-"""The `avatar-bff` command, run as an operator would: a real process with the environment as its config."""
+"""The `avatar-bff` command as an operator runs it, the environment as its config.
+
+Commands run in-process through `server.cli.main`, as the installed script calls it; only the servers that
+must be real processes (the demo stopped by SIGTERM, the simulator) are started as such.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
+import signal
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 from sqlalchemy import select
 
+from server.cli import main
 from server.models import AdminUser, ApiToken, Flow
+from server.sdk import PINS
 from server.security.secrets_hashing import hash_api_token, verify_password
 from server.settings import Settings
-from tests.support import TEST_SECRET, db_session, free_port, wait_until_up
+from tests.support import TEST_SECRET, db_session, eventually, free_port, wait_until_up
 
-CLI = [sys.executable, "-c", "from server.cli import main; main()"]
+SCRIPT = [sys.executable, "-c", "from server.cli import main; main()"]
+COMMANDS = ["serve", "migrate", "create-admin", "create-token", "flows", "vendor-sdk", "simulator"]
 
 
-def run(args: list[str], data_dir: Path, stdin: str = "", **env: str) -> subprocess.CompletedProcess[str]:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("AVATAR_BFF_")}
-    environment.update({"AVATAR_BFF_DATA_DIR": str(data_dir), "AVATAR_BFF_SECRET_KEY": TEST_SECRET, **env})
-    return subprocess.run(
-        [*CLI, *args], input=stdin, capture_output=True, text=True, env=environment, timeout=60, check=False
+@dataclass(frozen=True)
+class Ran:
+    code: int
+    out: str
+    err: str
+
+
+Cli = Callable[..., Ran]
+
+
+def operator_environment(monkeypatch: pytest.MonkeyPatch, directory: Path, **env: str) -> None:
+    """Only the AVATAR_BFF_* variables given, and a working directory of its own (no stray .env)."""
+    for name in [name for name in os.environ if name.startswith("AVATAR_BFF_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.chdir(directory)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+
+
+@pytest.fixture
+def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Cli:
+    """`avatar-bff ARGS` in production, with a secret and the data dir in tmp_path (as `settings` uses it)."""
+    operator_environment(
+        monkeypatch, tmp_path, AVATAR_BFF_DATA_DIR=str(tmp_path), AVATAR_BFF_SECRET_KEY=TEST_SECRET
     )
 
+    def run(*args: str, stdin: str = "") -> Ran:
+        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))  # piped, as from a script
+        capsys.readouterr()
+        try:
+            main(list(args))
+            code = 0
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else 1
+        out, err = capsys.readouterr()
+        return Ran(code, out, err)
 
-def test_invalid_settings_fail_with_one_line(tmp_path: Path) -> None:
-    result = run(["migrate"], tmp_path, AVATAR_BFF_LOG_LEVEL="loud")
-    assert result.returncode == 2
-    assert result.stderr.strip().count("\n") == 0
-    assert "AVATAR_BFF_LOG_LEVEL" in result.stderr and "Traceback" not in result.stderr
+    return run
 
 
-def test_missing_secret_in_production_fails_with_one_line(tmp_path: Path) -> None:
-    result = run(["serve"], tmp_path, AVATAR_BFF_SECRET_KEY="")
-    assert result.returncode == 2
-    assert "AVATAR_BFF_SECRET_KEY" in result.stderr and "Traceback" not in result.stderr
-
-
-def test_the_demo_stops_its_simulator_when_it_is_stopped(tmp_path: Path) -> None:
-    port, simulator_port = free_port(), free_port()
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("AVATAR_BFF_")}
-    environment.update({"AVATAR_BFF_DATA_DIR": str(tmp_path), "AVATAR_BFF_ENVIRONMENT": "dev"})
-    command = [*CLI, "serve", "--demo", "--port", str(port), "--simulator-port", str(simulator_port)]
-    demo = subprocess.Popen(command, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_until_up(f"http://127.0.0.1:{simulator_port}/_sim/health")
-        wait_until_up(f"http://127.0.0.1:{port}/healthz")
-        demo.terminate()  # SIGTERM, as from `docker stop` or systemd
-        demo.wait(timeout=20)
-        with pytest.raises(httpx.ConnectError):  # nothing left listening on the simulator's port
-            httpx.get(f"http://127.0.0.1:{simulator_port}/_sim/health", timeout=2)
-    finally:
-        demo.kill()
+def test_invalid_settings_fail_with_one_line(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AVATAR_BFF_LOG_LEVEL", "loud")
+    result = cli("migrate")
+    assert result.code == 2
+    assert result.err.strip().count("\n") == 0
+    assert "AVATAR_BFF_LOG_LEVEL" in result.err and "Traceback" not in result.err
 
 
 def test_create_token_prints_it_alone_on_the_last_line_and_stores_a_hash(
-    settings: Settings, tmp_path: Path
+    cli: Cli, settings: Settings
 ) -> None:
-    result = run(["create-token", "crm", "--scope", "transcripts:read"], settings.data_dir)
-    assert result.returncode == 0, result.stderr
-    token = result.stdout.strip().splitlines()[-1]
+    result = cli("create-token", "crm", "--scope", "transcripts:read")
+    assert result.code == 0, result.err
+    token = result.out.strip().splitlines()[-1]
     assert token.startswith("abff_") and " " not in token
 
     async def stored() -> ApiToken:
@@ -76,14 +97,14 @@ def test_create_token_prints_it_alone_on_the_last_line_and_stores_a_hash(
     assert row.scopes == ["transcripts:read"] and row.name == "crm"
 
 
-def test_create_token_refuses_unknown_scopes(settings: Settings) -> None:
-    result = run(["create-token", "x", "--scope", "everything"], settings.data_dir)
-    assert result.returncode == 2 and "invalid choice" in result.stderr
+def test_create_token_refuses_unknown_scopes(cli: Cli) -> None:
+    result = cli("create-token", "x", "--scope", "everything")
+    assert result.code == 2 and "invalid choice" in result.err
 
 
-def test_create_admin_reads_the_password_from_stdin(settings: Settings) -> None:
-    result = run(["create-admin", "Ops@Example.com"], settings.data_dir, stdin="a long enough secret\n")
-    assert result.returncode == 0, result.stderr
+def test_create_admin_reads_the_password_from_stdin(cli: Cli, settings: Settings) -> None:
+    result = cli("create-admin", "Ops@Example.com", stdin="a long enough secret\n")
+    assert result.code == 0, result.err
 
     async def stored() -> AdminUser:
         async with db_session(settings) as db:
@@ -92,27 +113,28 @@ def test_create_admin_reads_the_password_from_stdin(settings: Settings) -> None:
     admin = asyncio.run(stored())
     assert admin.email == "ops@example.com"
     assert verify_password("a long enough secret", admin.password_hash)
-    again = run(["create-admin", "ops@example.com"], settings.data_dir, stdin="a long enough secret\n")
-    assert again.returncode == 2 and "already exists" in again.stderr
-    short = run(["create-admin", "b@example.com"], settings.data_dir, stdin="short\n")
-    assert short.returncode == 2 and "at least 12" in short.stderr
+    again = cli("create-admin", "ops@example.com", stdin="a long enough secret\n")
+    assert again.code == 2 and "already exists" in again.err
+    short = cli("create-admin", "b@example.com", stdin="short\n")
+    assert short.code == 2 and "at least 12" in short.err
 
 
-def test_flows_export_import_round_trip(settings: Settings, tmp_path: Path) -> None:
-    exported = run(["flows", "export"], settings.data_dir)
-    assert exported.returncode == 0, exported.stderr
-    document = json.loads(exported.stdout)
+def test_flows_export_import_round_trip(cli: Cli, settings: Settings, tmp_path: Path) -> None:
+    exported = cli("flows", "export")
+    assert exported.code == 0, exported.err
+    document = json.loads(exported.out)
     assert [f["slug"] for f in document["flows"]] == ["demo", "demo-iframe"]
     document["flows"][0]["display_name"] = "Renamed"
     document["flows"][0]["slug"] = "copy"
     path = tmp_path / "flows.json"
     path.write_text(json.dumps(document))
-    imported = run(["flows", "import", str(path)], settings.data_dir)
-    assert imported.returncode == 0, imported.stderr
-    listed = run(["flows", "list"], settings.data_dir).stdout
-    assert "copy\tsocket\tsimulator\tenabled\tRenamed" in listed
-    shown = json.loads(run(["flows", "show", "copy"], settings.data_dir).stdout)
+    imported = cli("flows", "import", str(path))
+    assert imported.code == 0, imported.err
+    assert "copy\tsocket\tsimulator\tenabled\tRenamed" in cli("flows", "list").out
+    shown = json.loads(cli("flows", "show", "copy").out)
     assert shown["flows"][0]["dpp_template"] == "demo-welcome"
+    missing = cli("flows", "show", "nope")
+    assert missing.code == 2 and "no flow with slug 'nope'" in missing.err
 
 
 @pytest.mark.parametrize(
@@ -128,11 +150,13 @@ def test_flows_export_import_round_trip(settings: Settings, tmp_path: Path) -> N
         ),
     ],
 )
-def test_bad_import_changes_nothing(settings: Settings, tmp_path: Path, content: str, message: str) -> None:
+def test_bad_import_changes_nothing(
+    cli: Cli, settings: Settings, tmp_path: Path, content: str, message: str
+) -> None:
     path = tmp_path / "bad.json"
     path.write_text(content)
-    result = run(["flows", "import", str(path)], settings.data_dir)
-    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+    result = cli("flows", "import", str(path))
+    assert result.code == 2 and message in result.err and "Traceback" not in result.err
 
     async def slugs() -> list[str]:
         async with db_session(settings) as db:
@@ -141,7 +165,110 @@ def test_bad_import_changes_nothing(settings: Settings, tmp_path: Path, content:
     assert asyncio.run(slugs()) == ["demo", "demo-iframe"]
 
 
-def test_every_command_has_help(tmp_path: Path) -> None:
-    for command in ["serve", "migrate", "create-admin", "create-token", "flows", "vendor-sdk", "simulator"]:
-        result = run([command, "--help"], tmp_path)
-        assert result.returncode == 0 and "usage: avatar-bff" in result.stdout
+def test_every_command_has_help(cli: Cli) -> None:
+    assert "usage: avatar-bff" in cli("--help").out
+    for command in COMMANDS:
+        result = cli(command, "--help")
+        assert result.code == 0 and f"usage: avatar-bff {command}" in result.out
+
+
+def test_every_command_but_serve_runs_in_production_without_the_secret(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    operator_environment(
+        monkeypatch, tmp_path, AVATAR_BFF_DATA_DIR=str(data), XDG_CACHE_HOME=str(tmp_path / "cache")
+    )
+    document = tmp_path / "shop.json"
+    document.write_text(
+        json.dumps({"flows": [{"slug": "shop", "display_name": "Shop", "client_id": "c1", "flow_id": "f1"}]})
+    )
+    checkout = tmp_path / "checkout"  # the SDK repository's layout, not its bytes
+    for pin in PINS.values():
+        (checkout / pin.repo_path).parent.mkdir(parents=True, exist_ok=True)
+        (checkout / pin.repo_path).write_text("// not the SDK")
+
+    results = {
+        "migrate": cli("migrate"),
+        "create-admin": cli("create-admin", "ops@example.com", stdin="a long enough secret\n"),
+        "create-token": cli("create-token", "x", "--scope", "transcripts:read"),
+        "flows import": cli("flows", "import", str(document)),
+        "flows list": cli("flows", "list"),
+        "flows show": cli("flows", "show", "shop"),
+        "flows export": cli("flows", "export"),
+    }
+    for command, result in results.items():
+        assert result.code == 0, f"{command}: {result.err}"
+    assert results["create-token"].out.strip().splitlines()[-1].startswith("abff_")
+    assert results["flows list"].out.startswith("shop\tsocket\tkaltura-us\tenabled\tShop")
+    assert json.loads(results["flows show"].out)["flows"][0]["client_id"] == "c1"
+    assert [f["slug"] for f in json.loads(results["flows export"].out)["flows"]] == ["shop"]
+
+    vendored = cli("vendor-sdk", "--from", str(checkout))  # fails, but for its own reason
+    assert vendored.code == 2 and "integrity mismatch" in vendored.err
+    assert all("SECRET" not in result.err for result in [*results.values(), vendored])
+    assert not list(data.glob("*secret*"))  # production: no dev secret was made up
+
+    port = free_port()
+    simulator = subprocess.Popen([*SCRIPT, "simulator", "--port", str(port)], stdout=subprocess.DEVNULL)
+    try:
+        assert wait_until_up(f"http://127.0.0.1:{port}/_sim/health").status_code == 200
+    finally:
+        simulator.terminate()
+        simulator.wait(timeout=10)
+
+    serve = cli("serve")
+    assert serve.code == 2 and serve.err.strip().count("\n") == 0
+    assert serve.err.startswith("avatar-bff: AVATAR_BFF_SECRET_KEY is required in production")
+
+
+@dataclass(frozen=True)
+class Demo:
+    process: subprocess.Popen[bytes]
+    health: str
+    simulator_health: str
+
+
+@pytest.fixture
+def demo(tmp_path: Path) -> Iterator[Demo]:
+    """`avatar-bff serve --demo` in a process of its own, as `make run` starts it."""
+    port, simulator_port = free_port(), free_port()
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("AVATAR_BFF_")}
+    environment.update({"AVATAR_BFF_DATA_DIR": str(tmp_path), "AVATAR_BFF_ENVIRONMENT": "dev"})
+    command = [*SCRIPT, "serve", "--demo", "--port", str(port), "--simulator-port", str(simulator_port)]
+    process = subprocess.Popen(
+        command, env=environment, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        yield Demo(
+            process,
+            f"http://127.0.0.1:{port}/healthz",
+            f"http://127.0.0.1:{simulator_port}/_sim/health",
+        )
+    finally:
+        process.kill()
+        process.wait(timeout=10)
+
+
+def answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def test_the_demo_is_healthy_only_once_its_simulator_answers(demo: Demo) -> None:
+    def healthy_and_simulator() -> tuple[bool, bool]:
+        # Healthy first, then the simulator: had the server been up first, this could see (True, False).
+        return answers(demo.health), answers(demo.simulator_health)
+
+    observed = eventually(healthy_and_simulator, lambda seen: seen[0], timeout=30, interval=0.02)
+    assert observed == (True, True)
+
+
+def test_the_demo_stops_its_simulator_when_it_is_stopped(demo: Demo) -> None:
+    wait_until_up(demo.health, timeout=30)
+    demo.process.send_signal(signal.SIGTERM)  # as from `docker stop` or systemd
+    demo.process.wait(timeout=20)
+    with pytest.raises(httpx.ConnectError):  # nothing left listening on the simulator's port
+        httpx.get(demo.simulator_health, timeout=2)

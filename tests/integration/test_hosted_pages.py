@@ -9,12 +9,13 @@ import socket
 from pathlib import Path
 
 import httpx
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from server.app import create_app
-from server.models import Conversation, Flow
+from server.models import Conversation
 from server.settings import Settings
-from tests.support import ServerThread, db_session, make_settings
+from tests import factories
+from tests.support import ServerThread, db_session, make_settings, with_database
 
 
 def page_config(html: str) -> dict[str, object]:
@@ -143,12 +144,8 @@ def test_unknown_slug_is_a_404_page_not_a_trace(live_server: ServerThread) -> No
 
 
 def test_disabled_flow_is_a_404(live_server: ServerThread, settings: Settings) -> None:
-    async def disable() -> None:
-        async with db_session(settings) as db:
-            await db.execute(update(Flow).where(Flow.slug == "demo").values(enabled=False))
-            await db.commit()
-
-    asyncio.run(disable())
+    assert httpx.get(f"{live_server.url}/a/demo").status_code == 200
+    with_database(settings, lambda db: factories.change_flow(db, "demo", enabled=False))
     assert httpx.get(f"{live_server.url}/a/demo").status_code == 404
 
 

@@ -3,45 +3,34 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from server import migrate
 from server.conversations.page_token import issue_page_token
 from server.db import Database
 from server.errors import Conflict
-from server.flows import FlowsDocument, FlowSpec, import_document
 from server.security.signing import Signer
 from server.settings import Settings
 from server.transcripts.ingest import PageBatch, PageEntry, ingest_page_batch
 from server.transcripts.store import transcript_of
-from tests.support import fresh_postgres_database, make_settings
+from tests import factories
+from tests.support import make_settings, migrated_postgres_database
 
-pytestmark = pytest.mark.skipif(
-    not os.environ.get("AVATAR_BFF_TEST_DATABASE_URL"),
-    reason="needs AVATAR_BFF_TEST_DATABASE_URL (PostgreSQL)",
-)
+pytestmark = pytest.mark.postgres
 
 
 def test_retried_and_partial_batches_on_postgres(tmp_path: Path) -> None:
-    with fresh_postgres_database() as url:
-        settings = make_settings(tmp_path, database_url=url)
-        migrate.upgrade(url)
-        asyncio.run(scenario(settings))
+    with migrated_postgres_database() as url:
+        asyncio.run(scenario(make_settings(tmp_path, database_url=url)))
 
 
 async def scenario(settings: Settings) -> None:
     signer = Signer(settings.secret)
     db = Database(settings.effective_database_url)
     try:
-        await import_document(
-            db,
-            FlowsDocument(flows=[FlowSpec(slug="f", display_name="F", client_id="c", flow_id="f")]),
-            settings.allowed_upstream_hosts,
-        )
+        await factories.create_flow(db, "f")
         conversation_id, token = issue_page_token(signer, "f", None, {}, "http://page", 60)
         at = datetime(2026, 1, 1, tzinfo=UTC)
         lines = [PageEntry(seq=n, role="Avatar", text=f"line {n}", timestamp=at) for n in (1, 2, 4)]

@@ -13,12 +13,12 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from server.db import Database
 from server.housekeeping import housekeeping_pass
-from server.models import Conversation, Flow, TranscriptEntry, utcnow
+from server.models import Conversation, TranscriptEntry, utcnow
 from server.security.signing import PAGE_SESSION, Signer
 from server.settings import Settings
-from tests.support import ServerThread, add_api_token, db_session
+from tests import factories
+from tests.support import ServerThread, database, db_session, with_database
 
 T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 
@@ -58,27 +58,15 @@ def stored_count(settings: Settings, session_id: str) -> int:
 
 
 def make_token(settings: Settings, *scopes: str, revoked: bool = False) -> str:
-    return asyncio.run(add_api_token(settings, *scopes, revoked=revoked))
+    return with_database(settings, lambda db: factories.create_api_token(db, *scopes, revoked=revoked))
 
 
 def add_relay_lines(settings: Settings, session_id: str, lines: list[tuple[int, str, str, float]]) -> None:
-    async def store() -> None:
-        async with db_session(settings) as db:
-            for seq, role, text, offset in lines:
-                when = T0 + timedelta(seconds=30 * seq + offset)
-                db.add(
-                    TranscriptEntry(
-                        conversation_id=session_id,
-                        seq=seq,
-                        role=role,
-                        text=text,
-                        timestamp=when,
-                        source="relay",
-                    )
-                )
-            await db.commit()
-
-    asyncio.run(store())
+    """Lines as the relay tap stores them, `offset` seconds after the page's line of the same seq."""
+    timed = [
+        (seq, role, text, T0 + timedelta(seconds=30 * seq + offset)) for seq, role, text, offset in lines
+    ]
+    with_database(settings, lambda db: factories.add_transcript_lines(db, session_id, "relay", timed))
 
 
 def test_a_retried_batch_stores_nothing_twice(live_server: ServerThread, settings: Settings) -> None:
@@ -307,34 +295,20 @@ def test_each_operation_documents_only_the_errors_it_can_give(live_server: Serve
 
 
 def test_housekeeping_ends_idle_sessions_and_applies_retention(settings: Settings) -> None:
-    async def scenario() -> tuple[tuple[int, int], list[tuple[str, str]]]:
-        async with db_session(settings) as db:
-            flow = (await db.execute(select(Flow).where(Flow.slug == "demo"))).scalar_one()
-            flow.retention_days = 30
+    async def scenario() -> tuple[tuple[int, int], dict[str, str | None]]:
+        signer = Signer(settings.secret)
+        async with database(settings) as db:
+            await factories.change_flow(db, "demo", retention_days=30)
+            idle, fresh, ancient = [(await factories.start_conversation(db, signer)).id for _ in range(3)]
             now, old = utcnow(), utcnow() - timedelta(days=40)
-            db.add_all(
-                [
-                    Conversation(
-                        id="idle", flow_id=flow.id, created_at=now, last_activity_at=now - timedelta(hours=2)
-                    ),
-                    Conversation(id="fresh", flow_id=flow.id, created_at=now, last_activity_at=now),
-                    Conversation(
-                        id="ancient", flow_id=flow.id, created_at=old, last_activity_at=old, status="ended"
-                    ),
-                ]
-            )
-            await db.commit()
-        database = Database(settings.effective_database_url)
-        try:
-            counts = await housekeeping_pass(database, timedelta(minutes=30))
-        finally:
-            await database.dispose()
-        async with db_session(settings) as db:
-            rows = (
-                await db.execute(select(Conversation.id, Conversation.status).order_by(Conversation.id))
-            ).all()
-            return counts, [(r[0], r[1]) for r in rows]
+            await factories.age_conversation(db, idle, last_activity_at=now - timedelta(hours=2))
+            await factories.age_conversation(db, ancient, created_at=old, last_activity_at=old, ended_at=old)
+            counts = await housekeeping_pass(db, timedelta(minutes=30))
+            async with db.reading() as session:
+                rows = (await session.execute(select(Conversation.id, Conversation.status))).all()
+        names = {idle: "idle", fresh: "fresh", ancient: "ancient"}
+        return counts, {names[row[0]]: row[1] for row in rows}
 
-    counts, rows = asyncio.run(scenario())
-    assert counts == (1, 1)
-    assert rows == [("fresh", "active"), ("idle", "ended")]
+    counts, statuses = asyncio.run(scenario())
+    assert counts == (1, 1)  # one ended for idleness, one deleted for its age
+    assert statuses == {"fresh": "active", "idle": "ended"}

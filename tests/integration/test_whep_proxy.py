@@ -6,7 +6,6 @@ what the proxy does with each answer; the full media path runs against the simul
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import threading
 from collections.abc import Iterator
@@ -23,8 +22,7 @@ from server.app import create_app
 from server.relay.whep import whep_proxy_path
 from server.security.signing import PAGE_SESSION, WHEP_TARGET, Signer
 from server.settings import Settings
-from tests.conftest import prepared_settings
-from tests.support import ServerThread, free_port, make_settings
+from tests.support import ServerThread, free_port, make_settings, prepared_settings
 
 SDP_OFFER = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
 received: list[tuple[str, str, bytes]] = []
@@ -36,7 +34,7 @@ async def whep(request: Request) -> Response:
     if request.url.path.endswith("/redirect"):
         return RedirectResponse("http://169.254.169.254/latest/meta-data/", status_code=307)
     if request.url.path.endswith("/hang"):
-        await asyncio.sleep(30)
+        await request.receive()  # nothing until the proxy gives up and hangs up (the body is read)
     if request.method == "DELETE":
         return Response(status_code=200)
     return PlainTextResponse(

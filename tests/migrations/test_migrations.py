@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,8 @@ from server.db import create_engine
 from server.models import Base
 from tests.support import fresh_postgres_database
 
-BACKENDS = ["sqlite"] + (["postgresql"] if os.environ.get("AVATAR_BFF_TEST_DATABASE_URL") else [])
+# From scratch on purpose: these tests are the migrations' own, so no template database here.
+BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 
 
 @pytest.fixture(params=BACKENDS)
