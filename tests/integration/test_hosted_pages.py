@@ -117,7 +117,8 @@ def test_page_renders_dpp_from_visitor_context_and_stores_nothing(
 def test_a_hundred_page_views_store_nothing_and_a_conversation_stores_one(
     live_server: ServerThread, settings: Settings
 ) -> None:
-    configs = [page_config(httpx.get(f"{live_server.url}/a/demo?first_name=Ana").text) for _ in range(100)]
+    with httpx.Client(base_url=live_server.url) as client:
+        configs = [page_config(client.get("/a/demo?first_name=Ana").text) for _ in range(100)]
     assert len({c["session"]["id"] for c in configs}) == 100  # type: ignore[index]
     assert stored_conversations(settings) == []
 
