@@ -22,16 +22,25 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from fastapi import FastAPI
+from sqlalchemy import select
 from websockets.asyncio.server import ServerConnection, serve
 
 from server.app import create_app
+from server.models import Conversation
 from server.relay.sockets import RelayHub
 from server.relay.upstream import tls_context
 from server.security.signing import PAGE_SESSION, Signer
 from server.settings import Settings
 from server.simulator import SimulatorConfig
 from server.simulator import create_app as create_simulator
-from tests.support import ServerThread, eventually_async, free_port, prepared_settings, stored_transcript
+from tests.support import (
+    ServerThread,
+    db_session,
+    eventually_async,
+    free_port,
+    prepared_settings,
+    stored_transcript,
+)
 
 SDK_QUERY = {
     "billed_client": "",
@@ -178,6 +187,8 @@ async def test_conversation_through_the_relay_uses_real_ids_upstream(
     lines = [(e.role, e.text, e.sources) for e in stored]
     assert [role for role, _, _ in lines] == ["Avatar", "User", "Avatar", "User", "Avatar"]
     assert lines[1][1] == "show me a table" and all(sources == ("relay",) for _, _, sources in lines)
+    async with db_session(settings) as db:  # the page view stored nothing, the conversation one row
+        assert list((await db.execute(select(Conversation.id))).scalars()) == [session_id]
     await sdk.client.disconnect()
     await no_upstream_left(app)
 
