@@ -1,7 +1,8 @@
 """Logging from settings: readable lines in dev, one JSON object per line in production.
 
 Our loggers live under `avatar_bff`. What we log never includes transcript text, DPP contents, tokens or
-passwords; the access log drops query strings (visitor values) and masks signed tokens in paths.
+passwords; every line (ours, uvicorn's access and WebSocket lines) drops query strings (visitor values,
+Engine.IO session ids, page tokens) and masks signed tokens in paths.
 """
 
 from __future__ import annotations
@@ -22,13 +23,22 @@ def redact_path(path: str) -> str:
     return _SIGNED.sub("…", path.partition("?")[0])
 
 
-class RedactAccessLog(logging.Filter):
-    """uvicorn's access record carries (client, method, path, http version, status): redact the path."""
+def _redact_value(value: object) -> object:
+    if not isinstance(value, str):
+        return value
+    if value.startswith("/") or "://" in value:  # a path or URL: its query holds ids and visitor values
+        return redact_path(value)
+    return _SIGNED.sub("…", value)
+
+
+class Redact(logging.Filter):
+    """On the handler, so every record is covered: uvicorn logs paths with their queries as arguments."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple) and len(record.args) == 5:
-            client, method, path, version, status = record.args
-            record.args = (client, method, redact_path(str(path)), version, status)
+        if isinstance(record.args, tuple):
+            record.args = tuple(_redact_value(arg) for arg in record.args)
+        elif isinstance(record.msg, str) and not record.args:
+            record.msg = _SIGNED.sub("…", record.msg)
         return True
 
 
@@ -56,13 +66,15 @@ def logging_config(settings: Settings) -> dict[str, Any]:
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "filters": {"redact": {"()": f"{__name__}.RedactAccessLog"}},
+        "filters": {"redact": {"()": f"{__name__}.Redact"}},
         "formatters": {"default": formatter},
-        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "default"}},
+        "handlers": {
+            "stderr": {"class": "logging.StreamHandler", "formatter": "default", "filters": ["redact"]}
+        },
         "loggers": {
             "avatar_bff": {"handlers": ["stderr"], "level": level, "propagate": False},
             "uvicorn": {"handlers": ["stderr"], "level": level, "propagate": False},
-            "uvicorn.access": {"filters": ["redact"], "level": level, "propagate": True},
+            "uvicorn.access": {"level": level, "propagate": True},
         },
         "root": {"handlers": ["stderr"], "level": "WARNING"},
     }

@@ -64,6 +64,16 @@ def test_access_log_keeps_no_token_and_no_visitor_values(
     assert message == '127.0.0.1:5000 - "GET /relay/iframe/clients/…/flow/demo/sdk-assets HTTP/1.1" 200'
 
 
+def test_websocket_lines_keep_no_engine_io_session_or_page_token(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], restore_logging: None
+) -> None:
+    logging.config.dictConfig(logging_config(make_settings(tmp_path, environment="production")))
+    path = f"/socket.io/?client={TOKEN}&flowId=demo&EIO=4&transport=websocket&sid=Qm9vbV9zaWQ"
+    logging.getLogger("uvicorn.error").info('%s - "WebSocket %s" [accepted]', "127.0.0.1:5000", path)
+    message = json.loads(capsys.readouterr().err)["message"]
+    assert message == '127.0.0.1:5000 - "WebSocket /socket.io/" [accepted]'
+
+
 def test_redact_path_masks_signed_tokens_only() -> None:
     assert redact_path(f"/relay/whep/{TOKEN}") == "/relay/whep/…"
     assert redact_path("/a/demo?first_name=Ana") == "/a/demo"
