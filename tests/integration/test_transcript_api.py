@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import csv
 import io
 import json
@@ -312,3 +313,15 @@ def test_housekeeping_ends_idle_sessions_and_applies_retention(settings: Setting
     counts, statuses = asyncio.run(scenario())
     assert counts == (1, 1)  # one ended for idleness, one deleted for its age
     assert statuses == {"fresh": "active", "idle": "ended"}
+
+
+@pytest.mark.parametrize("created", ["2026-05-01T12:00:00", "0001-01-01T00:00:00+00:01", "not a date", 5])
+def test_forged_cursors_are_refused_by_name(
+    live_server: ServerThread, settings: Settings, created: object
+) -> None:
+    # A naive time, or one that falls before year 1 in UTC, used to fail inside the query: a 500.
+    raw = json.dumps([created, "some-id"]).encode()
+    cursor = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    auth = {"authorization": f"Bearer {make_token(settings, 'transcripts:read')}"}
+    bad = httpx.get(f"{live_server.url}/api/v1/sessions", params={"cursor": cursor}, headers=auth)
+    assert bad.status_code == 400 and bad.json()["code"] == "invalid_cursor", bad.text
