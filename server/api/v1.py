@@ -256,7 +256,18 @@ async def export(
     return StreamingResponse(rows(), media_type=media)
 
 
+# A cell starting with one of these is a formula to spreadsheet apps (=HYPERLINK(…), @SUM(…), DDE via +/-).
+_FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _neutralised(value: object) -> object:
+    """Prefix a text cell that a spreadsheet would evaluate with a quote, so it is shown as typed."""
+    if isinstance(value, str) and value.startswith(_FORMULA_PREFIXES):
+        return "'" + value
+    return value
+
+
 def _csv_line(values: Sequence[object]) -> str:
     buffer = io.StringIO()
-    csv.writer(buffer).writerow(values)
+    csv.writer(buffer).writerow([_neutralised(value) for value in values])
     return buffer.getvalue()

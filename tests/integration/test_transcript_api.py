@@ -325,3 +325,15 @@ def test_forged_cursors_are_refused_by_name(
     auth = {"authorization": f"Bearer {make_token(settings, 'transcripts:read')}"}
     bad = httpx.get(f"{live_server.url}/api/v1/sessions", params={"cursor": cursor}, headers=auth)
     assert bad.status_code == 400 and bad.json()["code"] == "invalid_cursor", bad.text
+
+
+def test_csv_export_neutralises_spreadsheet_formulas(live_server: ServerThread, settings: Settings) -> None:
+    session_id, token = open_page(live_server)
+    texts = ['=HYPERLINK("http://evil.example","click")', "@SUM(A1:A9)", "+1+1", "-2+3", "\tx=1", "ok = fine"]
+    lines = [entry(seq, "User", text) for seq, text in enumerate(texts, start=1)]
+    assert post(live_server, {"token": token, "entries": lines}).status_code == 200
+    auth = {"authorization": f"Bearer {make_token(settings, 'transcripts:read')}"}
+    exported = httpx.get(f"{live_server.url}/api/v1/export", params={"format": "csv"}, headers=auth).text
+    cells = [row["text"] for row in csv.DictReader(io.StringIO(exported)) if row["session_id"] == session_id]
+    # A spreadsheet shows a leading quote's cell as text; nothing else is changed.
+    assert cells == ["'" + text for text in texts[:-1]] + ["ok = fine"]
