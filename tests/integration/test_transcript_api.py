@@ -7,19 +7,24 @@ import base64
 import csv
 import io
 import json
+import threading
+import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy import func, select
 
+from server.app import create_app
+from server.db import Database
 from server.housekeeping import housekeeping_pass
 from server.models import Conversation, TranscriptEntry, utcnow
 from server.security.signing import PAGE_SESSION, Signer
 from server.settings import Settings
 from tests import factories
-from tests.support import ServerThread, database, db_session, with_database
+from tests.support import ServerThread, database, db_session, prepared_settings, with_database
 
 T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 
@@ -288,7 +293,7 @@ def test_each_operation_documents_only_the_errors_it_can_give(live_server: Serve
     def documented(path: str, method: str) -> set[str]:
         return {status for status in paths[path][method]["responses"] if status.startswith(("4", "5"))}
 
-    assert documented("/api/v1/page/transcript", "post") == {"400", "401", "404", "409", "413", "415"}
+    assert documented("/api/v1/page/transcript", "post") == {"400", "401", "404", "409", "413", "415", "429"}
     assert documented("/api/v1/sessions", "get") == {"400", "401", "403"}
     assert documented("/api/v1/sessions/{session_id}", "get") == {"400", "401", "403", "404"}
     assert documented("/api/v1/sessions/{session_id}", "delete") == {"401", "403", "404"}
@@ -337,3 +342,79 @@ def test_csv_export_neutralises_spreadsheet_formulas(live_server: ServerThread, 
     cells = [row["text"] for row in csv.DictReader(io.StringIO(exported)) if row["session_id"] == session_id]
     # A spreadsheet shows a leading quote's cell as text; nothing else is changed.
     assert cells == ["'" + text for text in texts[:-1]] + ["ok = fine"]
+
+
+def test_a_session_transcript_is_capped_in_lines_and_bytes(tmp_path: Path) -> None:
+    settings = prepared_settings(tmp_path, transcript_max_lines=6, transcript_max_bytes=64 * 1024)
+    with ServerThread(create_app(settings)) as server:
+        session_id, token = open_page(server)
+        assert post(server, {"token": token, "entries": [entry(n) for n in (1, 2, 3, 4)]}).status_code == 200
+        over = post(server, {"token": token, "entries": [entry(n) for n in (5, 6, 7)]})
+        assert over.status_code == 413 and over.json()["code"] == "transcript_too_long"
+        assert "6 lines" in over.json()["message"]
+        assert stored_count(settings, session_id) == 4  # the batch is refused whole
+        assert post(server, {"token": token, "entries": [entry(n) for n in (1, 5, 6)]}).status_code == 200
+
+        # Bytes, not characters: three lines of 10,000 "é" are 60,000 bytes, a fourth goes over 64 KiB.
+        other_id, other = open_page(server)
+        wide = [entry(n, text="é" * 10_000) for n in (1, 2, 3, 4)]
+        assert post(server, {"token": other, "entries": wide[:3]}).status_code == 200
+        too_big = post(server, {"token": other, "entries": wide[3:]})
+        assert too_big.status_code == 413 and "65536 bytes" in too_big.json()["message"]
+        assert stored_count(settings, other_id) == 3
+
+
+def test_page_ingest_is_rate_limited_per_session_but_retries_are_free(tmp_path: Path) -> None:
+    settings = prepared_settings(tmp_path, transcript_lines_per_second=0.5, transcript_line_burst=500)
+    with ServerThread(create_app(settings)) as server:
+        session_id, token = open_page(server)
+        burst = {"token": token, "entries": [entry(n) for n in range(1, 501)]}
+        assert post(server, burst).status_code == 200
+        assert post(server, burst).json()["stored"] == 0  # the retry of stored lines is not refused
+        more = post(server, {"token": token, "entries": [entry(501), entry(502)]})
+        assert more.status_code == 429 and more.json()["code"] == "ingest_rate_limited"
+        assert "retry in" in more.json()["message"]
+        assert stored_count(settings, session_id) == 500
+        # Another visitor's session has its own bucket.
+        _, fresh = open_page(server)
+        assert post(server, {"token": fresh, "entries": [entry(1)]}).status_code == 200
+
+
+def test_healthz_answers_while_a_capped_transcript_is_read_and_exported(settings: Settings) -> None:
+    """The largest transcript the caps allow, every line said at one instant (the merge's worst case)."""
+    signer = Signer(settings.secret)
+
+    async def fill(db: Database) -> str:
+        conversation = await factories.start_conversation(db, signer)
+        for source in ("page", "relay"):
+            lines = [
+                (n, "User", f"{source} line {n}", T0) for n in range(1, settings.transcript_max_lines + 1)
+            ]
+            await factories.add_transcript_lines(db, conversation.id, source, lines)
+        return conversation.id
+
+    session_id = with_database(settings, fill)
+    auth = {"authorization": f"Bearer {make_token(settings, 'transcripts:read')}"}
+    with ServerThread(create_app(settings)) as server:
+        finished = threading.Event()
+        answers: list[int] = []
+
+        def read() -> None:
+            with httpx.Client(timeout=120) as client:
+                url = f"{server.url}/api/v1/sessions/{session_id}/transcript"
+                answers.append(client.get(url, headers=auth).status_code)
+                answers.append(client.get(f"{server.url}/api/v1/export?format=csv", headers=auth).status_code)
+            finished.set()
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        waits: list[float] = []
+        with httpx.Client(timeout=120) as client:
+            while not finished.is_set():
+                started = time.monotonic()
+                assert client.get(f"{server.url}/healthz").status_code == 200
+                waits.append(time.monotonic() - started)
+        reader.join()
+    assert answers == [200, 200]
+    # Before, the merge ran on the loop: /healthz waited as long as the read (seconds, ~80 s at 20,000 lines).
+    assert waits and max(waits) < 1.0, waits
