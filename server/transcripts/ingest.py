@@ -46,6 +46,8 @@ class PageEntry(BaseModel):
     def _not_blank(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("text is blank")
+        if "\x00" in value:  # no person types it, and PostgreSQL cannot store it in text
+            raise ValueError("text contains a NUL character (\\u0000)")
         return value
 
 

@@ -109,6 +109,7 @@ def test_final_flush_ends_the_session_and_later_lines_are_refused(live_server: S
         ({"entries": [entry(1, text="x" * 100_000)]}, 400, "text"),
         ({"entries": [entry(i) for i in range(1, 10_001)]}, 400, "entries"),
         ({"entries": [entry(1), entry(1)]}, 400, "twice"),
+        ({"entries": [entry(1), entry(2, text="a\u0000b")]}, 400, "NUL"),
         ({"entries": [{**entry(1), "role": "Narrator"}]}, 400, "role"),
         ({"entries": [entry(1), {**entry(2), "timestamp": "yesterday"}]}, 400, "timestamp"),
         ({"entries": [{**entry(1), "timestamp": "0001-01-01T00:00:00+00:01"}]}, 400, "outside the range"),
