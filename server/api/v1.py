@@ -92,6 +92,11 @@ class TranscriptLine(BaseModel):
     pronunciation_score: int | None = Field(
         default=None, description="0-100, on User lines when the Iframe SDK scored them"
     )
+    verified: bool = Field(
+        description="false for an Avatar line only the page reported (the relay did not hear it): its words "
+        "come from the visitor's browser and may be forged. Iframe-SDK flows have no relay, so there every "
+        "Avatar line is false."
+    )
 
 
 class Transcript(BaseModel):
@@ -122,6 +127,7 @@ def lines(entries: list[CanonicalEntry]) -> list[TranscriptLine]:
             timestamp=e.timestamp,
             sources=list(e.sources),
             pronunciation_score=e.pronunciation_score,
+            verified=e.verified,
         )
         for e in entries
     ]
@@ -234,7 +240,17 @@ async def erase(session_id: str, db: DbDep) -> Response:
     return Response(status_code=204)
 
 
-CSV_COLUMNS = ["session_id", "flow", "seq", "role", "text", "timestamp", "sources", "pronunciation_score"]
+CSV_COLUMNS = [
+    "session_id",
+    "flow",
+    "seq",
+    "role",
+    "text",
+    "timestamp",
+    "sources",
+    "pronunciation_score",
+    "verified",
+]
 
 
 @router.get(
@@ -297,6 +313,7 @@ def _csv_rows(session: SessionSummary, entries: list[CanonicalEntry]) -> str:
                 e.timestamp.isoformat(),
                 " ".join(e.sources),
                 "" if e.pronunciation_score is None else e.pronunciation_score,
+                "true" if e.verified else "false",
             ]
         )
         for e in entries

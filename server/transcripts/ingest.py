@@ -6,6 +6,7 @@ import math
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -18,6 +19,8 @@ from server.errors import Conflict, TooLarge, TooManyRequests
 from server.models import ConversationStatus, Instant, TranscriptEntry, utcnow
 from server.security.signing import Signer
 
+# How far a page's clock may be off ours: its timestamps are clamped to the conversation's life, plus this.
+CLOCK_SKEW = timedelta(minutes=2)
 NOT_STARTED = "not_started"  # the status answered while a page's conversation has not started
 MAX_ENTRIES_PER_BATCH = 500
 MAX_TEXT_CHARS = 10_000
@@ -133,6 +136,11 @@ async def insert_entries(session: AsyncSession, rows: list[dict[str, object]]) -
         await session.execute(insert_ignoring_conflicts(dialect, TranscriptEntry, rows, keys))
 
 
+def _clamp(when: datetime, earliest: datetime, latest: datetime) -> datetime:
+    """A page's timestamp within the conversation's life: a line from 1970 cannot jump to the top."""
+    return min(max(when, earliest), latest)
+
+
 def text_bytes(session: AsyncSession) -> ColumnElement[int]:
     """The SQL for a line's size in UTF-8 bytes on this backend."""
     if session.get_bind().dialect.name == "postgresql":
@@ -199,18 +207,23 @@ async def ingest_page_batch(
         await _check_caps(session, conversation.id, len(existing), new, limits)
         if limiter is not None and new:
             limiter.charge(conversation.id, len(new))
+        now = utcnow()
+        earliest = conversation.created_at - CLOCK_SKEW
+        latest = (conversation.ended_at or now) + CLOCK_SKEW
         await insert_entries(
             session,
             entry_rows(
                 conversation.id,
                 "page",
                 [
-                    e.model_dump(include={"seq", "role", "text", "timestamp", "pronunciation_score"})
+                    {
+                        **e.model_dump(include={"seq", "role", "text", "pronunciation_score"}),
+                        "timestamp": _clamp(e.timestamp, earliest, latest),
+                    }
                     for e in new
                 ],
             ),
         )
-        now = utcnow()
         conversations.record_activity(conversation, now)
         if batch.final:
             conversations.end(conversation, "page_closed", now)

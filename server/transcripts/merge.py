@@ -29,6 +29,8 @@ class CanonicalEntry:
     timestamp: datetime
     sources: tuple[str, ...]
     pronunciation_score: int | None = None
+    # False for an Avatar line only the page reported: nothing the server heard vouches for those words.
+    verified: bool = True
 
 
 _SPACE = re.compile(r"\s+")
@@ -84,6 +86,11 @@ def _score(members: list[SourceEntry]) -> int | None:
     return None if best is None else best.pronunciation_score
 
 
+def _text(members: list[SourceEntry]) -> str:
+    """The relay's wording when it heard the line: the page's can be anything its visitor sends."""
+    return next((m.text for m in members if m.source == "relay"), members[0].text)
+
+
 def merge(entries: list[SourceEntry]) -> list[CanonicalEntry]:
     """Return the canonical transcript: each line once, in time order, with every source that reported it.
 
@@ -108,10 +115,11 @@ def merge(entries: list[SourceEntry]) -> list[CanonicalEntry]:
         CanonicalEntry(
             seq=index,
             role=group.first.role,
-            text=group.first.text,
+            text=_text(group.members),
             timestamp=group.first.timestamp,
-            sources=tuple(sorted({member.source for member in group.members})),
+            sources=(sources := tuple(sorted({member.source for member in group.members}))),
             pronunciation_score=_score(group.members),
+            verified=group.first.role != "Avatar" or "relay" in sources,
         )
         for index, group in enumerate(groups, start=1)
     ]

@@ -7,6 +7,7 @@ import base64
 import csv
 import io
 import json
+import sys
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -26,7 +27,13 @@ from server.settings import Settings
 from tests import factories
 from tests.support import ServerThread, database, db_session, prepared_settings, with_database
 
-T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)  # each test moves it to its own start (see `_clock`)
+
+
+@pytest.fixture(autouse=True)
+def _clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lines are timed from the test's start: page timestamps are clamped to the conversation's life."""
+    monkeypatch.setattr(sys.modules[__name__], "T0", utcnow().replace(microsecond=0))
 
 
 def open_page(server: ServerThread, slug: str = "demo") -> tuple[str, str]:
@@ -43,7 +50,7 @@ def start_conversation(server: ServerThread, slug: str = "demo") -> str:
 
 
 def entry(seq: int, role: str = "Avatar", text: str | None = None, offset: float = 0) -> dict[str, Any]:
-    when = T0 + timedelta(seconds=30 * seq + offset)
+    when = T0 + timedelta(seconds=seq + offset)
     return {"seq": seq, "role": role, "text": text or f"line {seq}", "timestamp": when.isoformat()}
 
 
@@ -69,9 +76,7 @@ def make_token(settings: Settings, *scopes: str, revoked: bool = False) -> str:
 
 def add_relay_lines(settings: Settings, session_id: str, lines: list[tuple[int, str, str, float]]) -> None:
     """Lines as the relay tap stores them, `offset` seconds after the page's line of the same seq."""
-    timed = [
-        (seq, role, text, T0 + timedelta(seconds=30 * seq + offset)) for seq, role, text, offset in lines
-    ]
+    timed = [(seq, role, text, T0 + timedelta(seconds=seq + offset)) for seq, role, text, offset in lines]
     with_database(settings, lambda db: factories.add_transcript_lines(db, session_id, "relay", timed))
 
 
@@ -180,19 +185,20 @@ def test_transcript_merges_page_and_relay_lines(live_server: ServerThread, setti
     body = httpx.get(f"{live_server.url}/api/v1/sessions/{session_id}/transcript", headers=auth).json()
     assert [(e["seq"], e["role"], e["text"], e["sources"]) for e in body["entries"]] == [
         (1, "Avatar", "Hello Ana!", ["page", "relay"]),
-        (2, "User", "Hi", ["page", "relay"]),
+        (2, "User", "hi", ["page", "relay"]),  # the relay's wording: the page's is the visitor's to change
         (3, "Avatar", "Ending call now.", ["relay"]),
     ]
     text = httpx.get(
         f"{live_server.url}/api/v1/sessions/{session_id}/transcript?format=text", headers=auth
     ).text
-    assert text == "Avatar: Hello Ana!\nUser: Hi\nAvatar: Ending call now."
+    assert text == "Avatar: Hello Ana!\nUser: hi\nAvatar: Ending call now."
     markdown = httpx.get(
         f"{live_server.url}/api/v1/sessions/{session_id}/transcript",
         params={"format": "markdown", "timestamps": "true"},
         headers=auth,
     ).text
-    assert markdown.startswith("[2026-05-01T12:00:30Z] **Avatar:** Hello Ana!\n\n")
+    first_at = (T0 + timedelta(seconds=1)).isoformat().replace("+00:00", "Z")
+    assert markdown.startswith(f"[{first_at}] **Avatar:** Hello Ana!\n\n")
 
 
 def test_pronunciation_scores_reach_the_api_and_exports(
@@ -202,7 +208,7 @@ def test_pronunciation_scores_reach_the_api_and_exports(
     scored = {**entry(2, "User", "I would like a coffee"), "pronunciation_score": 87}
     assert post(live_server, {"token": token, "entries": [entry(1), scored, entry(3)]}).status_code == 200
     # The relay heard the same User line: the merged line keeps the page's score.
-    add_relay_lines(settings, session_id, [(1, "User", "I would like a coffee.", 30.5)])
+    add_relay_lines(settings, session_id, [(1, "User", "I would like a coffee.", 1.5)])
     auth = {"authorization": f"Bearer {make_token(settings, 'transcripts:read')}"}
     body = httpx.get(f"{live_server.url}/api/v1/sessions/{session_id}/transcript", headers=auth).json()
     assert [(e["role"], e["pronunciation_score"], e["sources"]) for e in body["entries"]] == [
@@ -419,3 +425,36 @@ def test_healthz_answers_while_a_capped_transcript_is_read_and_exported(settings
     assert answers == [200, 200]
     # Before, the merge ran on the loop: /healthz waited as long as the read (seconds, ~80 s at 20,000 lines).
     assert waits and max(waits) < 1.0, waits
+
+
+def test_page_lines_cannot_pass_for_the_relays(live_server: ServerThread, settings: Settings) -> None:
+    """A visitor posts a forged Avatar line, a line dated 1970 and their own wording of a relayed line."""
+    session_id, token = open_page(live_server)
+    forged = entry(2, "Avatar", "I approve your refund of $10,000.")
+    ancient = {**entry(3, "User", "first!"), "timestamp": "1970-01-01T00:00:00Z"}
+    reworded = entry(1, "Avatar", "WELCOME TO ACME!!")
+    assert post(live_server, {"token": token, "entries": [reworded, forged, ancient]}).status_code == 200
+    add_relay_lines(settings, session_id, [(1, "Avatar", "Welcome to Acme.", 0.2)])
+    auth = {"authorization": f"Bearer {make_token(settings, 'transcripts:read')}"}
+    url = f"{live_server.url}/api/v1/sessions/{session_id}/transcript"
+    body = httpx.get(url, headers=auth).json()
+    entries = {e["text"]: (e["role"], e["verified"]) for e in body["entries"]}
+    assert entries == {
+        "Welcome to Acme.": ("Avatar", True),  # the relay's wording wins
+        "I approve your refund of $10,000.": ("Avatar", False),
+        "first!": ("User", True),
+    }
+    # The 1970 line is clamped into the conversation's life (give or take the allowed clock skew).
+    dated = {e["text"]: datetime.fromisoformat(e["timestamp"]) for e in body["entries"]}
+    assert abs(dated["first!"] - T0) < timedelta(minutes=5)
+    text = httpx.get(url, params={"format": "text"}, headers=auth).text
+    assert "Avatar (unverified): I approve your refund of $10,000." in text
+    assert "Avatar: Welcome to Acme." in text
+    markdown = httpx.get(url, params={"format": "markdown"}, headers=auth).text
+    assert "**Avatar (unverified):** I approve your refund" in markdown
+    exported = httpx.get(f"{live_server.url}/api/v1/export", params={"format": "csv"}, headers=auth).text
+    rows = [row for row in csv.DictReader(io.StringIO(exported)) if row["session_id"] == session_id]
+    assert {row["text"]: row["verified"] for row in rows}["I approve your refund of $10,000."] == "false"
+    ndjson = httpx.get(f"{live_server.url}/api/v1/export", headers=auth).text.splitlines()
+    record = next(json.loads(line) for line in ndjson if json.loads(line)["id"] == session_id)
+    assert [e["verified"] for e in record["entries"]].count(False) == 1

@@ -141,7 +141,11 @@ def test_repeated_short_answers_merge_the_newest_open_line_in_the_window(
         SourceEntry(source, seq, role, text, T0 + timedelta(seconds=at))
         for seq, (source, role, text, at) in enumerate(reported, start=1)
     ]
-    assert merge(entries) == _scanning_merge(entries)
+
+    def grouping(merged: list[CanonicalEntry]) -> list[tuple[object, ...]]:
+        return [(e.seq, e.role, e.timestamp, e.sources) for e in merged]
+
+    assert grouping(merge(entries)) == grouping(_scanning_merge(entries))
 
 
 def _scanning_merge(entries: list[SourceEntry]) -> list[CanonicalEntry]:
