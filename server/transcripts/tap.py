@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from server.conversations import lifecycle as conversations
 from server.db import Database
 from server.models import Conversation, TranscriptEntry, utcnow
-from server.transcripts.ingest import insert_entries
+from server.transcripts.ingest import insert_entries, text_bytes
 
 log = logging.getLogger("avatar_bff.transcripts")
 FLUSH_INTERVAL = 0.25
@@ -26,15 +26,18 @@ _UNAVAILABLE = (OperationalError, InterfaceError, DisconnectionError)
 class TranscriptTap:
     """Collects (conversation, role, text) lines and end events; one task writes them in batches."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, max_lines: int = 5000, max_bytes: int = 2 * 1024 * 1024) -> None:
         self._db = db
+        self._max_lines, self._max_bytes = max_lines, max_bytes  # per conversation, as for the page
+        self._stored_bytes: dict[str, int] = {}
         self._lines: list[dict[str, object]] = []
         self._ended: dict[str, str] = {}
         self._next_seq: dict[str, int] = {}
         self._wake = asyncio.Event()
         self._flushing = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
-        # Lines not stored, by reason: queue_full, conversation_gone (erased meanwhile), rejected (by the db)
+        # Lines not stored, by reason: queue_full, over_cap, conversation_gone (erased meanwhile),
+        # rejected (by the database)
         self.dropped: Counter[str] = Counter()
 
     def start(self) -> None:
@@ -47,20 +50,37 @@ class TranscriptTap:
         await self.flush()
 
     async def _number(self, db: AsyncSession, lines: list[dict[str, object]]) -> None:
-        """Give each new line the next relay seq of its conversation (seqs continue after a restart)."""
+        """Give each new line the next relay seq of its conversation (seqs continue after a restart); drop
+        (from `lines` itself, so a retry does not count them twice) those that would go over a cap."""
+        kept = []
         for line in lines:
             if "seq" in line:
-                continue  # numbered by an earlier flush that failed
+                kept.append(line)  # numbered by an earlier flush that failed
+                continue
             conversation_id = str(line["conversation_id"])
             if conversation_id not in self._next_seq:
-                highest = await db.scalar(
-                    select(func.max(TranscriptEntry.seq)).where(
-                        TranscriptEntry.conversation_id == conversation_id, TranscriptEntry.source == "relay"
+                highest, size = (
+                    await db.execute(
+                        select(func.max(TranscriptEntry.seq), func.sum(text_bytes(db))).where(
+                            TranscriptEntry.conversation_id == conversation_id,
+                            TranscriptEntry.source == "relay",
+                        )
                     )
-                )
+                ).one()
                 self._next_seq[conversation_id] = (highest or 0) + 1
+                self._stored_bytes[conversation_id] = size or 0
+            size = len(str(line["text"]).encode())
+            if (
+                self._next_seq[conversation_id] > self._max_lines
+                or self._stored_bytes[conversation_id] + size > self._max_bytes
+            ):
+                self.dropped["over_cap"] += 1
+                continue
             line["seq"] = self._next_seq[conversation_id]
             self._next_seq[conversation_id] += 1
+            self._stored_bytes[conversation_id] += size
+            kept.append(line)
+        lines[:] = kept
 
     def line(self, conversation_id: str, role: str, text: str, when: datetime | None = None) -> None:
         """Queue a line; never waits, so the relay's packet path never stalls on the database."""

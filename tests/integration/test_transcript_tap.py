@@ -74,3 +74,29 @@ def test_lines_of_an_erased_conversation_are_dropped_and_counted_the_rest_stored
             await db.dispose()
 
     asyncio.run(scenario())
+
+
+def test_the_relay_stores_at_most_the_capped_lines_and_bytes_of_a_conversation(backend: Settings) -> None:
+    async def scenario() -> None:
+        db, signer = Database(backend.effective_database_url), Signer(backend.secret)
+        tap = TranscriptTap(db, max_lines=3, max_bytes=64 * 1024)
+        try:
+            await factories.create_flow(db, "tap")
+            chatty, wordy = [(await factories.start_conversation(db, signer, "tap")).id for _ in range(2)]
+            for n in range(1, 6):
+                tap.line(chatty, "User", f"line {n}")
+            for _ in range(4):  # 20,000 bytes each: the fourth would pass 64 KiB
+                tap.line(wordy, "User", "é" * 10_000)
+            await tap.flush()
+            assert await texts(backend, chatty) == ["line 1", "line 2", "line 3"]
+            assert len(await texts(backend, wordy)) == 3
+            assert tap.dropped["over_cap"] == 3
+            restarted = TranscriptTap(db, max_lines=3, max_bytes=64 * 1024)  # the count survives a restart
+            restarted.line(chatty, "User", "line 6")
+            await restarted.flush()
+            assert restarted.dropped["over_cap"] == 1
+        finally:
+            await tap.stop()
+            await db.dispose()
+
+    asyncio.run(scenario())
