@@ -100,3 +100,29 @@ def test_the_relay_stores_at_most_the_capped_lines_and_bytes_of_a_conversation(b
             await db.dispose()
 
     asyncio.run(scenario())
+
+
+@pytest.mark.postgres
+def test_a_line_the_database_refuses_is_dropped_alone(tmp_path: Path) -> None:
+    """PostgreSQL enforces the role column's length: a line it refuses costs only itself."""
+
+    async def scenario(settings: Settings) -> None:
+        db, signer = Database(settings.effective_database_url), Signer(settings.secret)
+        tap = TranscriptTap(db)
+        try:
+            await factories.create_flow(db, "tap")
+            one, other = [(await factories.start_conversation(db, signer, "tap")).id for _ in range(2)]
+            tap.line(one, "User", "before")
+            tap.line(one, "R" * 40, "refused")
+            tap.line(one, "Avatar", "after")
+            tap.line(other, "User", "elsewhere")
+            await tap.flush()
+            assert await texts(settings, one) == ["before", "after"]
+            assert await texts(settings, other) == ["elsewhere"]
+            assert dict(tap.dropped) == {"rejected": 1}
+        finally:
+            await tap.stop()
+            await db.dispose()
+
+    with migrated_postgres_database() as url:
+        asyncio.run(scenario(make_settings(tmp_path, database_url=url)))
