@@ -49,6 +49,12 @@ class TooLarge(AppError):
     status = 413
 
 
+class TooManyRequests(AppError):
+    """The caller is over a rate limit; the message says how long to wait."""
+
+    status = 429
+
+
 class UnsupportedMediaType(AppError):
     status = 415
 

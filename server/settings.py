@@ -50,6 +50,12 @@ class Settings(BaseSettings):
     relay_max_per_flow: int = Field(default=50, ge=1)
     relay_max_total: int = Field(default=500, ge=1)
     whep_timeout_seconds: float = Field(default=10.0, gt=0)
+    # Per conversation and per source (the page, the relay tap): bounds what one visitor can make us store.
+    transcript_max_lines: int = Field(default=5000, ge=1)
+    transcript_max_bytes: int = Field(default=2 * 1024 * 1024, ge=64 * 1024)
+    # Page ingest per conversation: a token bucket of lines (a retried, already stored batch costs one).
+    transcript_lines_per_second: float = Field(default=10, gt=0)
+    transcript_line_burst: int = Field(default=1000, ge=500)  # at least one full batch
     session_idle_seconds: int = Field(default=30 * 60, ge=60)
     housekeeping_interval_seconds: float = Field(default=300, gt=0)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
@@ -16,12 +17,13 @@ from pydantic import BaseModel, Field
 from server.api.auth import require_scope
 from server.conversations import lifecycle, listing
 from server.conversations.listing import ConversationFilter
-from server.dependencies import DbDep, SignerDep
+from server.dependencies import DbDep, SettingsDep, SignerDep
 from server.errors import UnsupportedMediaType
 from server.models import Conversation, ConversationStatus, Instant
+from server.settings import Settings
 from server.transcripts import store
 from server.transcripts.formats import as_markdown, as_text
-from server.transcripts.ingest import PageBatch, ingest_page_batch
+from server.transcripts.ingest import IngestLimits, IngestRateLimiter, PageBatch, ingest_page_batch
 from server.transcripts.merge import CanonicalEntry
 
 router = APIRouter(prefix="/api/v1", tags=["v1"])
@@ -40,8 +42,9 @@ ERROR_MEANINGS = {
     403: "The token lacks the scope this operation needs.",
     404: "No such session.",
     409: "The conversation has ended; nothing new can be added.",
-    413: "The request body is too large.",
+    413: "The request body is too large, or the session's transcript would exceed a cap.",
     415: "The body is not application/json.",
+    429: "Too many lines for this session too quickly; the message says when to retry.",
 }
 
 
@@ -89,6 +92,11 @@ class TranscriptLine(BaseModel):
     pronunciation_score: int | None = Field(
         default=None, description="0-100, on User lines when the Iframe SDK scored them"
     )
+    verified: bool = Field(
+        description="false for an Avatar line only the page reported (the relay did not hear it): its words "
+        "come from the visitor's browser and may be forged. Iframe-SDK flows have no relay, so there every "
+        "Avatar line is false."
+    )
 
 
 class Transcript(BaseModel):
@@ -119,6 +127,7 @@ def lines(entries: list[CanonicalEntry]) -> list[TranscriptLine]:
             timestamp=e.timestamp,
             sources=list(e.sources),
             pronunciation_score=e.pronunciation_score,
+            verified=e.verified,
         )
         for e in entries
     ]
@@ -133,17 +142,31 @@ def require_json(request: Request) -> None:
 @router.post(
     "/page/transcript",
     response_model=IngestAnswer,
-    responses=errors(400, 401, 404, 409, 413, 415),
+    responses=errors(400, 401, 404, 409, 413, 415, 429),
     dependencies=[Depends(require_json)],
 )
-async def ingest_from_page(batch: PageBatch, db: DbDep, signer: SignerDep) -> IngestAnswer:
+async def ingest_from_page(
+    batch: PageBatch, db: DbDep, signer: SignerDep, settings: SettingsDep, request: Request
+) -> IngestAnswer:
     """Hosted pages post transcript lines here, also via `navigator.sendBeacon`.
 
     Idempotent per (session, seq): a retried batch stores nothing twice, a rejected batch stores nothing at
     all. The answer's `highest_seq` tells the page from where to resend. The first batch of a page starts
     its session."""
-    result = await ingest_page_batch(db, signer, batch)
+    limits = IngestLimits(settings.transcript_max_lines, settings.transcript_max_bytes)
+    result = await ingest_page_batch(db, signer, batch, limits, _ingest_limiter(request, settings))
     return IngestAnswer(stored=result.stored, highest_seq=result.highest_seq, status=result.status)
+
+
+def _ingest_limiter(request: Request, settings: Settings) -> IngestRateLimiter:
+    """The app's one limiter, made on first use (its buckets live as long as the process)."""
+    state = request.app.state
+    if not hasattr(state, "transcript_ingest_limiter"):
+        state.transcript_ingest_limiter = IngestRateLimiter(
+            settings.transcript_lines_per_second, settings.transcript_line_burst
+        )
+    limiter: IngestRateLimiter = state.transcript_ingest_limiter
+    return limiter
 
 
 @router.get("/sessions", response_model=SessionList, responses=errors(*READ_ERRORS), dependencies=[READ])
@@ -193,12 +216,19 @@ async def transcript(
 ) -> Response:
     """The canonical transcript: each line once, in order, with the sources that reported it."""
     entries = await store.transcript_of(db, session_id)
+    # Formatting a long transcript runs in a thread so the loop (the relay, /healthz) keeps answering.
     if format == "text":
-        return PlainTextResponse(as_text(entries, timestamps))
+        return PlainTextResponse(await asyncio.to_thread(as_text, entries, timestamps))
     if format == "markdown":
-        return PlainTextResponse(as_markdown(entries, timestamps), media_type="text/markdown")
-    body = Transcript(session_id=session_id, entries=lines(entries))
-    return Response(body.model_dump_json(), media_type="application/json")
+        body = await asyncio.to_thread(as_markdown, entries, timestamps)
+        return PlainTextResponse(body, media_type="text/markdown")
+    return Response(
+        await asyncio.to_thread(_transcript_json, session_id, entries), media_type="application/json"
+    )
+
+
+def _transcript_json(session_id: str, entries: list[CanonicalEntry]) -> str:
+    return Transcript(session_id=session_id, entries=lines(entries)).model_dump_json()
 
 
 @router.delete(
@@ -210,7 +240,17 @@ async def erase(session_id: str, db: DbDep) -> Response:
     return Response(status_code=204)
 
 
-CSV_COLUMNS = ["session_id", "flow", "seq", "role", "text", "timestamp", "sources", "pronunciation_score"]
+CSV_COLUMNS = [
+    "session_id",
+    "flow",
+    "seq",
+    "role",
+    "text",
+    "timestamp",
+    "sources",
+    "pronunciation_score",
+    "verified",
+]
 
 
 @router.get(
@@ -233,30 +273,54 @@ async def export(
         if format == "csv":
             yield _csv_line(CSV_COLUMNS)
         async for row, entries in store.export(db, filters):
+            # A session at a time, formatted in a thread: the loop stays free between and during them.
+            session = summary(row.conversation, row.flow_slug)
             if format == "ndjson":
-                record = summary(row.conversation, row.flow_slug).model_dump(mode="json")
-                record["entries"] = [line.model_dump(mode="json") for line in lines(entries)]
-                yield json.dumps(record, ensure_ascii=False) + "\n"
+                yield await asyncio.to_thread(_ndjson_record, session, entries)
             else:
-                for e in entries:
-                    yield _csv_line(
-                        [
-                            row.conversation.id,
-                            row.flow_slug,
-                            e.seq,
-                            e.role,
-                            e.text,
-                            e.timestamp.isoformat(),
-                            " ".join(e.sources),
-                            "" if e.pronunciation_score is None else e.pronunciation_score,
-                        ]
-                    )
+                yield await asyncio.to_thread(_csv_rows, session, entries)
 
     media = "text/csv; charset=utf-8" if format == "csv" else "application/x-ndjson"
     return StreamingResponse(rows(), media_type=media)
 
 
+# A cell starting with one of these is a formula to spreadsheet apps (=HYPERLINK(…), @SUM(…), DDE via +/-).
+_FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _neutralised(value: object) -> object:
+    """Prefix a text cell that a spreadsheet would evaluate with a quote, so it is shown as typed."""
+    if isinstance(value, str) and value.startswith(_FORMULA_PREFIXES):
+        return "'" + value
+    return value
+
+
+def _ndjson_record(session: SessionSummary, entries: list[CanonicalEntry]) -> str:
+    record = session.model_dump(mode="json")
+    record["entries"] = [line.model_dump(mode="json") for line in lines(entries)]
+    return json.dumps(record, ensure_ascii=False) + "\n"
+
+
+def _csv_rows(session: SessionSummary, entries: list[CanonicalEntry]) -> str:
+    return "".join(
+        _csv_line(
+            [
+                session.id,
+                session.flow,
+                e.seq,
+                e.role,
+                e.text,
+                e.timestamp.isoformat(),
+                " ".join(e.sources),
+                "" if e.pronunciation_score is None else e.pronunciation_score,
+                "true" if e.verified else "false",
+            ]
+        )
+        for e in entries
+    )
+
+
 def _csv_line(values: Sequence[object]) -> str:
     buffer = io.StringIO()
-    csv.writer(buffer).writerow(values)
+    csv.writer(buffer).writerow([_neutralised(value) for value in values])
     return buffer.getvalue()

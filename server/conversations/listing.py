@@ -6,7 +6,7 @@ import base64
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import Select, and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -45,8 +45,12 @@ def encode_cursor(conversation: Conversation) -> str:
 def decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         created, conversation_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        return datetime.fromisoformat(created), str(conversation_id)
-    except (ValueError, TypeError) as exc:
+        when = datetime.fromisoformat(created)
+        if when.tzinfo is None:  # a cursor we issued always has an offset; naive ones fail in the query
+            raise ValueError("naive datetime")
+        # To UTC here: an offset that moves it before year 1 overflows now, not inside the database driver.
+        return when.astimezone(UTC), str(conversation_id)
+    except (ValueError, TypeError, OverflowError) as exc:
         raise Invalid("invalid_cursor", "the cursor is not one this API returned") from exc
 
 

@@ -124,7 +124,7 @@ class RelayHub:
         self.by_eio: dict[str, Bridge] = {}  # by browser Engine.IO id, for the packet path
         self.per_flow: Counter[str] = Counter()
         self.dropped: Counter[str] = Counter()  # browser packets not relayed, by reason
-        self.tap = TranscriptTap(db)
+        self.tap = TranscriptTap(db, settings.transcript_max_lines, settings.transcript_max_bytes)
         self.sio.on("connect", self._on_connect)
         self.sio.on("disconnect", self._on_disconnect)
 

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import math
+import time
+from collections import OrderedDict
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, Integer, LargeBinary, cast, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.conversations import lifecycle as conversations
 from server.db import Database, insert_ignoring_conflicts
-from server.errors import Conflict
+from server.errors import Conflict, TooLarge, TooManyRequests
 from server.models import ConversationStatus, Instant, TranscriptEntry, utcnow
 from server.security.signing import Signer
 
+# How far a page's clock may be off ours: its timestamps are clamped to the conversation's life, plus this.
+CLOCK_SKEW = timedelta(minutes=2)
 NOT_STARTED = "not_started"  # the status answered while a page's conversation has not started
 MAX_ENTRIES_PER_BATCH = 500
 MAX_TEXT_CHARS = 10_000
@@ -43,6 +49,8 @@ class PageEntry(BaseModel):
     def _not_blank(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("text is blank")
+        if "\x00" in value:  # no person types it, and PostgreSQL cannot store it in text
+            raise ValueError("text contains a NUL character (\\u0000)")
         return value
 
 
@@ -69,6 +77,44 @@ class IngestResult:
     status: str  # the conversation's status, or NOT_STARTED
 
 
+@dataclass(frozen=True)
+class IngestLimits:
+    """What one conversation may store from one source (settings `transcript_max_lines` and `_bytes`)."""
+
+    max_lines: int
+    max_bytes: int  # UTF-8 bytes of text
+
+
+class IngestRateLimiter:
+    """In-process token buckets of lines, one per conversation: `rate` a second, up to `burst` saved up.
+
+    A batch costs its new lines: a retry of lines already stored (a page resending after a lost answer)
+    costs nothing.
+    """
+
+    MAX_BUCKETS = 100_000  # the least recently used go first; a forgotten bucket starts full again
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate, self.burst = rate, burst
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # key -> (tokens, at)
+
+    def charge(self, key: str, cost: int) -> None:
+        now = time.monotonic()
+        tokens, at = self._buckets.pop(key, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - at) * self.rate)
+        if cost > tokens:
+            self._buckets[key] = (tokens, now)
+            wait = math.ceil((min(cost, self.burst) - tokens) / self.rate)
+            raise TooManyRequests(
+                "ingest_rate_limited",
+                f"too many transcript lines for this session (at most {self.rate:g} a second, "
+                f"{self.burst} at once); retry in {wait} s",
+            )
+        self._buckets[key] = (tokens - cost, now)
+        while len(self._buckets) > self.MAX_BUCKETS:
+            self._buckets.popitem(last=False)
+
+
 def contiguous_high_water(seqs: set[int]) -> int:
     highest = 0
     while highest + 1 in seqs:
@@ -90,9 +136,54 @@ async def insert_entries(session: AsyncSession, rows: list[dict[str, object]]) -
         await session.execute(insert_ignoring_conflicts(dialect, TranscriptEntry, rows, keys))
 
 
-async def ingest_page_batch(db: Database, signer: Signer, batch: PageBatch) -> IngestResult:
+def _clamp(when: datetime, earliest: datetime, latest: datetime) -> datetime:
+    """A page's timestamp within the conversation's life: a line from 1970 cannot jump to the top."""
+    return min(max(when, earliest), latest)
+
+
+def text_bytes(session: AsyncSession) -> ColumnElement[int]:
+    """The SQL for a line's size in UTF-8 bytes on this backend."""
+    if session.get_bind().dialect.name == "postgresql":
+        return func.octet_length(TranscriptEntry.text, type_=Integer)
+    return func.length(
+        cast(TranscriptEntry.text, LargeBinary), type_=Integer
+    )  # SQLite: a BLOB's length is in bytes
+
+
+async def _check_caps(
+    session: AsyncSession, conversation_id: str, stored: int, new: list[PageEntry], limits: IngestLimits
+) -> None:
+    """Refuse the whole batch when it would take the conversation's page transcript over a cap."""
+    if stored + len(new) > limits.max_lines:
+        raise TooLarge(
+            "transcript_too_long",
+            f"this session's transcript would exceed {limits.max_lines} lines from the page "
+            f"(the cap, AVATAR_BFF_TRANSCRIPT_MAX_LINES); {stored} are stored",
+        )
+    size = sum(len(entry.text.encode()) for entry in new)
+    if size:
+        stored_bytes = await session.scalar(
+            select(func.coalesce(func.sum(text_bytes(session)), 0)).where(
+                TranscriptEntry.conversation_id == conversation_id, TranscriptEntry.source == "page"
+            )
+        )
+        if int(stored_bytes or 0) + size > limits.max_bytes:
+            raise TooLarge(
+                "transcript_too_large",
+                f"this session's transcript would exceed {limits.max_bytes} bytes of text from the page "
+                "(the cap, AVATAR_BFF_TRANSCRIPT_MAX_BYTES)",
+            )
+
+
+async def ingest_page_batch(
+    db: Database,
+    signer: Signer,
+    batch: PageBatch,
+    limits: IngestLimits,
+    limiter: IngestRateLimiter | None = None,
+) -> IngestResult:
     """Store a page's batch in one transaction (starting the conversation on its first line); a retried batch
-    stores nothing twice, a refused one nothing at all."""
+    stores nothing twice, a refused one (over a cap or the rate) nothing at all."""
     async with db.transaction() as session:
         # An empty batch (the beacon of a page left without a word) starts nothing.
         page = await conversations.resolve_page_token(
@@ -113,18 +204,26 @@ async def ingest_page_batch(db: Database, signer: Signer, batch: PageBatch) -> I
         new = [entry for entry in batch.entries if entry.seq not in existing]
         if conversation.status == ConversationStatus.ENDED and new:
             raise Conflict("session_ended", "this conversation has ended; no new lines can be added")
+        await _check_caps(session, conversation.id, len(existing), new, limits)
+        if limiter is not None and new:
+            limiter.charge(conversation.id, len(new))
+        now = utcnow()
+        earliest = conversation.created_at - CLOCK_SKEW
+        latest = (conversation.ended_at or now) + CLOCK_SKEW
         await insert_entries(
             session,
             entry_rows(
                 conversation.id,
                 "page",
                 [
-                    e.model_dump(include={"seq", "role", "text", "timestamp", "pronunciation_score"})
+                    {
+                        **e.model_dump(include={"seq", "role", "text", "pronunciation_score"}),
+                        "timestamp": _clamp(e.timestamp, earliest, latest),
+                    }
                     for e in new
                 ],
             ),
         )
-        now = utcnow()
         conversations.record_activity(conversation, now)
         if batch.final:
             conversations.end(conversation, "page_closed", now)

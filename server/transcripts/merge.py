@@ -29,6 +29,8 @@ class CanonicalEntry:
     timestamp: datetime
     sources: tuple[str, ...]
     pronunciation_score: int | None = None
+    # False for an Avatar line only the page reported: nothing the server heard vouches for those words.
+    verified: bool = True
 
 
 _SPACE = re.compile(r"\s+")
@@ -50,18 +52,31 @@ class _Group:
         return self.members[0]
 
 
-def _matching_group(groups: list[_Group], entry: SourceEntry, key: str) -> _Group | None:
-    """The recent group that already holds this line from the other source, if any."""
-    for group in reversed(groups):
-        if entry.timestamp - group.first.timestamp > SAME_LINE_WINDOW:
+class _OpenGroups:
+    """For each (role, normalised text, source): the groups still lacking that source, oldest first.
+
+    Entries arrive in time order and groups are made in time order, so the newest such group is the only
+    candidate (the one a backwards scan would find first) and one that fell out of the window never comes
+    back into it: each lookup is O(1) amortised instead of a scan over every recent group.
+    """
+
+    def __init__(self, sources: set[str]) -> None:
+        self._sources = sources
+        self._lacking: dict[tuple[str, str, str], list[_Group]] = {}
+
+    def add(self, group: _Group) -> None:
+        for source in self._sources - {group.first.source}:
+            self._lacking.setdefault((group.first.role, group.key, source), []).append(group)
+
+    def take(self, entry: SourceEntry, key: str) -> _Group | None:
+        """The recent group that already holds this line from the other sources, if any."""
+        stack = self._lacking.get((entry.role, key, entry.source))
+        if not stack:
             return None
-        if (
-            group.key == key
-            and group.first.role == entry.role
-            and all(member.source != entry.source for member in group.members)
-        ):
-            return group
-    return None
+        if entry.timestamp - stack[-1].first.timestamp > SAME_LINE_WINDOW:
+            stack.clear()  # all older still: none can match this entry or any later one
+            return None
+        return stack.pop()
 
 
 def _score(members: list[SourceEntry]) -> int | None:
@@ -69,6 +84,11 @@ def _score(members: list[SourceEntry]) -> int | None:
     scored = [m for m in members if m.pronunciation_score is not None]
     best = min(scored, key=lambda m: (m.source != "page", m.source, m.seq), default=None)
     return None if best is None else best.pronunciation_score
+
+
+def _text(members: list[SourceEntry]) -> str:
+    """The relay's wording when it heard the line: the page's can be anything its visitor sends."""
+    return next((m.text for m in members if m.source == "relay"), members[0].text)
 
 
 def merge(entries: list[SourceEntry]) -> list[CanonicalEntry]:
@@ -80,11 +100,14 @@ def merge(entries: list[SourceEntry]) -> list[CanonicalEntry]:
     unique = {(e.source, e.seq): e for e in sorted(entries, key=lambda e: (e.source, e.seq, e.timestamp))}
     ordered = sorted(unique.values(), key=lambda e: (e.timestamp, e.source, e.seq))
     groups: list[_Group] = []
+    open_groups = _OpenGroups({e.source for e in ordered})
     for entry in ordered:
         key = normalise(entry.text)
-        match = _matching_group(groups, entry, key)
+        match = open_groups.take(entry, key)
         if match is None:
-            groups.append(_Group(key, [entry]))
+            group = _Group(key, [entry])
+            groups.append(group)
+            open_groups.add(group)
         else:
             match.members.append(entry)
     groups.sort(key=lambda group: (group.first.timestamp, group.first.source, group.first.seq))
@@ -92,10 +115,11 @@ def merge(entries: list[SourceEntry]) -> list[CanonicalEntry]:
         CanonicalEntry(
             seq=index,
             role=group.first.role,
-            text=group.first.text,
+            text=_text(group.members),
             timestamp=group.first.timestamp,
-            sources=tuple(sorted({member.source for member in group.members})),
+            sources=(sources := tuple(sorted({member.source for member in group.members}))),
             pronunciation_score=_score(group.members),
+            verified=group.first.role != "Avatar" or "relay" in sources,
         )
         for index, group in enumerate(groups, start=1)
     ]

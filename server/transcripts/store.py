@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -18,11 +20,18 @@ from server.transcripts.merge import CanonicalEntry, SourceEntry, merge
 async def _canonical(session: AsyncSession, conversation_id: str) -> list[CanonicalEntry]:
     # Plain rows, not ORM objects: a long transcript loads several times faster.
     e = TranscriptEntry
-    rows = await session.execute(
-        select(e.source, e.seq, e.role, e.text, e.timestamp, e.pronunciation_score).where(
-            e.conversation_id == conversation_id
+    rows = (
+        await session.execute(
+            select(e.source, e.seq, e.role, e.text, e.timestamp, e.pronunciation_score).where(
+                e.conversation_id == conversation_id
+            )
         )
-    )
+    ).all()
+    # Off the event loop: a capped transcript still takes a while, and the relay shares the loop.
+    return await asyncio.to_thread(_merge_rows, rows)
+
+
+def _merge_rows(rows: Sequence[Any]) -> list[CanonicalEntry]:
     return merge([SourceEntry(*row) for row in rows])
 
 

@@ -13,12 +13,13 @@ from server.db import Database
 from server.errors import Conflict
 from server.security.signing import Signer
 from server.settings import Settings
-from server.transcripts.ingest import PageBatch, PageEntry, ingest_page_batch
+from server.transcripts.ingest import IngestLimits, PageBatch, PageEntry, ingest_page_batch
 from server.transcripts.store import transcript_of
 from tests import factories
 from tests.support import make_settings, migrated_postgres_database
 
 pytestmark = pytest.mark.postgres
+LIMITS = IngestLimits(max_lines=5000, max_bytes=2 * 1024 * 1024)
 
 
 def test_retried_and_partial_batches_on_postgres(tmp_path: Path) -> None:
@@ -34,14 +35,14 @@ async def scenario(settings: Settings) -> None:
         conversation_id, token = issue_page_token(signer, "f", None, {}, "http://page", 60)
         at = datetime(2026, 1, 1, tzinfo=UTC)
         lines = [PageEntry(seq=n, role="Avatar", text=f"line {n}", timestamp=at) for n in (1, 2, 4)]
-        first = await ingest_page_batch(db, signer, PageBatch(token=token, entries=lines))
-        again = await ingest_page_batch(db, signer, PageBatch(token=token, entries=lines))
+        first = await ingest_page_batch(db, signer, PageBatch(token=token, entries=lines), LIMITS)
+        again = await ingest_page_batch(db, signer, PageBatch(token=token, entries=lines), LIMITS)
         assert (first.stored, first.highest_seq, again.stored, again.highest_seq) == (3, 2, 0, 2)
         assert [e.text for e in await transcript_of(db, conversation_id)] == ["line 1", "line 2", "line 4"]
-        await ingest_page_batch(db, signer, PageBatch(token=token, entries=[], final=True))
+        await ingest_page_batch(db, signer, PageBatch(token=token, entries=[], final=True), LIMITS)
         with pytest.raises(Conflict) as refused:
             await ingest_page_batch(
-                db, signer, PageBatch(token=token, entries=[lines[0].model_copy(update={"seq": 9})])
+                db, signer, PageBatch(token=token, entries=[lines[0].model_copy(update={"seq": 9})]), LIMITS
             )
         assert refused.value.code == "session_ended"
     finally:

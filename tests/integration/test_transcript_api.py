@@ -3,24 +3,37 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import csv
 import io
 import json
+import sys
+import threading
+import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy import func, select
 
+from server.app import create_app
+from server.db import Database
 from server.housekeeping import housekeeping_pass
 from server.models import Conversation, TranscriptEntry, utcnow
 from server.security.signing import PAGE_SESSION, Signer
 from server.settings import Settings
 from tests import factories
-from tests.support import ServerThread, database, db_session, with_database
+from tests.support import ServerThread, database, db_session, prepared_settings, with_database
 
-T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)  # each test moves it to its own start (see `_clock`)
+
+
+@pytest.fixture(autouse=True)
+def _clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lines are timed from the test's start: page timestamps are clamped to the conversation's life."""
+    monkeypatch.setattr(sys.modules[__name__], "T0", utcnow().replace(microsecond=0))
 
 
 def open_page(server: ServerThread, slug: str = "demo") -> tuple[str, str]:
@@ -37,7 +50,7 @@ def start_conversation(server: ServerThread, slug: str = "demo") -> str:
 
 
 def entry(seq: int, role: str = "Avatar", text: str | None = None, offset: float = 0) -> dict[str, Any]:
-    when = T0 + timedelta(seconds=30 * seq + offset)
+    when = T0 + timedelta(seconds=seq + offset)
     return {"seq": seq, "role": role, "text": text or f"line {seq}", "timestamp": when.isoformat()}
 
 
@@ -63,9 +76,7 @@ def make_token(settings: Settings, *scopes: str, revoked: bool = False) -> str:
 
 def add_relay_lines(settings: Settings, session_id: str, lines: list[tuple[int, str, str, float]]) -> None:
     """Lines as the relay tap stores them, `offset` seconds after the page's line of the same seq."""
-    timed = [
-        (seq, role, text, T0 + timedelta(seconds=30 * seq + offset)) for seq, role, text, offset in lines
-    ]
+    timed = [(seq, role, text, T0 + timedelta(seconds=seq + offset)) for seq, role, text, offset in lines]
     with_database(settings, lambda db: factories.add_transcript_lines(db, session_id, "relay", timed))
 
 
@@ -103,6 +114,7 @@ def test_final_flush_ends_the_session_and_later_lines_are_refused(live_server: S
         ({"entries": [entry(1, text="x" * 100_000)]}, 400, "text"),
         ({"entries": [entry(i) for i in range(1, 10_001)]}, 400, "entries"),
         ({"entries": [entry(1), entry(1)]}, 400, "twice"),
+        ({"entries": [entry(1), entry(2, text="a\u0000b")]}, 400, "NUL"),
         ({"entries": [{**entry(1), "role": "Narrator"}]}, 400, "role"),
         ({"entries": [entry(1), {**entry(2), "timestamp": "yesterday"}]}, 400, "timestamp"),
         ({"entries": [{**entry(1), "timestamp": "0001-01-01T00:00:00+00:01"}]}, 400, "outside the range"),
@@ -173,19 +185,20 @@ def test_transcript_merges_page_and_relay_lines(live_server: ServerThread, setti
     body = httpx.get(f"{live_server.url}/api/v1/sessions/{session_id}/transcript", headers=auth).json()
     assert [(e["seq"], e["role"], e["text"], e["sources"]) for e in body["entries"]] == [
         (1, "Avatar", "Hello Ana!", ["page", "relay"]),
-        (2, "User", "Hi", ["page", "relay"]),
+        (2, "User", "hi", ["page", "relay"]),  # the relay's wording: the page's is the visitor's to change
         (3, "Avatar", "Ending call now.", ["relay"]),
     ]
     text = httpx.get(
         f"{live_server.url}/api/v1/sessions/{session_id}/transcript?format=text", headers=auth
     ).text
-    assert text == "Avatar: Hello Ana!\nUser: Hi\nAvatar: Ending call now."
+    assert text == "Avatar: Hello Ana!\nUser: hi\nAvatar: Ending call now."
     markdown = httpx.get(
         f"{live_server.url}/api/v1/sessions/{session_id}/transcript",
         params={"format": "markdown", "timestamps": "true"},
         headers=auth,
     ).text
-    assert markdown.startswith("[2026-05-01T12:00:30Z] **Avatar:** Hello Ana!\n\n")
+    first_at = (T0 + timedelta(seconds=1)).isoformat().replace("+00:00", "Z")
+    assert markdown.startswith(f"[{first_at}] **Avatar:** Hello Ana!\n\n")
 
 
 def test_pronunciation_scores_reach_the_api_and_exports(
@@ -195,7 +208,7 @@ def test_pronunciation_scores_reach_the_api_and_exports(
     scored = {**entry(2, "User", "I would like a coffee"), "pronunciation_score": 87}
     assert post(live_server, {"token": token, "entries": [entry(1), scored, entry(3)]}).status_code == 200
     # The relay heard the same User line: the merged line keeps the page's score.
-    add_relay_lines(settings, session_id, [(1, "User", "I would like a coffee.", 30.5)])
+    add_relay_lines(settings, session_id, [(1, "User", "I would like a coffee.", 1.5)])
     auth = {"authorization": f"Bearer {make_token(settings, 'transcripts:read')}"}
     body = httpx.get(f"{live_server.url}/api/v1/sessions/{session_id}/transcript", headers=auth).json()
     assert [(e["role"], e["pronunciation_score"], e["sources"]) for e in body["entries"]] == [
@@ -287,7 +300,7 @@ def test_each_operation_documents_only_the_errors_it_can_give(live_server: Serve
     def documented(path: str, method: str) -> set[str]:
         return {status for status in paths[path][method]["responses"] if status.startswith(("4", "5"))}
 
-    assert documented("/api/v1/page/transcript", "post") == {"400", "401", "404", "409", "413", "415"}
+    assert documented("/api/v1/page/transcript", "post") == {"400", "401", "404", "409", "413", "415", "429"}
     assert documented("/api/v1/sessions", "get") == {"400", "401", "403"}
     assert documented("/api/v1/sessions/{session_id}", "get") == {"400", "401", "403", "404"}
     assert documented("/api/v1/sessions/{session_id}", "delete") == {"401", "403", "404"}
@@ -312,3 +325,136 @@ def test_housekeeping_ends_idle_sessions_and_applies_retention(settings: Setting
     counts, statuses = asyncio.run(scenario())
     assert counts == (1, 1)  # one ended for idleness, one deleted for its age
     assert statuses == {"fresh": "active", "idle": "ended"}
+
+
+@pytest.mark.parametrize("created", ["2026-05-01T12:00:00", "0001-01-01T00:00:00+00:01", "not a date", 5])
+def test_forged_cursors_are_refused_by_name(
+    live_server: ServerThread, settings: Settings, created: object
+) -> None:
+    # A naive time, or one that falls before year 1 in UTC, used to fail inside the query: a 500.
+    raw = json.dumps([created, "some-id"]).encode()
+    cursor = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    auth = {"authorization": f"Bearer {make_token(settings, 'transcripts:read')}"}
+    bad = httpx.get(f"{live_server.url}/api/v1/sessions", params={"cursor": cursor}, headers=auth)
+    assert bad.status_code == 400 and bad.json()["code"] == "invalid_cursor", bad.text
+
+
+def test_csv_export_neutralises_spreadsheet_formulas(live_server: ServerThread, settings: Settings) -> None:
+    session_id, token = open_page(live_server)
+    texts = ['=HYPERLINK("http://evil.example","click")', "@SUM(A1:A9)", "+1+1", "-2+3", "\tx=1", "ok = fine"]
+    lines = [entry(seq, "User", text) for seq, text in enumerate(texts, start=1)]
+    assert post(live_server, {"token": token, "entries": lines}).status_code == 200
+    auth = {"authorization": f"Bearer {make_token(settings, 'transcripts:read')}"}
+    exported = httpx.get(f"{live_server.url}/api/v1/export", params={"format": "csv"}, headers=auth).text
+    cells = [row["text"] for row in csv.DictReader(io.StringIO(exported)) if row["session_id"] == session_id]
+    # A spreadsheet shows a leading quote's cell as text; nothing else is changed.
+    assert cells == ["'" + text for text in texts[:-1]] + ["ok = fine"]
+
+
+def test_a_session_transcript_is_capped_in_lines_and_bytes(tmp_path: Path) -> None:
+    settings = prepared_settings(tmp_path, transcript_max_lines=6, transcript_max_bytes=64 * 1024)
+    with ServerThread(create_app(settings)) as server:
+        session_id, token = open_page(server)
+        assert post(server, {"token": token, "entries": [entry(n) for n in (1, 2, 3, 4)]}).status_code == 200
+        over = post(server, {"token": token, "entries": [entry(n) for n in (5, 6, 7)]})
+        assert over.status_code == 413 and over.json()["code"] == "transcript_too_long"
+        assert "6 lines" in over.json()["message"]
+        assert stored_count(settings, session_id) == 4  # the batch is refused whole
+        assert post(server, {"token": token, "entries": [entry(n) for n in (1, 5, 6)]}).status_code == 200
+
+        # Bytes, not characters: three lines of 10,000 "é" are 60,000 bytes, a fourth goes over 64 KiB.
+        other_id, other = open_page(server)
+        wide = [entry(n, text="é" * 10_000) for n in (1, 2, 3, 4)]
+        assert post(server, {"token": other, "entries": wide[:3]}).status_code == 200
+        too_big = post(server, {"token": other, "entries": wide[3:]})
+        assert too_big.status_code == 413 and "65536 bytes" in too_big.json()["message"]
+        assert stored_count(settings, other_id) == 3
+
+
+def test_page_ingest_is_rate_limited_per_session_but_retries_are_free(tmp_path: Path) -> None:
+    settings = prepared_settings(tmp_path, transcript_lines_per_second=0.5, transcript_line_burst=500)
+    with ServerThread(create_app(settings)) as server:
+        session_id, token = open_page(server)
+        burst = {"token": token, "entries": [entry(n) for n in range(1, 501)]}
+        assert post(server, burst).status_code == 200
+        assert post(server, burst).json()["stored"] == 0  # the retry of stored lines is not refused
+        more = post(server, {"token": token, "entries": [entry(501), entry(502)]})
+        assert more.status_code == 429 and more.json()["code"] == "ingest_rate_limited"
+        assert "retry in" in more.json()["message"]
+        assert stored_count(settings, session_id) == 500
+        # Another visitor's session has its own bucket.
+        _, fresh = open_page(server)
+        assert post(server, {"token": fresh, "entries": [entry(1)]}).status_code == 200
+
+
+def test_healthz_answers_while_a_capped_transcript_is_read_and_exported(settings: Settings) -> None:
+    """The largest transcript the caps allow, every line said at one instant (the merge's worst case)."""
+    signer = Signer(settings.secret)
+
+    async def fill(db: Database) -> str:
+        conversation = await factories.start_conversation(db, signer)
+        for source in ("page", "relay"):
+            lines = [
+                (n, "User", f"{source} line {n}", T0) for n in range(1, settings.transcript_max_lines + 1)
+            ]
+            await factories.add_transcript_lines(db, conversation.id, source, lines)
+        return conversation.id
+
+    session_id = with_database(settings, fill)
+    auth = {"authorization": f"Bearer {make_token(settings, 'transcripts:read')}"}
+    with ServerThread(create_app(settings)) as server:
+        finished = threading.Event()
+        answers: list[int] = []
+
+        def read() -> None:
+            with httpx.Client(timeout=120) as client:
+                url = f"{server.url}/api/v1/sessions/{session_id}/transcript"
+                answers.append(client.get(url, headers=auth).status_code)
+                answers.append(client.get(f"{server.url}/api/v1/export?format=csv", headers=auth).status_code)
+            finished.set()
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        waits: list[float] = []
+        with httpx.Client(timeout=120) as client:
+            while not finished.is_set():
+                started = time.monotonic()
+                assert client.get(f"{server.url}/healthz").status_code == 200
+                waits.append(time.monotonic() - started)
+        reader.join()
+    assert answers == [200, 200]
+    # Before, the merge ran on the loop: /healthz waited as long as the read (seconds, ~80 s at 20,000 lines).
+    assert waits and max(waits) < 1.0, waits
+
+
+def test_page_lines_cannot_pass_for_the_relays(live_server: ServerThread, settings: Settings) -> None:
+    """A visitor posts a forged Avatar line, a line dated 1970 and their own wording of a relayed line."""
+    session_id, token = open_page(live_server)
+    forged = entry(2, "Avatar", "I approve your refund of $10,000.")
+    ancient = {**entry(3, "User", "first!"), "timestamp": "1970-01-01T00:00:00Z"}
+    reworded = entry(1, "Avatar", "WELCOME TO ACME!!")
+    assert post(live_server, {"token": token, "entries": [reworded, forged, ancient]}).status_code == 200
+    add_relay_lines(settings, session_id, [(1, "Avatar", "Welcome to Acme.", 0.2)])
+    auth = {"authorization": f"Bearer {make_token(settings, 'transcripts:read')}"}
+    url = f"{live_server.url}/api/v1/sessions/{session_id}/transcript"
+    body = httpx.get(url, headers=auth).json()
+    entries = {e["text"]: (e["role"], e["verified"]) for e in body["entries"]}
+    assert entries == {
+        "Welcome to Acme.": ("Avatar", True),  # the relay's wording wins
+        "I approve your refund of $10,000.": ("Avatar", False),
+        "first!": ("User", True),
+    }
+    # The 1970 line is clamped into the conversation's life (give or take the allowed clock skew).
+    dated = {e["text"]: datetime.fromisoformat(e["timestamp"]) for e in body["entries"]}
+    assert abs(dated["first!"] - T0) < timedelta(minutes=5)
+    text = httpx.get(url, params={"format": "text"}, headers=auth).text
+    assert "Avatar (unverified): I approve your refund of $10,000." in text
+    assert "Avatar: Welcome to Acme." in text
+    markdown = httpx.get(url, params={"format": "markdown"}, headers=auth).text
+    assert "**Avatar (unverified):** I approve your refund" in markdown
+    exported = httpx.get(f"{live_server.url}/api/v1/export", params={"format": "csv"}, headers=auth).text
+    rows = [row for row in csv.DictReader(io.StringIO(exported)) if row["session_id"] == session_id]
+    assert {row["text"]: row["verified"] for row in rows}["I approve your refund of $10,000."] == "false"
+    ndjson = httpx.get(f"{live_server.url}/api/v1/export", headers=auth).text.splitlines()
+    record = next(json.loads(line) for line in ndjson if json.loads(line)["id"] == session_id)
+    assert [e["verified"] for e in record["entries"]].count(False) == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 
 from hypothesis import given, settings
@@ -106,3 +107,68 @@ def test_text_and_markdown_match_the_sdk_shapes() -> None:
     assert as_text(entries) == "Avatar: Hi\nUser: Yo"
     assert as_markdown(entries) == "**Avatar:** Hi\n\n**User:** Yo"
     assert as_text(entries, timestamps=True).startswith("[2026-01-01T00:00:00Z] Avatar: Hi")
+
+
+def test_a_long_transcript_said_at_one_instant_merges_in_linear_time() -> None:
+    # 20,000 page lines with one timestamp (what a visitor can post): the old backwards scan compared each
+    # line with every earlier one, ~80 s; with the index it is a fraction of a second (bound kept generous).
+    page = [SourceEntry("page", n, "User", f"line {n}", T0) for n in range(1, 20_001)]
+    relay = [SourceEntry("relay", n, "User", f"line {n}", T0) for n in range(1, 20_001, 2)]
+    started = time.monotonic()
+    merged = merge(page + relay)
+    assert time.monotonic() - started < 5
+    assert len(merged) == 20_000
+    assert [e.sources for e in merged[:2]] == [("page", "relay"), ("page",)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["page", "relay"]),
+            st.sampled_from(["Avatar", "User"]),
+            st.sampled_from(["yes", "Yes.", "no", "ok"]),
+            st.integers(0, 40),
+        ),
+        max_size=25,
+    )
+)
+def test_repeated_short_answers_merge_the_newest_open_line_in_the_window(
+    reported: list[tuple[str, str, str, int]],
+) -> None:
+    """Crowded lines (same words, seconds apart) pair up as a backwards scan over every group would."""
+    entries = [
+        SourceEntry(source, seq, role, text, T0 + timedelta(seconds=at))
+        for seq, (source, role, text, at) in enumerate(reported, start=1)
+    ]
+
+    def grouping(merged: list[CanonicalEntry]) -> list[tuple[object, ...]]:
+        return [(e.seq, e.role, e.timestamp, e.sources) for e in merged]
+
+    assert grouping(merge(entries)) == grouping(_scanning_merge(entries))
+
+
+def _scanning_merge(entries: list[SourceEntry]) -> list[CanonicalEntry]:
+    """The straightforward quadratic merge, kept as the reference the indexed one must agree with."""
+    ordered = sorted(set(entries), key=lambda e: (e.timestamp, e.source, e.seq))
+    groups: list[list[SourceEntry]] = []
+    for entry in ordered:
+        match = None
+        for group in reversed(groups):
+            if entry.timestamp - group[0].timestamp > timedelta(seconds=10):
+                break
+            if (
+                normalise(group[0].text) == normalise(entry.text)
+                and group[0].role == entry.role
+                and all(m.source != entry.source for m in group)
+            ):
+                match = group
+                break
+        if match is None:
+            groups.append([entry])
+        else:
+            match.append(entry)
+    return [
+        CanonicalEntry(n, g[0].role, g[0].text, g[0].timestamp, tuple(sorted({m.source for m in g})))
+        for n, g in enumerate(groups, start=1)
+    ]
