@@ -121,6 +121,16 @@ async def check_page_token(db: Database, signer: Signer, token: str, flow_slug: 
         return await resolve_page_token(session, signer, token, flow_slug=flow_slug, start=False)
 
 
+async def require_active(db: Database, conversation_id: str) -> None:
+    """For what a conversation hands out (WHEP ids): refuse it once the conversation ended or was erased."""
+    async with db.reading() as session:
+        status = await session.scalar(select(Conversation.status).where(Conversation.id == conversation_id))
+    if status is None:
+        raise NotFound("unknown_session", "this conversation does not exist (any more)")
+    if status != ACTIVE:
+        raise Conflict("conversation_ended", "this conversation has ended")
+
+
 def record_activity(conversation: Conversation, when: datetime) -> None:
     if conversation.status == ACTIVE:
         conversation.last_activity_at = when
