@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import httpx
+import pytest
 
+from server.app import create_app
 from server.conversations.page_token import issue_page_token
 from server.security.signing import Signer
 from server.settings import Settings
 from tests import factories
-from tests.support import ServerThread, with_database
+from tests.support import (
+    ServerThread,
+    make_settings,
+    migrated_postgres_database,
+    run_async,
+    seed_demo,
+    with_database,
+)
 
 
 def assets_path(token: str, slug: str) -> str:
@@ -36,3 +47,48 @@ def test_sdk_assets_are_refused_once_the_conversation_ended(
     response = httpx.get(live_server.url + assets_path(started.token, "demo-iframe"))
     assert response.status_code == 409 and response.json()["code"] == "conversation_ended"
     assert "demo-client" not in response.text
+
+
+def test_a_chunked_body_over_the_limit_is_413(live_server: ServerThread, settings: Settings) -> None:
+    def chunks() -> Iterator[bytes]:  # no Content-Length: only counting what arrives can catch it
+        for _ in range(settings.max_body_bytes // 65536 + 2):
+            yield b"x" * 65536
+
+    response = httpx.post(
+        f"{live_server.url}/api/v1/page/transcript",
+        content=chunks(),
+        headers={"content-type": "application/json"},
+    )
+    assert "content-length" not in response.request.headers
+    assert response.status_code == 413 and response.json()["code"] == "payload_too_large"
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/a/de%00mo",
+        "/api/v1/sessions?flow=%00",
+        "/relay/iframe/clients/x%00/flow/demo/sdk-assets",
+        "/a/demo?x=%00",
+    ],
+)
+def test_a_nul_byte_in_path_or_query_is_a_400(live_server: ServerThread, target: str) -> None:
+    response = httpx.get(live_server.url + target)
+    assert response.status_code == 400 and response.json()["code"] == "nul_in_request"
+
+
+@pytest.mark.postgres
+def test_a_nul_byte_is_a_400_on_postgres_too(tmp_path: Path) -> None:
+    """PostgreSQL refuses a NUL in a text parameter mid-query: without the edge check these were 500s."""
+    with migrated_postgres_database() as url:
+        settings = make_settings(tmp_path, database_url=url)
+        run_async(lambda: seed_demo(settings))
+        api_token = with_database(settings, lambda db: factories.create_api_token(db, "transcripts:read"))
+        with ServerThread(create_app(settings)) as server:
+            page = httpx.get(f"{server.url}/a/de%00mo")
+            listing = httpx.get(
+                f"{server.url}/api/v1/sessions?flow=%00", headers={"authorization": f"Bearer {api_token}"}
+            )
+            assert httpx.get(f"{server.url}/a/demo").status_code == 200
+    assert (page.status_code, page.json()["code"]) == (400, "nul_in_request")
+    assert (listing.status_code, listing.json()["code"]) == (400, "nul_in_request")
