@@ -80,7 +80,7 @@ async def _start(session: AsyncSession, flow: Flow, claims: PageClaims) -> Conve
     dpp = None
     if version is not None:
         try:
-            dpp = render_for_visitor(
+            dpp = await render_for_visitor(
                 version.body,
                 visitor=claims.visitor,
                 flow_slug=flow.slug,

@@ -1,12 +1,19 @@
 """Render a DPP template: a JSON document whose string values are sandboxed Jinja2 templates.
 
 Rendering string leaves (rather than the JSON text) means visitor input can never break the JSON
-structure, and the sandbox keeps admin-written templates away from Python internals.
+structure, and the sandbox keeps admin-written templates away from Python internals. The sandbox does not
+bound work (nested loops, big powers, padding filters), so templates run in a worker process with a time
+and memory limit: a slow template fails in RENDER_TIMEOUT_SECONDS instead of holding the event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import json
+import multiprocessing
+import threading
+from multiprocessing.connection import Connection
 from typing import Any
 
 from jinja2 import TemplateError
@@ -14,6 +21,9 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 MAX_RENDERED_BYTES = 64 * 1024
 MAX_DEPTH = 20
+RENDER_TIMEOUT_SECONDS = 1.0  # a real template renders in about a millisecond
+WORKER_START_SECONDS = 30.0  # starting Python under load; not counted against the template
+WORKER_MEMORY_BYTES = 1024 * 1024 * 1024
 
 _env = ImmutableSandboxedEnvironment(autoescape=False, trim_blocks=True)
 
@@ -49,15 +59,95 @@ def render_dpp(body: Any, context: dict[str, Any]) -> dict[str, Any]:
     return rendered  # type: ignore[no-any-return]
 
 
+def _work(conn: Connection) -> None:
+    """The worker process: render each request, answer (True, dpp) or (False, reason), until EOF."""
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, (WORKER_MEMORY_BYTES, WORKER_MEMORY_BYTES))
+    conn.send("ready")
+    while True:
+        try:
+            body, context = conn.recv()
+        except EOFError:
+            return
+        try:
+            conn.send((True, render_dpp(body, context)))
+        except DppError as exc:
+            conn.send((False, str(exc)))
+        except MemoryError:
+            conn.send((False, "the template uses too much memory"))
+        except RecursionError:
+            conn.send((False, "the template recurses too deeply"))
+
+
+class _Renderer:
+    """One worker process, started on first use and replaced after a template overran (it is killed)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._process: multiprocessing.process.BaseProcess | None = None
+        self._conn: Connection | None = None
+        self._too_slow: set[str] = set()  # templates that overran once are refused at once from then on
+
+    def _start(self) -> Connection:
+        context = multiprocessing.get_context("spawn")  # fork would copy the server's threads and sockets
+        ours, theirs = context.Pipe()
+        process = context.Process(target=_work, args=(theirs,), name="dpp-render", daemon=True)
+        process.start()
+        theirs.close()
+        if not ours.poll(WORKER_START_SECONDS) or ours.recv() != "ready":
+            process.kill()
+            raise DppError("the template renderer did not start")
+        self._process, self._conn = process, ours
+        return ours
+
+    def _stop(self) -> None:
+        if self._process is not None:
+            self._process.kill()
+            self._process.join()
+        if self._conn is not None:
+            self._conn.close()
+        self._process = self._conn = None
+
+    def render(self, body: Any, context: dict[str, Any]) -> dict[str, Any]:
+        key = hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+        too_slow = DppError(f"the template took longer than {RENDER_TIMEOUT_SECONDS:g} s to render")
+        with self._lock:
+            if key in self._too_slow:
+                raise too_slow
+            conn = self._conn or self._start()
+            try:
+                conn.send((body, context))
+                if not conn.poll(RENDER_TIMEOUT_SECONDS):
+                    self._stop()
+                    if len(self._too_slow) < 1024:
+                        self._too_slow.add(key)
+                    raise too_slow
+                ok, value = conn.recv()
+            except (OSError, EOFError):  # the worker died (killed by the OS, say): a new one next time
+                self._stop()
+                raise DppError("the template renderer stopped") from None
+        if not ok:
+            raise DppError(value)
+        return value  # type: ignore[no-any-return]
+
+
+_renderer = _Renderer()
+
+
+def render_bounded(body: Any, context: dict[str, Any]) -> dict[str, Any]:
+    """`render_dpp` in the worker, within RENDER_TIMEOUT_SECONDS and WORKER_MEMORY_BYTES (blocking)."""
+    return _renderer.render(body, context)
+
+
 def validate_template(body: Any) -> None:
-    """Check a template compiles (with empty context) before it is saved."""
-    render_dpp(body, {"visitor": {}, "flow": {}, "session": {}})
+    """Check a template compiles and renders in time (with empty context) before it is saved."""
+    render_bounded(body, {"visitor": {}, "flow": {}, "session": {}})
 
 
-def render_for_visitor(
+async def render_for_visitor(
     body: Any, *, visitor: dict[str, str], flow_slug: str, flow_name: str, page_url: str
 ) -> dict[str, Any]:
     """The DPP a visitor's conversation gets: the template rendered with their values and the page's."""
-    return render_dpp(
-        body, {"visitor": visitor, "flow": {"slug": flow_slug, "display_name": flow_name, "url": page_url}}
-    )
+    context = {"visitor": visitor, "flow": {"slug": flow_slug, "display_name": flow_name, "url": page_url}}
+    return await asyncio.to_thread(render_bounded, body, context)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -11,6 +13,7 @@ import pytest
 
 from server.app import create_app
 from server.conversations.page_token import issue_page_token
+from server.flows import FlowsDocument, FlowSpec, TemplateSpec, import_document
 from server.security.signing import Signer
 from server.settings import Settings
 from tests import factories
@@ -92,3 +95,35 @@ def test_a_nul_byte_is_a_400_on_postgres_too(tmp_path: Path) -> None:
             assert httpx.get(f"{server.url}/a/demo").status_code == 200
     assert (page.status_code, page.json()["code"]) == (400, "nul_in_request")
     assert (listing.status_code, listing.json()["code"]) == (400, "nul_in_request")
+
+
+SLOW_FOR_VISITORS = "{% for a in range(N) %}{% for b in range(N) %}{% endfor %}{% endfor %}".replace(
+    "N", "visitor.n|default(0)|int"
+)
+
+
+def test_a_slow_dpp_template_fails_in_time_and_the_server_keeps_answering(
+    live_server: ServerThread, settings: Settings
+) -> None:
+    template = TemplateSpec(name="slow", body={"x": SLOW_FOR_VISITORS})  # fast with no visitor values
+    flow = FlowSpec(
+        slug="slow",
+        display_name="Slow",
+        client_id="c",
+        flow_id="f",
+        upstream="simulator",
+        dpp_template="slow",
+    )
+    document = FlowsDocument(dpp_templates=[template], flows=[flow])
+    with_database(settings, lambda db: import_document(db, document, []))
+    with ThreadPoolExecutor(1) as pool:
+        started = time.monotonic()
+        page = pool.submit(httpx.get, f"{live_server.url}/a/slow?n=99999", timeout=30)
+        time.sleep(0.2)
+        health = httpx.get(f"{live_server.url}/healthz", timeout=30)
+        health_took = time.monotonic() - started - 0.2
+        answer = page.result()
+    took = time.monotonic() - started
+    assert answer.status_code == 503 and "longer than" in answer.text
+    assert took < 5  # unbounded before: ~2.4 s per thousand inner loops squared, here minutes
+    assert health.status_code == 200 and health_took < 0.5  # the event loop was not held
