@@ -9,12 +9,16 @@ and memory limit: a slow template fails in RENDER_TIMEOUT_SECONDS instead of hol
 from __future__ import annotations
 
 import asyncio
+import atexit
 import hashlib
 import json
-import multiprocessing
+import os
+import select
+import subprocess
+import sys
 import threading
-from multiprocessing.connection import Connection
-from typing import Any
+import time
+from typing import IO, Any
 
 from jinja2 import TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -59,25 +63,37 @@ def render_dpp(body: Any, context: dict[str, Any]) -> dict[str, Any]:
     return rendered  # type: ignore[no-any-return]
 
 
-def _work(conn: Connection) -> None:
-    """The worker process: render each request, answer (True, dpp) or (False, reason), until EOF."""
+def serve_stdio() -> None:
+    """The worker process: one JSON request per line on stdin, one answer per line on stdout, until EOF."""
     import resource
 
     resource.setrlimit(resource.RLIMIT_AS, (WORKER_MEMORY_BYTES, WORKER_MEMORY_BYTES))
-    conn.send("ready")
-    while True:
+    out = sys.stdout
+    out.write('"ready"\n')
+    out.flush()
+    for line in sys.stdin:
         try:
-            body, context = conn.recv()
-        except EOFError:
-            return
-        try:
-            conn.send((True, render_dpp(body, context)))
+            request = json.loads(line)
+            answer: dict[str, Any] = {"dpp": render_dpp(request["body"], request["context"])}
         except DppError as exc:
-            conn.send((False, str(exc)))
+            answer = {"error": str(exc)}
         except MemoryError:
-            conn.send((False, "the template uses too much memory"))
+            answer = {"error": "the template uses too much memory"}
         except RecursionError:
-            conn.send((False, "the template recurses too deeply"))
+            answer = {"error": "the template recurses too deeply"}
+        except Exception as exc:  # e.g. {{ 1 / 0 }}: the template's fault, and the worker keeps serving
+            answer = {"error": f"{type(exc).__name__}: {exc}"}
+        out.write(json.dumps(answer) + "\n")  # ASCII both ways: no dependence on the locale
+        out.flush()
+
+
+# A fresh interpreter (not multiprocessing's spawn, which re-imports the caller's __main__ script).
+WORKER_COMMAND = [
+    sys.executable,
+    "-I",
+    "-c",
+    "import sys; sys.path[:0] = sys.argv[1:]; from server.dpp.render import serve_stdio; serve_stdio()",
+]
 
 
 class _Renderer:
@@ -85,54 +101,76 @@ class _Renderer:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._process: multiprocessing.process.BaseProcess | None = None
-        self._conn: Connection | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+        self._buffer = b""
         self._too_slow: set[str] = set()  # templates that overran once are refused at once from then on
 
-    def _start(self) -> Connection:
-        context = multiprocessing.get_context("spawn")  # fork would copy the server's threads and sockets
-        ours, theirs = context.Pipe()
-        process = context.Process(target=_work, args=(theirs,), name="dpp-render", daemon=True)
-        process.start()
-        theirs.close()
-        if not ours.poll(WORKER_START_SECONDS) or ours.recv() != "ready":
-            process.kill()
-            raise DppError("the template renderer did not start")
-        self._process, self._conn = process, ours
-        return ours
+    def _read_line(self, stdout: IO[bytes], timeout: float) -> bytes | None:
+        """One line from the worker, or None when it does not come within `timeout` or the worker ended."""
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self._buffer:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([stdout], [], [], left)[0]:
+                return None
+            chunk = os.read(stdout.fileno(), 65536)
+            if not chunk:
+                return None
+            self._buffer += chunk
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        return line
 
-    def _stop(self) -> None:
-        if self._process is not None:
-            self._process.kill()
-            self._process.join()
-        if self._conn is not None:
-            self._conn.close()
-        self._process = self._conn = None
+    def _start(self) -> subprocess.Popen[bytes]:
+        path = [entry for entry in sys.path if entry]  # the server's own imports, wherever it runs from
+        command = [*WORKER_COMMAND, *path]
+        process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE)  # noqa: S603 - ours
+        self._process, self._buffer = process, b""
+        assert process.stdout is not None
+        if self._read_line(process.stdout, WORKER_START_SECONDS) != b'"ready"':
+            self.close()
+            raise DppError("the template renderer did not start")
+        return process
+
+    def close(self) -> None:
+        process, self._process = self._process, None
+        if process is not None:
+            process.kill()
+            process.wait()
+            for pipe in (process.stdin, process.stdout):
+                if pipe is not None:
+                    pipe.close()
 
     def render(self, body: Any, context: dict[str, Any]) -> dict[str, Any]:
+        request = json.dumps({"body": body, "context": context}, default=str)
         key = hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
         too_slow = DppError(f"the template took longer than {RENDER_TIMEOUT_SECONDS:g} s to render")
         with self._lock:
             if key in self._too_slow:
                 raise too_slow
-            conn = self._conn or self._start()
+            process = self._process or self._start()
+            assert process.stdin is not None and process.stdout is not None
             try:
-                conn.send((body, context))
-                if not conn.poll(RENDER_TIMEOUT_SECONDS):
-                    self._stop()
-                    if len(self._too_slow) < 1024:
-                        self._too_slow.add(key)
-                    raise too_slow
-                ok, value = conn.recv()
-            except (OSError, EOFError):  # the worker died (killed by the OS, say): a new one next time
-                self._stop()
+                process.stdin.write(request.encode() + b"\n")
+                process.stdin.flush()
+            except OSError:  # the worker died (killed by the OS, say): a new one next time
+                self.close()
                 raise DppError("the template renderer stopped") from None
-        if not ok:
-            raise DppError(value)
-        return value  # type: ignore[no-any-return]
+            line = self._read_line(process.stdout, RENDER_TIMEOUT_SECONDS)
+            if line is None:
+                overran = process.poll() is None
+                self.close()
+                if not overran:
+                    raise DppError("the template renderer stopped")
+                if len(self._too_slow) < 1024:
+                    self._too_slow.add(key)
+                raise too_slow
+        answer = json.loads(line)
+        if "error" in answer:
+            raise DppError(answer["error"])
+        return answer["dpp"]  # type: ignore[no-any-return]
 
 
 _renderer = _Renderer()
+atexit.register(_renderer.close)
 
 
 def render_bounded(body: Any, context: dict[str, Any]) -> dict[str, Any]:

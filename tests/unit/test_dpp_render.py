@@ -93,3 +93,9 @@ async def test_the_visitor_render_runs_off_the_event_loop() -> None:
         await render_for_visitor(body, visitor={"n": "99999"}, flow_slug="f", flow_name="F", page_url="u")
     ticker.cancel()
     assert ticks >= RENDER_TIMEOUT_SECONDS / 0.01 / 2  # the loop kept running while the template did
+
+
+def test_a_runtime_error_in_a_template_is_a_dpp_error_and_unicode_survives() -> None:
+    with pytest.raises(DppError, match="ZeroDivisionError"):
+        render_bounded({"x": "{{ 1 / 0 }}"}, {})
+    assert render_bounded({"x": "{{ visitor.n }} ✓"}, {"visitor": {"n": "Zoë"}}) == {"x": "Zoë ✓"}
