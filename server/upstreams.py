@@ -70,8 +70,8 @@ def origin_of(url: str) -> str:
 def host_allowed(url: str, patterns: list[str]) -> bool:
     """True when the URL is http(s) and its host (or host:port) matches one of the glob patterns."""
     parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return False
+    if parts.scheme not in ("http", "https") or not parts.hostname or "@" in parts.netloc:
+        return False  # userinfo: the host a reader sees first is not the one connected to
     host = parts.hostname.lower()
     netloc = f"{host}:{parts.port}" if parts.port else host
     return any(

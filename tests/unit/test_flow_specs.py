@@ -80,6 +80,8 @@ def test_host_patterns() -> None:
     assert host_allowed("http://127.0.0.1:9100/x", ["127.0.0.1:9100"])
     assert not host_allowed("http://127.0.0.1:9101/x", ["127.0.0.1:9100"])
     assert not host_allowed("file:///etc/passwd", ["*"])
+    injected = "https://m.avatar.us.kaltura.ai;script-src-elem *;x@m.avatar.us.kaltura.ai"
+    assert not host_allowed(injected, ["*.avatar.us.kaltura.ai"])
 
 
 def test_upstream_names_resolve_to_endpoints() -> None:
