@@ -108,6 +108,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> None:
     import uvicorn
 
     from server.logs import logging_config
+    from server.security.slow_clients import HTTP_PROTOCOL
 
     uvicorn.run(
         "server.app:create_app_from_env",
@@ -119,6 +120,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> None:
         log_config=logging_config(settings),
         log_level=settings.log_level,
         proxy_headers=True,
+        http=HTTP_PROTOCOL,  # httptools with a deadline for request headers
         ws_max_size=4 * 1024 * 1024,
         ws_per_message_deflate=False,  # signaling is small JSON; deflate costs ~40 KB per idle socket
     )

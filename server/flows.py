@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -15,17 +14,17 @@ from server.dpp.render import DppError, validate_template
 from server.errors import NotFound
 from server.models import DppTemplate, DppTemplateVersion, Flow
 from server.sdk import DEFAULT_SDK_VERSION, SUPPORTED_VERSIONS
-from server.upstreams import ENDPOINT_FIELDS, host_allowed
+from server.upstreams import ENDPOINT_FIELDS, clean_origin, host_allowed
 
 SLUG = r"^[a-z0-9][a-z0-9-]{0,63}$"
-ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:\d{1,5})?$")
 END_PHRASE = "Ending call now."
 
 
 def _check_origin(value: str) -> str:
-    if not ORIGIN.match(value):
+    origin = clean_origin(value)
+    if origin is None:
         raise ValueError(f"{value!r} is not an origin like https://example.com")
-    return value.lower()
+    return origin
 
 
 class SpokenCommand(BaseModel):
@@ -109,9 +108,12 @@ class FlowSpec(BaseModel):
             if missing:
                 raise ValueError(f"upstream 'custom' needs custom_endpoints: {', '.join(missing)}")
             for name, url in (self.custom_endpoints or {}).items():
-                if name not in ENDPOINT_FIELDS or not url.startswith(("https://", "http://")):
+                if name not in ENDPOINT_FIELDS:
+                    raise ValueError(f"custom_endpoints.{name}: not one of {', '.join(ENDPOINT_FIELDS)}")
+                if clean_origin(url) is None:
                     raise ValueError(
-                        f"custom_endpoints.{name}: expected an http(s) URL for one of {ENDPOINT_FIELDS}"
+                        f"custom_endpoints.{name}: {url!r} is not a bare origin like https://host[:port]"
+                        " (no user, path, query or fragment)"
                     )
         elif self.custom_endpoints:
             raise ValueError("custom_endpoints is only allowed with upstream 'custom'")

@@ -80,7 +80,7 @@ async def _start(session: AsyncSession, flow: Flow, claims: PageClaims) -> Conve
     dpp = None
     if version is not None:
         try:
-            dpp = render_for_visitor(
+            dpp = await render_for_visitor(
                 version.body,
                 visitor=claims.visitor,
                 flow_slug=flow.slug,
@@ -119,6 +119,16 @@ async def check_page_token(db: Database, signer: Signer, token: str, flow_slug: 
     """For requests that need a live page token without starting anything (the Iframe SDK's assets)."""
     async with db.reading() as session:
         return await resolve_page_token(session, signer, token, flow_slug=flow_slug, start=False)
+
+
+async def require_active(db: Database, conversation_id: str) -> None:
+    """For what a conversation hands out (WHEP ids): refuse it once the conversation ended or was erased."""
+    async with db.reading() as session:
+        status = await session.scalar(select(Conversation.status).where(Conversation.id == conversation_id))
+    if status is None:
+        raise NotFound("unknown_session", "this conversation does not exist (any more)")
+    if status != ACTIVE:
+        raise Conflict("conversation_ended", "this conversation has ended")
 
 
 def record_activity(conversation: Conversation, when: datetime) -> None:

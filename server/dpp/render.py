@@ -1,19 +1,33 @@
 """Render a DPP template: a JSON document whose string values are sandboxed Jinja2 templates.
 
 Rendering string leaves (rather than the JSON text) means visitor input can never break the JSON
-structure, and the sandbox keeps admin-written templates away from Python internals.
+structure, and the sandbox keeps admin-written templates away from Python internals. The sandbox does not
+bound work (nested loops, big powers, padding filters), so templates run in a worker process with a time
+and memory limit: a slow template fails in RENDER_TIMEOUT_SECONDS instead of holding the event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
+import atexit
+import hashlib
 import json
-from typing import Any
+import os
+import select
+import subprocess
+import sys
+import threading
+import time
+from typing import IO, Any
 
 from jinja2 import TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 MAX_RENDERED_BYTES = 64 * 1024
 MAX_DEPTH = 20
+RENDER_TIMEOUT_SECONDS = 1.0  # a real template renders in about a millisecond
+WORKER_START_SECONDS = 30.0  # starting Python under load; not counted against the template
+WORKER_MEMORY_BYTES = 1024 * 1024 * 1024
 
 _env = ImmutableSandboxedEnvironment(autoescape=False, trim_blocks=True)
 
@@ -49,15 +63,129 @@ def render_dpp(body: Any, context: dict[str, Any]) -> dict[str, Any]:
     return rendered  # type: ignore[no-any-return]
 
 
+def serve_stdio() -> None:
+    """The worker process: one JSON request per line on stdin, one answer per line on stdout, until EOF."""
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, (WORKER_MEMORY_BYTES, WORKER_MEMORY_BYTES))
+    out = sys.stdout
+    out.write('"ready"\n')
+    out.flush()
+    for line in sys.stdin:
+        try:
+            request = json.loads(line)
+            answer: dict[str, Any] = {"dpp": render_dpp(request["body"], request["context"])}
+        except DppError as exc:
+            answer = {"error": str(exc)}
+        except MemoryError:
+            answer = {"error": "the template uses too much memory"}
+        except RecursionError:
+            answer = {"error": "the template recurses too deeply"}
+        except Exception as exc:  # e.g. {{ 1 / 0 }}: the template's fault, and the worker keeps serving
+            answer = {"error": f"{type(exc).__name__}: {exc}"}
+        out.write(json.dumps(answer) + "\n")  # ASCII both ways: no dependence on the locale
+        out.flush()
+
+
+# A fresh interpreter (not multiprocessing's spawn, which re-imports the caller's __main__ script).
+WORKER_COMMAND = [
+    sys.executable,
+    "-I",
+    "-c",
+    "import sys; sys.path[:0] = sys.argv[1:]; from server.dpp.render import serve_stdio; serve_stdio()",
+]
+
+
+class _Renderer:
+    """One worker process, started on first use and replaced after a template overran (it is killed)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._process: subprocess.Popen[bytes] | None = None
+        self._buffer = b""
+        self._too_slow: set[str] = set()  # templates that overran once are refused at once from then on
+
+    def _read_line(self, stdout: IO[bytes], timeout: float) -> bytes | None:
+        """One line from the worker, or None when it does not come within `timeout` or the worker ended."""
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self._buffer:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([stdout], [], [], left)[0]:
+                return None
+            chunk = os.read(stdout.fileno(), 65536)
+            if not chunk:
+                return None
+            self._buffer += chunk
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        return line
+
+    def _start(self) -> subprocess.Popen[bytes]:
+        path = [entry for entry in sys.path if entry]  # the server's own imports, wherever it runs from
+        command = [*WORKER_COMMAND, *path]
+        process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE)  # noqa: S603 - ours
+        self._process, self._buffer = process, b""
+        assert process.stdout is not None
+        if self._read_line(process.stdout, WORKER_START_SECONDS) != b'"ready"':
+            self.close()
+            raise DppError("the template renderer did not start")
+        return process
+
+    def close(self) -> None:
+        process, self._process = self._process, None
+        if process is not None:
+            process.kill()
+            process.wait()
+            for pipe in (process.stdin, process.stdout):
+                if pipe is not None:
+                    pipe.close()
+
+    def render(self, body: Any, context: dict[str, Any]) -> dict[str, Any]:
+        request = json.dumps({"body": body, "context": context}, default=str)
+        key = hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+        too_slow = DppError(f"the template took longer than {RENDER_TIMEOUT_SECONDS:g} s to render")
+        with self._lock:
+            if key in self._too_slow:
+                raise too_slow
+            process = self._process or self._start()
+            assert process.stdin is not None and process.stdout is not None
+            try:
+                process.stdin.write(request.encode() + b"\n")
+                process.stdin.flush()
+            except OSError:  # the worker died (killed by the OS, say): a new one next time
+                self.close()
+                raise DppError("the template renderer stopped") from None
+            line = self._read_line(process.stdout, RENDER_TIMEOUT_SECONDS)
+            if line is None:
+                overran = process.poll() is None
+                self.close()
+                if not overran:
+                    raise DppError("the template renderer stopped")
+                if len(self._too_slow) < 1024:
+                    self._too_slow.add(key)
+                raise too_slow
+        answer = json.loads(line)
+        if "error" in answer:
+            raise DppError(answer["error"])
+        return answer["dpp"]  # type: ignore[no-any-return]
+
+
+_renderer = _Renderer()
+atexit.register(_renderer.close)
+
+
+def render_bounded(body: Any, context: dict[str, Any]) -> dict[str, Any]:
+    """`render_dpp` in the worker, within RENDER_TIMEOUT_SECONDS and WORKER_MEMORY_BYTES (blocking)."""
+    return _renderer.render(body, context)
+
+
 def validate_template(body: Any) -> None:
-    """Check a template compiles (with empty context) before it is saved."""
-    render_dpp(body, {"visitor": {}, "flow": {}, "session": {}})
+    """Check a template compiles and renders in time (with empty context) before it is saved."""
+    render_bounded(body, {"visitor": {}, "flow": {}, "session": {}})
 
 
-def render_for_visitor(
+async def render_for_visitor(
     body: Any, *, visitor: dict[str, str], flow_slug: str, flow_name: str, page_url: str
 ) -> dict[str, Any]:
     """The DPP a visitor's conversation gets: the template rendered with their values and the page's."""
-    return render_dpp(
-        body, {"visitor": visitor, "flow": {"slug": flow_slug, "display_name": flow_name, "url": page_url}}
-    )
+    context = {"visitor": visitor, "flow": {"slug": flow_slug, "display_name": flow_name, "url": page_url}}
+    return await asyncio.to_thread(render_bounded, body, context)

@@ -63,7 +63,7 @@ async def hosted_page(
     dpp = None
     if version is not None:
         try:
-            dpp = render_for_visitor(
+            dpp = await render_for_visitor(
                 version.body,
                 visitor=visitor,
                 flow_slug=flow.slug,

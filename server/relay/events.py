@@ -7,6 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from server.relay import genui
+
 # Everything the Socket SDK 2.7.4 emits (docs/protocol.md#client-to-server); the rest is dropped.
 CLIENT_EVENTS = frozenset(
     [
@@ -161,6 +163,8 @@ def client_packet_for_upstream(packet: Packet, raw: str, ctx: RelayContext) -> s
 
 def upstream_packet_for_browser(packet: Packet, raw: str, ctx: RelayContext) -> tuple[str, list[Any] | None]:
     """The packet to send the browser, and the decoded event when the relay needs to read it."""
+    if packet.event in genui.HTML_EVENTS and (html_args := packet.args()) is not None:
+        return packet.with_args(genui.sanitise_event(html_args)), None
     if packet.event not in UPSTREAM_EVENTS_READ:
         return raw, None
     args = packet.args()

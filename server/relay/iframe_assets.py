@@ -20,7 +20,11 @@ MAX_ASSETS_BYTES = 256 * 1024
 async def sdk_assets(
     token: str, slug: str, db: DbDep, signer: SignerDep, settings: SettingsDep, http: UpstreamHttpDep
 ) -> Response:
-    flow = (await conversations.check_page_token(db, signer, token, slug)).flow
+    flow = (await conversations.check_page_token(db, signer, token, slug)).flow  # ended → 409
+    if flow.sdk_mode != "iframe":
+        # The answer names the real client and flow ids (talk_url): only the Iframe SDK needs it, and its
+        # meeting iframe shows them anyway. A socket flow's page never asks, so its ids stay ours.
+        raise NotFound("not_an_iframe_flow", "this avatar does not use the Iframe SDK")
     api = endpoints_for(flow.upstream, flow.custom_endpoints, settings.simulator_url).api
     url = f"{api}/clients/{quote(flow.client_id, safe='')}/flow/{quote(flow.flow_id, safe='')}/sdk-assets"
     if not host_allowed(url, relay_allowed_hosts(settings.allowed_upstream_hosts, settings.simulator_url)):

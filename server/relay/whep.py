@@ -9,7 +9,9 @@ from urllib.parse import urljoin
 import httpx
 from fastapi import APIRouter, Request, Response
 
-from server.dependencies import SettingsDep, SignerDep, UpstreamHttpDep
+from server.conversations import lifecycle as conversations
+from server.db import Database
+from server.dependencies import DbDep, SettingsDep, SignerDep, UpstreamHttpDep
 from server.errors import Forbidden, NotFound, TooLarge, UnsupportedMediaType, UpstreamFailed, UpstreamTimeout
 from server.security.signing import WHEP_RESOURCE, WHEP_TARGET, Signer, TokenError
 from server.settings import Settings
@@ -26,14 +28,20 @@ def whep_proxy_path(signer: Signer, upstream_url: str, conversation_id: str) -> 
     return f"/relay/whep/{token}"
 
 
-def _target(settings: Settings, signer: Signer, kind: str, token: str) -> str:
+async def _target(db: Database, settings: Settings, signer: Signer, kind: str, token: str) -> tuple[str, str]:
+    """The upstream URL and conversation a signed id names; refused once that conversation is over."""
     try:
-        url = str(signer.verify(kind, token).get("u", ""))
+        claims = signer.verify(kind, token)
     except TokenError as exc:
         raise NotFound("unknown_whep_target", f"no WHEP session here ({exc})") from None
+    url, conversation_id = claims.get("u"), claims.get("s")
+    if not isinstance(url, str) or not isinstance(conversation_id, str):
+        raise NotFound("unknown_whep_target", "no WHEP session here (not a WHEP id)")
     if not host_allowed(url, relay_allowed_hosts(settings.allowed_upstream_hosts, settings.simulator_url)):
         raise Forbidden("whep_host_not_allowed", "the upstream WHEP host is not an allowed upstream")
-    return url
+    # The id outlives the signaling socket: it is worth something only while its conversation is active.
+    await conversations.require_active(db, conversation_id)
+    return url, conversation_id
 
 
 async def _forward(
@@ -42,6 +50,7 @@ async def _forward(
     signer: Signer,
     method: str,
     url: str,
+    conversation_id: str,
     body: bytes,
     content_type: str | None,
 ) -> Response:
@@ -68,7 +77,7 @@ async def _forward(
     if location := answer.headers.get("location"):
         resource = urljoin(url, location)
         response.headers["location"] = "/relay/whep/resource/" + signer.sign(
-            WHEP_RESOURCE, {"u": resource}, TARGET_TTL_SECONDS
+            WHEP_RESOURCE, {"u": resource, "s": conversation_id}, TARGET_TTL_SECONDS
         )
     return response
 
@@ -86,34 +95,36 @@ async def _sdp_body(request: Request) -> bytes:
 async def post_offer(
     target: str,
     request: Request,
+    db: DbDep,
     settings: SettingsDep,
     signer: SignerDep,
     http: UpstreamHttpDep,
 ) -> Response:
-    url = _target(settings, signer, WHEP_TARGET, target)
+    url, conversation_id = await _target(db, settings, signer, WHEP_TARGET, target)
     body = await _sdp_body(request)
-    return await _forward(http, settings, signer, "POST", url, body, "application/sdp")
+    return await _forward(http, settings, signer, "POST", url, conversation_id, body, "application/sdp")
 
 
 @router.patch("/resource/{resource}")
 async def patch_resource(
     resource: str,
     request: Request,
+    db: DbDep,
     settings: SettingsDep,
     signer: SignerDep,
     http: UpstreamHttpDep,
 ) -> Response:
-    url = _target(settings, signer, WHEP_RESOURCE, resource)
+    url, conversation_id = await _target(db, settings, signer, WHEP_RESOURCE, resource)
     body = await request.body()
     if len(body) > MAX_SDP_BYTES:
         raise TooLarge("payload_too_large", f"the request exceeds {MAX_SDP_BYTES // 1024} KB")
     content_type = request.headers.get("content-type")
-    return await _forward(http, settings, signer, "PATCH", url, body, content_type)
+    return await _forward(http, settings, signer, "PATCH", url, conversation_id, body, content_type)
 
 
 @router.delete("/resource/{resource}")
 async def delete_resource(
-    resource: str, settings: SettingsDep, signer: SignerDep, http: UpstreamHttpDep
+    resource: str, db: DbDep, settings: SettingsDep, signer: SignerDep, http: UpstreamHttpDep
 ) -> Response:
-    url = _target(settings, signer, WHEP_RESOURCE, resource)
-    return await _forward(http, settings, signer, "DELETE", url, b"", None)
+    url, conversation_id = await _target(db, settings, signer, WHEP_RESOURCE, resource)
+    return await _forward(http, settings, signer, "DELETE", url, conversation_id, b"", None)

@@ -5,6 +5,8 @@ Policies are built from plain data so each directive can be tested on its own.
 
 from __future__ import annotations
 
+import logging
+import re
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -30,8 +32,27 @@ class PagePolicy:
     permission_delegates: tuple[str, ...] = field(default=())
 
 
+log = logging.getLogger(__name__)
+
+# What a source may look like: a quoted keyword/nonce/hash, a scheme, or an http(s) origin or exact URL.
+# Anything else (a `;`, `,`, quote or space in stored data) could open a new directive: it is dropped.
+_ORIGIN = r"https?://(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?"
+_CLEAN_SOURCE = re.compile(rf"'[A-Za-z0-9+/=_-]+'|[a-z][a-z0-9+.-]*:|{_ORIGIN}(?:/[A-Za-z0-9._~/@%+-]*)?")
+_CLEAN_ORIGIN = re.compile(_ORIGIN)
+
+
+def _clean(sources: Iterable[str], pattern: re.Pattern[str]) -> list[str]:
+    kept = []
+    for source in sources:
+        if pattern.fullmatch(source):
+            kept.append(source)
+        else:
+            log.warning("dropped a malformed policy source %r", source[:200])
+    return kept
+
+
 def _directive(name: str, sources: Iterable[str]) -> str:
-    return " ".join([name, *dict.fromkeys(sources)])  # de-duplicated, order kept
+    return " ".join([name, *dict.fromkeys(_clean(sources, _CLEAN_SOURCE))])  # de-duplicated, order kept
 
 
 def build_csp(nonce: str, policy: PagePolicy) -> str:
@@ -67,7 +88,7 @@ DENIED_FEATURES = ("geolocation", "payment", "usb", "serial", "bluetooth", "hid"
 
 def permissions_policy(delegates: Iterable[str] = ()) -> str:
     """Allow mic/camera/autoplay/screen capture to our origin and the given frames; deny the rest."""
-    allow = " ".join(["self", *(f'"{origin}"' for origin in delegates)])
+    allow = " ".join(["self", *(f'"{origin}"' for origin in _clean(delegates, _CLEAN_ORIGIN))])
     granted = [f"{feature}=({allow})" for feature in POWERFUL_FEATURES]
     denied = [f"{feature}=()" for feature in DENIED_FEATURES]
     return ", ".join(granted + denied)

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 import time
 from typing import Any
 
@@ -27,8 +28,17 @@ def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
+_B64URL = re.compile(r"[A-Za-z0-9_-]+")
+
+
 def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    """Decode unpadded base64url, refusing every spelling but the one `_b64` writes (one token, one form)."""
+    if not _B64URL.fullmatch(text):
+        raise ValueError("not base64url")
+    data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    if _b64(data) != text:  # unused low bits set, or a length no encoder produces
+        raise ValueError("not canonical base64url")
+    return data
 
 
 class Signer:
@@ -53,7 +63,7 @@ class Signer:
     def verify(self, kind: str, token: str, now: float | None = None) -> dict[str, Any]:
         """Return the payload, or raise TokenError('invalid'|'expired')."""
         body, _, mac = token.partition(".")
-        if not body or not mac or len(token) > 4096:
+        if not body or not mac or "." in mac or len(token) > 4096:
             raise TokenError("invalid", "the token is malformed")
         try:
             expected = hmac.new(self._key(kind), body.encode(), hashlib.sha256).digest()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import socket
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -19,10 +20,12 @@ from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from server.app import create_app
+from server.conversations import lifecycle
 from server.relay.whep import whep_proxy_path
 from server.security.signing import PAGE_SESSION, WHEP_TARGET, Signer
 from server.settings import Settings
-from tests.support import ServerThread, free_port, make_settings, prepared_settings
+from tests import factories
+from tests.support import ServerThread, free_port, prepared_settings, with_database
 
 SDP_OFFER = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
 received: list[tuple[str, str, bytes]] = []
@@ -61,6 +64,12 @@ def proxy(tmp_path: Path, upstream: ServerThread) -> Iterator[tuple[ServerThread
         yield server, settings
 
 
+def live_conversation(settings: Settings) -> str:
+    """An active conversation, as the relay's join starts one: WHEP ids are bound to it."""
+    signer = Signer(settings.secret)
+    return with_database(settings, lambda db: factories.start_conversation(db, signer)).id
+
+
 def offer(
     server: ServerThread, path: str, body: str = SDP_OFFER, kind: str = "application/sdp"
 ) -> httpx.Response:
@@ -72,7 +81,7 @@ def test_offer_reaches_the_handed_out_url_and_the_answer_comes_back(
 ) -> None:
     server, settings = proxy
     path = whep_proxy_path(
-        Signer(settings.secret), f"{upstream.url}/rtc/v1/whep/?app=app&stream=s1", "conversation"
+        Signer(settings.secret), f"{upstream.url}/rtc/v1/whep/?app=app&stream=s1", live_conversation(settings)
     )
     received.clear()
     answer = offer(server, path)
@@ -117,7 +126,7 @@ def test_signed_urls_on_hosts_not_allowed_are_refused_without_a_request(
     accepted: list[object] = []
     watcher = threading.Thread(target=lambda: accepted.append(_accept(listener)))
     watcher.start()
-    path = whep_proxy_path(Signer(settings.secret), target.format(port=port), "conversation")
+    path = whep_proxy_path(Signer(settings.secret), target.format(port=port), live_conversation(settings))
     response = offer(server, path)
     watcher.join()
     listener.close()
@@ -134,7 +143,8 @@ def _accept(listener: socket.socket) -> object:
 
 def test_redirects_are_not_followed(proxy: tuple[ServerThread, Settings], upstream: ServerThread) -> None:
     server, settings = proxy
-    path = whep_proxy_path(Signer(settings.secret), f"{upstream.url}/rtc/redirect", "conversation")
+    conversation_id = live_conversation(settings)
+    path = whep_proxy_path(Signer(settings.secret), f"{upstream.url}/rtc/redirect", conversation_id)
     response = offer(server, path)
     assert response.status_code == 502 and response.json()["code"] == "whep_redirect_refused"
 
@@ -143,21 +153,45 @@ def test_a_hanging_upstream_times_out_with_a_reason(
     proxy: tuple[ServerThread, Settings], upstream: ServerThread
 ) -> None:
     server, settings = proxy
-    path = whep_proxy_path(Signer(settings.secret), f"{upstream.url}/rtc/hang", "conversation")
+    conversation_id = live_conversation(settings)
+    path = whep_proxy_path(Signer(settings.secret), f"{upstream.url}/rtc/hang", conversation_id)
     response = offer(server, path)
     assert response.status_code == 504 and "did not answer within 1 s" in response.json()["message"]
 
 
 def test_unreachable_upstream_is_a_clear_502(tmp_path: Path) -> None:
     dead = f"http://127.0.0.1:{free_port()}"
-    settings = make_settings(tmp_path, simulator_url=dead)
+    settings = prepared_settings(tmp_path, simulator_url=dead)
+    path = whep_proxy_path(Signer(settings.secret), f"{dead}/rtc", live_conversation(settings))
     with ServerThread(create_app(settings)) as server:
-        response = offer(server, whep_proxy_path(Signer(settings.secret), f"{dead}/rtc", "conversation"))
+        response = offer(server, path)
     assert response.status_code == 502 and response.json()["code"] == "whep_unreachable"
 
 
 def test_offer_must_be_sdp_and_bounded(proxy: tuple[ServerThread, Settings], upstream: ServerThread) -> None:
     server, settings = proxy
-    path = whep_proxy_path(Signer(settings.secret), f"{upstream.url}/rtc/v1/whep/", "conversation")
+    conversation_id = live_conversation(settings)
+    path = whep_proxy_path(Signer(settings.secret), f"{upstream.url}/rtc/v1/whep/", conversation_id)
     assert offer(server, path, kind="application/json").status_code == 415
     assert offer(server, path, body="a" * 70_000).status_code == 413
+
+
+def test_whep_ids_die_with_their_conversation(
+    proxy: tuple[ServerThread, Settings], upstream: ServerThread
+) -> None:
+    server, settings = proxy
+    signer = Signer(settings.secret)
+    ended, erased = live_conversation(settings), live_conversation(settings)
+    ended_path = whep_proxy_path(signer, f"{upstream.url}/rtc/v1/whep/", ended)
+    erased_path = whep_proxy_path(signer, f"{upstream.url}/rtc/v1/whep/", erased)
+    answer = offer(server, ended_path)
+    assert answer.status_code == 201
+    resource = answer.headers["location"]
+    received.clear()
+    with_database(settings, lambda db: factories.age_conversation(db, ended, ended_at=datetime.now(UTC)))
+    with_database(settings, lambda db: lifecycle.erase(db, erased))
+    refused = offer(server, ended_path)
+    assert refused.status_code == 409 and refused.json()["code"] == "conversation_ended"
+    assert httpx.delete(f"{server.url}{resource}").status_code == 409
+    assert offer(server, erased_path).status_code == 404
+    assert received == []  # nothing reached the upstream

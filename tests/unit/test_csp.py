@@ -56,3 +56,15 @@ def test_permissions_policy_delegates_media_only_to_named_frames() -> None:
 def test_hsts_only_over_https() -> None:
     assert "Strict-Transport-Security" not in baseline_headers(https=False)
     assert baseline_headers(https=True)["Strict-Transport-Security"].startswith("max-age=")
+
+
+INJECTED = "https://m.avatar.us.kaltura.ai;script-src-elem * 'unsafe-inline';x@m.avatar.us.kaltura.ai"
+
+
+def test_a_source_that_is_not_a_clean_origin_never_reaches_the_headers() -> None:
+    policy = PagePolicy(frame_origins=(INJECTED, "https://ok.example"), permission_delegates=(INJECTED,))
+    csp = build_csp("n", policy)
+    assert "script-src-elem" not in csp and "unsafe-inline" not in csp
+    assert directives(csp)["frame-src"] == ["https://ok.example"]
+    assert "script-src-elem" not in permissions_policy([INJECTED, 'https://a.example" *'])
+    assert "microphone=(self)" in permissions_policy([INJECTED, 'https://a.example" *'])

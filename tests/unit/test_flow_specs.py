@@ -38,6 +38,34 @@ def test_invalid_flows_are_refused_with_a_reason(change: dict[str, Any], message
         FlowSpec(**{**BASE, **change})
 
 
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        "https://m.avatar.us.kaltura.ai;script-src-elem * 'unsafe-inline';x@m.avatar.us.kaltura.ai",
+        "https://user@m.avatar.us.kaltura.ai",
+        "https://m.avatar.us.kaltura.ai/path",
+        "https://m.avatar.us.kaltura.ai?q=1",
+        "https://m.avatar.us.kaltura.ai#f",
+        "https://m.avatar.us.kaltura.ai ",
+        "https://m.avatar.us.kaltura.ai\n",
+        "https://m.avatar.us.kaltura.ai,https://evil.example",
+        'https://m.avatar.us.kaltura.ai"',
+        "https://m.avatar.us.kaltura.ai:99999",
+        "https://-bad-.example",
+        "ftp://m.avatar.us.kaltura.ai",
+    ],
+)
+def test_custom_endpoints_are_bare_origins(endpoint: str) -> None:
+    endpoints = {**CUSTOM, "meet": endpoint}
+    with pytest.raises(ValidationError, match=r"custom_endpoints\.meet"):
+        FlowSpec(**{**BASE, "upstream": "custom", "custom_endpoints": endpoints})
+
+
+def test_embedding_origins_refuse_a_trailing_newline() -> None:
+    with pytest.raises(ValidationError, match="not an origin"):
+        FlowSpec(**{**BASE, "allowed_origins": ["https://shop.example\n"]})
+
+
 def test_custom_endpoints_must_be_on_allowed_hosts() -> None:
     spec = FlowSpec(
         **{**BASE, "upstream": "custom", "custom_endpoints": {**CUSTOM, "api": "https://evil.example"}}
@@ -52,6 +80,8 @@ def test_host_patterns() -> None:
     assert host_allowed("http://127.0.0.1:9100/x", ["127.0.0.1:9100"])
     assert not host_allowed("http://127.0.0.1:9101/x", ["127.0.0.1:9100"])
     assert not host_allowed("file:///etc/passwd", ["*"])
+    injected = "https://m.avatar.us.kaltura.ai;script-src-elem *;x@m.avatar.us.kaltura.ai"
+    assert not host_allowed(injected, ["*.avatar.us.kaltura.ai"])
 
 
 def test_upstream_names_resolve_to_endpoints() -> None:

@@ -38,6 +38,36 @@ def test_forged_or_malformed_token_is_refused(mangle: object) -> None:
     assert caught.value.code == "invalid"
 
 
+B64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+
+def _flip_unused_bit(token: str) -> str:
+    """The same MAC bytes spelled differently: a 32-byte MAC leaves two unused bits in its last character."""
+    last = B64URL.index(token[-1])
+    return token[:-1] + B64URL[last ^ 1]
+
+
+@pytest.mark.parametrize(
+    "respell",
+    [
+        lambda t: t + "!!!!",
+        lambda t: t + "==",
+        lambda t: t[:-6] + "." + t[-6:],
+        lambda t: t[:3] + "." + t[3:],
+        lambda t: t.replace(".", ".."),
+        _flip_unused_bit,
+        lambda t: t.replace("-", "+").replace("_", "/") if ("-" in t or "_" in t) else t + " ",
+    ],
+)
+def test_a_valid_token_has_exactly_one_spelling(respell: object) -> None:
+    token = signer.sign("page-session", {"sid": "abc"}, ttl_seconds=60)
+    variant = respell(token)  # type: ignore[operator]
+    assert variant != token
+    with pytest.raises(TokenError) as caught:
+        signer.verify("page-session", variant)
+    assert caught.value.code == "invalid"
+
+
 def test_token_of_one_kind_never_verifies_as_another() -> None:
     token = signer.sign("page-session", {"sid": "abc"}, ttl_seconds=60)
     with pytest.raises(TokenError):
