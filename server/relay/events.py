@@ -6,6 +6,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from server.relay import genui
 
@@ -36,8 +37,11 @@ CLIENT_EVENTS = frozenset(
     ]
 )
 
-# Payload fields that carry the vendor credentials the page never sees.
-CREDENTIAL_FIELDS = {"client": "client_id", "flowId": "flow_id"}
+# Payload keys that carry vendor credentials: the page never chooses them, at any depth of any argument.
+CREDENTIAL_FIELDS = ("client", "flowId", "billed_client", "ks")
+# What the SDK 2.7.4 puts in its handshake query besides the ids (docs/protocol.md), with fixed values.
+FIXED_QUERY = {"billed_client": "", "debugMode": "true", "ks": "", "level": "published"}
+STICKY_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
 
 
 @dataclass(frozen=True)
@@ -50,17 +54,30 @@ class RelayContext:
     whep_url_for: Callable[[str], str]  # upstream WHEP URL → our signed proxy URL
 
 
+def scrub_credentials(value: Any, ctx: RelayContext) -> Any:
+    """`value` with every credential key, however deep, set to what the flow says (the real id or empty)."""
+    if isinstance(value, list):
+        return [scrub_credentials(item, ctx) for item in value]
+    if not isinstance(value, dict):
+        return value
+    fixed = {"client": ctx.client_id, "flowId": ctx.flow_id}
+    return {
+        key: (fixed.get(key, "") if key in CREDENTIAL_FIELDS else scrub_credentials(item, ctx))
+        for key, item in value.items()
+    }
+
+
 def rewrite_client_event(event: str, args: tuple[Any, ...], ctx: RelayContext) -> tuple[Any, ...]:
-    """Arguments the upstream should see for an event coming from the browser."""
-    if not args or not isinstance(args[0], dict):
-        return args
-    payload = dict(args[0])
-    for field, attribute in CREDENTIAL_FIELDS.items():
-        if field in payload:
-            payload[field] = getattr(ctx, attribute)
-    if event == "asr-webrtc-init" and "sessionId" in payload:
-        payload["sessionId"] = ctx.upstream_sid
-    return (payload, *args[1:])
+    """Arguments the upstream should see for an event (or, with event "", an ack) from the browser."""
+    scrubbed = tuple(scrub_credentials(arg, ctx) for arg in args)
+    if (
+        event == "asr-webrtc-init"
+        and scrubbed
+        and isinstance(scrubbed[0], dict)
+        and "sessionId" in scrubbed[0]
+    ):
+        scrubbed = ({**scrubbed[0], "sessionId": ctx.upstream_sid}, *scrubbed[1:])
+    return scrubbed
 
 
 def rewrite_upstream_event(event: str, args: tuple[Any, ...], ctx: RelayContext) -> tuple[Any, ...]:
@@ -68,21 +85,40 @@ def rewrite_upstream_event(event: str, args: tuple[Any, ...], ctx: RelayContext)
 
     Only URLs the browser must reach are rewritten: everything else passes through untouched.
     """
-    if event == "stvNewSession" and args and isinstance(args[0], dict):
-        url = args[0].get("webrtc_url")
-        if isinstance(url, str) and url:
+    if event == "stvNewSession" and args and isinstance(args[0], dict) and "webrtc_url" in args[0]:
+        url = args[0]["webrtc_url"]
+        if isinstance(url, str) and proxyable_url(url):
             return ({**args[0], "webrtc_url": ctx.whep_url_for(url)}, *args[1:])
+        # Unusable: without a webrtc_url the SDK falls back to the page's WHEP endpoint, then to audio.
+        payload = {k: v for k, v in args[0].items() if k != "webrtc_url"}
+        return (payload, *args[1:])
     return args
 
 
+def proxyable_url(url: str) -> bool:
+    """An absolute http(s) URL with a host and a valid port, such as the WHEP proxy can forward to."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 -- raises ValueError for `host:1:2` or a port out of range
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
 def upstream_query(browser_query: dict[str, str], ctx: RelayContext) -> dict[str, str]:
-    """The SDK's handshake query with the real ids in place of the page's session token and slug."""
-    return {**browser_query, "client": ctx.client_id, "flowId": ctx.flow_id}
+    """The SDK's handshake query rebuilt from fixed values and the real ids; only a well-formed `stickyId`
+    (the SDK's 16 random characters) is taken from the browser."""
+    query = {"client": ctx.client_id, "flowId": ctx.flow_id, **FIXED_QUERY}
+    sticky = browser_query.get("stickyId", "")
+    if 0 < len(sticky) <= 64 and set(sticky) <= STICKY_ID_CHARS:
+        query["stickyId"] = sticky
+    return query
 
 
 # Socket.IO packet types the relay forwards (everything else is python-socketio's business).
 EVENT, ACK, BINARY_EVENT, BINARY_ACK = "2", "3", "5", "6"
 RELAYED_TYPES = frozenset((EVENT, ACK, BINARY_EVENT, BINARY_ACK))
+CREDENTIAL_MARKERS = (*(f'"{key}"' for key in CREDENTIAL_FIELDS), "\\u")
 # Upstream events the relay reads (transcript tap, WHEP URL); all others are forwarded unread.
 UPSTREAM_EVENTS_READ = frozenset(
     ["stvNewSession", "stvFinishedTalking", "agentTurnToTalk", "conversationEnded", "conversationTimeExpired"]
@@ -147,14 +183,22 @@ def parse_packet(raw: str) -> Packet | None:
 
 
 def client_packet_for_upstream(packet: Packet, raw: str, ctx: RelayContext) -> str | None:
-    """The packet to send upstream for an event from the browser, rewritten only where it must be.
+    """The packet to send upstream for an event or ack from the browser, rewritten only where it must be.
 
-    A body that mentions no credential field (and is no ASR init) goes out byte for byte; None: malformed.
+    A body that mentions no credential key (and is no ASR init) goes out byte for byte; None: malformed.
     """
     body = packet.body
     # A \u escape could spell a credential key that the substring test misses: such bodies are decoded.
-    if packet.event != "asr-webrtc-init" and not any(k in body for k in ('"client"', '"flowId"', "\\u")):
+    if packet.event != "asr-webrtc-init" and not any(k in body for k in CREDENTIAL_MARKERS):
         return raw
+    if packet.kind in (ACK, BINARY_ACK):
+        try:
+            data = json.loads(body)
+        except ValueError:
+            return None
+        if not isinstance(data, list):
+            return None
+        return packet.with_args(list(rewrite_client_event("", tuple(data), ctx)))
     args = packet.args()
     if args is None:
         return None

@@ -269,12 +269,11 @@ class RelayHub:
         reason = None
         if not bridge.allow(self.settings.relay_events_per_second):
             reason = "rate"
-        elif packet.kind in (EVENT, BINARY_EVENT):
-            if packet.event not in CLIENT_EVENTS:
-                reason = "disallowed"
-            else:
-                rewritten = client_packet_for_upstream(packet, data, bridge.context)
-                reason, data = ("malformed", data) if rewritten is None else (None, rewritten)
+        elif packet.kind in (EVENT, BINARY_EVENT) and packet.event not in CLIENT_EVENTS:
+            reason = "disallowed"
+        else:  # an allowed event, or an ack: credentials in either are the flow's, never the page's
+            rewritten = client_packet_for_upstream(packet, data, bridge.context)
+            reason, data = ("malformed", data) if rewritten is None else (None, rewritten)
         if reason is not None:
             self.dropped[reason] += 1
             bridge.skip_attachments = packet.attachments

@@ -37,7 +37,15 @@ async def _target(db: Database, settings: Settings, signer: Signer, kind: str, t
     url, conversation_id = claims.get("u"), claims.get("s")
     if not isinstance(url, str) or not isinstance(conversation_id, str):
         raise NotFound("unknown_whep_target", "no WHEP session here (not a WHEP id)")
-    if not host_allowed(url, relay_allowed_hosts(settings.allowed_upstream_hosts, settings.simulator_url)):
+    try:
+        allowed = host_allowed(
+            url, relay_allowed_hosts(settings.allowed_upstream_hosts, settings.simulator_url)
+        )
+    except ValueError:  # upstream handed out an address no request can go to (`host:1:2`)
+        raise Forbidden(
+            "whep_url_invalid", "the avatar service gave a WHEP address that is not a valid URL"
+        ) from None
+    if not allowed:
         raise Forbidden("whep_host_not_allowed", "the upstream WHEP host is not an allowed upstream")
     # The id outlives the signaling socket: it is worth something only while its conversation is active.
     await conversations.require_active(db, conversation_id)

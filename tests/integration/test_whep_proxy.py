@@ -134,6 +134,15 @@ def test_signed_urls_on_hosts_not_allowed_are_refused_without_a_request(
     assert accepted == [None]
 
 
+def test_a_signed_url_that_is_not_a_valid_url_is_refused_not_a_server_error(
+    proxy: tuple[ServerThread, Settings], upstream: ServerThread
+) -> None:
+    server, settings = proxy
+    path = whep_proxy_path(Signer(settings.secret), "http://127.0.0.1:9170:5555/", "conversation")
+    response = offer(server, path)
+    assert response.status_code == 403 and response.json()["code"] == "whep_url_invalid"
+
+
 def _accept(listener: socket.socket) -> object:
     try:
         return listener.accept()

@@ -46,20 +46,60 @@ def test_webrtc_url_is_moved_to_our_proxy() -> None:
     assert payload == {"session_id": "s1", "webrtc_url": f"/relay/whep/signed({url})"}
 
 
+def test_an_unusable_webrtc_url_is_dropped_so_the_sdk_falls_back() -> None:
+    for url in ("http://host:9170:5555/", "http://host:99999/", "/rtc/v1/whep/", "javascript:alert(1)", 7):
+        (payload,) = rewrite_upstream_event("stvNewSession", ({"session_id": "s1", "webrtc_url": url},), CTX)
+        assert payload == {"session_id": "s1"}
+
+
 def test_upstream_events_without_urls_pass_untouched() -> None:
     assert rewrite_upstream_event("stvNewSession", ({"session_id": "s1"},), CTX) == ({"session_id": "s1"},)
     assert rewrite_upstream_event("showChart", ({"mediaUrl": "{}"},), CTX) == ({"mediaUrl": "{}"},)
 
 
-def test_handshake_query_carries_the_real_ids_and_the_rest_unchanged() -> None:
+def test_handshake_query_is_rebuilt_from_fixed_values_and_the_real_ids() -> None:
     query = {
         "client": "token",
         "flowId": "demo",
-        "stickyId": "abc",
-        "level": "published",
-        "debugMode": "true",
+        "stickyId": "abcDEF0123456789",
+        "level": "draft",
+        "debugMode": "false",
+        "billed_client": "someone-else",
+        "ks": "browser-ks",
+        "flow_id": "other-flow",
+        "client_id": "other-client",
     }
-    assert upstream_query(query, CTX) == {**query, "client": "real-client", "flowId": "real-flow"}
+    assert upstream_query(query, CTX) == {
+        "client": "real-client",
+        "flowId": "real-flow",
+        "billed_client": "",
+        "debugMode": "true",
+        "ks": "",
+        "level": "published",
+        "stickyId": "abcDEF0123456789",
+    }
+    assert "stickyId" not in upstream_query({"stickyId": "x&ks=1"}, CTX)
+
+
+def test_credential_keys_are_scrubbed_at_any_depth_in_any_argument() -> None:
+    args = (
+        {"room": "r", "meta": {"client": "evil", "list": [{"ks": "k", "flowId": "f"}]}},
+        {"billed_client": "evil", "client": "evil"},
+    )
+    assert rewrite_client_event("join", args, CTX) == (
+        {"room": "r", "meta": {"client": "real-client", "list": [{"ks": "", "flowId": "real-flow"}]}},
+        {"billed_client": "", "client": "real-client"},
+    )
+
+
+def test_acks_from_the_browser_are_scrubbed_too() -> None:
+    raw = '37[{"client":"evil","nested":{"ks":"k"}}]'
+    packet = parse_packet(raw)
+    assert packet is not None
+    rewritten = client_packet_for_upstream(packet, raw, CTX)
+    assert rewritten is not None and rewritten.startswith("37")
+    assert json.loads(rewritten[2:]) == [{"client": "real-client", "nested": {"ks": ""}}]
+    assert client_packet_for_upstream(parse_packet('3["ok"]') or packet, '3["ok"]', CTX) == '3["ok"]'
 
 
 def test_allowlist_covers_the_sdk_and_nothing_invented() -> None:
