@@ -35,6 +35,17 @@ class SpokenCommand(BaseModel):
     action: Literal["end"] = "end"
 
 
+class PageContext(BaseModel):
+    """Live context the page may send the avatar (a `setDynamicPrompt` of its own), within these limits.
+
+    Off unless a flow sets it: the avatar's prompt is the server-rendered DPP, which the relay injects.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    max_bytes: int = Field(default=8192, ge=1, le=1024 * 1024)
+    per_minute: int = Field(default=6, ge=1, le=600)
+
+
 class TurnOverride(BaseModel):
     model_config = ConfigDict(extra="forbid")
     urls: list[str] = Field(default_factory=list, max_length=8)
@@ -83,6 +94,7 @@ class FlowSpec(BaseModel):
         default_factory=lambda: [SpokenCommand(phrase=END_PHRASE)], max_length=20
     )
     turn_override: TurnOverride | None = None
+    page_context: PageContext | None = None
     allowed_origins: list[str] = Field(default_factory=list, max_length=20)
     genui_origins: list[str] = Field(default_factory=list, max_length=20)
     dpp_template: str | None = None
@@ -233,6 +245,7 @@ def flow_to_spec(flow: Flow) -> FlowSpec:
         genui_enabled=flow.genui_enabled,
         spoken_commands=[SpokenCommand(**c) for c in flow.spoken_commands],
         turn_override=TurnOverride(**flow.turn_override) if flow.turn_override else None,
+        page_context=PageContext(**flow.page_context) if flow.page_context else None,
         allowed_origins=flow.allowed_origins,
         genui_origins=flow.genui_origins,
         dpp_template=flow.dpp_template.name if flow.dpp_template else None,

@@ -136,6 +136,8 @@ class Flow(Base):
     genui_enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     spoken_commands: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)
     turn_override: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # {max_bytes, per_minute}: the page may send live context itself; None: only the server's DPP.
+    page_context: Mapped[dict[str, int] | None] = mapped_column(JSON, nullable=True)
     allowed_origins: Mapped[list[str]] = mapped_column(JSON, default=list)
     genui_origins: Mapped[list[str]] = mapped_column(JSON, default=list)
     dpp_template_id: Mapped[int | None] = mapped_column(
@@ -171,6 +173,8 @@ class Conversation(Base):
         ForeignKey("dpp_template_versions.id", ondelete="SET NULL"), nullable=True
     )
     rendered_dpp: Mapped[Any] = mapped_column(JSON, nullable=True)
+    # What the page itself sent as live context (flows with `page_context`): [{at, message}], in order.
+    page_contexts: Mapped[list[dict[str, str]] | None] = mapped_column(JSON, nullable=True)
     visitor_context: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
     status: Mapped[ConversationStatus] = mapped_column(
         Enum(

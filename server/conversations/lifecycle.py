@@ -131,6 +131,15 @@ async def require_active(db: Database, conversation_id: str) -> None:
         raise Conflict("conversation_ended", "this conversation has ended")
 
 
+async def record_page_context(db: Database, conversation_id: str, message: str, when: datetime) -> None:
+    """Keep what a page sent as live context (flows that allow it), beside the server-rendered DPP."""
+    async with db.transaction() as session:
+        conversation = await session.get(Conversation, conversation_id)
+        if conversation is not None:
+            sent = [*(conversation.page_contexts or []), {"at": when.isoformat(), "message": message}]
+            conversation.page_contexts = sent  # a new list: JSON columns track assignment, not mutation
+
+
 def record_activity(conversation: Conversation, when: datetime) -> None:
     if conversation.status == ACTIVE:
         conversation.last_activity_at = when

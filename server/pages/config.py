@@ -46,7 +46,6 @@ def build_page(
         "mode": flow.sdk_mode,
         "flow": {"slug": flow.slug, "name": flow.display_name},
         "simulator": simulator,
-        "dpp": dpp,
         "commands": flow.spoken_commands,
         "session": {"id": session_id, "token": session_token},
     }
@@ -56,7 +55,8 @@ def build_page(
     if flow.sdk_mode == "iframe":
         meet = origin_of(endpoints.meet)
         iframe_config = {"apiBaseUrl": IFRAME_API_BASE, "meetBaseUrl": meet}
-        config = {**common, "sdk": {**credentials, "config": iframe_config}}
+        # The Iframe SDK takes the DPP by postMessage in the browser: it cannot be kept from the page.
+        config = {**common, "dpp": dpp, "sdk": {**credentials, "config": iframe_config}}
         policy = PagePolicy(
             script_urls=scripts,
             frame_origins=(meet,),
@@ -65,6 +65,7 @@ def build_page(
         )
         return PageView("pages/iframe.html", config, policy)
 
+    # Socket mode: no DPP in the page (it is the operator's prompt); the relay injects it upstream.
     sdk_config: dict[str, Any] = {
         **credentials,
         # socket: the page fills in its own origin; whep is only used when upstream sends no webrtc_url.

@@ -7,6 +7,7 @@ Kaltura ids are put in only on the way upstream, so they never reach the browser
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections import Counter
@@ -19,12 +20,13 @@ import socketio
 from server.conversations import lifecycle as conversations
 from server.db import Database
 from server.errors import AppError
-from server.models import Flow
+from server.models import Flow, utcnow
 from server.relay.events import (
     BINARY_EVENT,
     CLIENT_EVENTS,
     EVENT,
     RELAYED_TYPES,
+    Packet,
     RelayContext,
     client_packet_for_upstream,
     parse_packet,
@@ -67,6 +69,9 @@ class Bridge:
     early: list[str | bytes] = field(default_factory=list)
     closing: bool = False
     skip_attachments: int = 0  # binary attachments of a dropped browser packet still to come
+    dpp: str | None = None  # the server-rendered DPP, until it is injected upstream
+    page_context: dict[str, int] | None = None  # the flow's limits on live context from the page; None: none
+    page_context_sent: list[float] = field(default_factory=list)  # when, within the last minute
     tokens: float = 0.0
     refilled: float = field(default_factory=time.monotonic)
 
@@ -139,14 +144,16 @@ class RelayHub:
         await asyncio.gather(*(self._close(sid) for sid in list(self.bridges)))
         await self.tap.stop()
 
-    async def _join(self, token: str, slug: str) -> tuple[str, Flow]:
-        """Start (or rejoin) the conversation the page token names; refusals carry the reason."""
+    async def _join(self, token: str, slug: str) -> tuple[str, Flow, str | None]:
+        """Start (or rejoin) the conversation the page token names: its id, flow and DPP (as the SDK would
+        send it, a JSON string); refusals carry the reason."""
         try:
             page = await conversations.join(self.db, self.signer, token, slug)
         except AppError as exc:
             raise Refused.because(exc) from None
         assert page.conversation is not None
-        return page.conversation.id, page.flow
+        dpp = page.conversation.rendered_dpp
+        return page.conversation.id, page.flow, None if dpp is None else json.dumps(dpp)
 
     async def _on_connect(self, sid: str, environ: dict[str, Any], _auth: Any = None) -> None:
         # python-engineio keeps this environ as long as the socket lives; its request body reader (an instance
@@ -165,7 +172,7 @@ class RelayHub:
             self.dropped["capacity"] += 1
             asyncio.get_running_loop().call_later(0.05, lambda: asyncio.ensure_future(self._no_agent(sid)))
             return
-        conversation_id, flow = await self._join(query.get("client", ""), slug)
+        conversation_id, flow, dpp = await self._join(query.get("client", ""), slug)
         bridge: Bridge
 
         async def from_upstream(data: str | bytes) -> None:
@@ -177,7 +184,13 @@ class RelayHub:
 
         upstream = UpstreamSocket(from_upstream, upstream_gone)
         bridge = Bridge(
-            sid, conversation_id, flow.slug, upstream, tokens=2 * settings.relay_events_per_second
+            sid,
+            conversation_id,
+            flow.slug,
+            upstream,
+            tokens=2 * settings.relay_events_per_second,
+            dpp=dpp,
+            page_context=flow.page_context,
         )
         endpoints = endpoints_for(flow.upstream, flow.custom_endpoints, settings.simulator_url)
         placeholder = RelayContext(flow.client_id, flow.flow_id, "", lambda url: url)
@@ -271,14 +284,48 @@ class RelayHub:
             reason = "rate"
         elif packet.kind in (EVENT, BINARY_EVENT) and packet.event not in CLIENT_EVENTS:
             reason = "disallowed"
-        else:  # an allowed event, or an ack: credentials in either are the flow's, never the page's
+        elif packet.event == "setDynamicPrompt":
+            reason = await self._page_context(bridge, packet)
+        if (
+            reason is None
+        ):  # an allowed event, or an ack: credentials in either are the flow's, never the page's
             rewritten = client_packet_for_upstream(packet, data, bridge.context)
             reason, data = ("malformed", data) if rewritten is None else (None, rewritten)
         if reason is not None:
             self.dropped[reason] += 1
             bridge.skip_attachments = packet.attachments
             return
+        if packet.event == "approvedPermissions" and bridge.dpp is not None:
+            # The SDK sends this just before its `ready`, when a page would inject the DPP; the service
+            # starts talking on it, so the prompt goes first.
+            injected = json.dumps(["setDynamicPrompt", {"message": bridge.dpp}], separators=(",", ":"))
+            bridge.dpp = None
+            await self._to_upstream(bridge, EVENT + injected)
         await self._to_upstream(bridge, data)
+
+    async def _page_context(self, bridge: Bridge, packet: Packet) -> str | None:
+        """Why a page's own `setDynamicPrompt` is dropped, or None once it is recorded and may go upstream.
+
+        Only flows with `page_context` take live context from the page, within its size and rate.
+        """
+        limits = bridge.page_context
+        if limits is None:
+            return "page_context"
+        args = packet.args() if packet.kind == EVENT else None
+        payload = args[1] if args is not None and len(args) == 2 else None
+        message = payload.get("message") if isinstance(payload, dict) else None
+        if not isinstance(message, str):
+            return "malformed"
+        now = time.monotonic()
+        bridge.page_context_sent = [t for t in bridge.page_context_sent if now - t < 60]
+        if (
+            len(message.encode()) > limits["max_bytes"]
+            or len(bridge.page_context_sent) >= limits["per_minute"]
+        ):
+            return "page_context"
+        bridge.page_context_sent.append(now)
+        await conversations.record_page_context(self.db, bridge.conversation_id, message, utcnow())
+        return None
 
     async def _to_upstream(self, bridge: Bridge, data: str | bytes) -> None:
         try:

@@ -1,4 +1,5 @@
-// Hosted page for the Socket SDK: Socket.IO + WebRTC, text fallback, spoken commands, DPP on `ready`.
+// Hosted page for the Socket SDK: Socket.IO + WebRTC, text fallback, spoken commands.
+// The DPP never reaches this page: the relay injects it upstream (docs/protocol.md).
 import {
   addTranscriptEntry, bindEndCommands, clearError, errorMessage, readConfig,
   setConversationControls, setStatus, showError,
@@ -22,7 +23,6 @@ function createSdk() {
   avatar.on('ready', () => {
     setStatus('In conversation. Speak, or type below.');
     setConversationControls(true);
-    if (config.dpp) avatar.injectDPP(config.dpp);
   });
   avatar.on('transcript-entry', (entry) => {
     const when = new Date(entry.timestamp);
