@@ -45,6 +45,8 @@ SOCKET_PATH = "socket.io"
 UPSTREAM_GONE = "\0upstream-gone"  # a marker among upstream packets; no Socket.IO packet starts with NUL
 END_EVENTS = {"conversationEnded": "conversation_ended", "conversationTimeExpired": "time_expired"}
 EARLY_PACKETS = 256  # upstream packets held while the browser's connect is still being acknowledged
+PER_CONVERSATION = 2  # sockets one page token may hold: an SDK-level reconnect may overlap the old socket
+CAPACITY_GOODBYE_SECONDS = 1.0  # a socket refused for capacity is closed this long after `throwToNoAgent`
 
 
 class Refused(socketio.exceptions.ConnectionRefusedError):  # type: ignore[misc]
@@ -127,7 +129,9 @@ class RelayHub:
         self.app = socketio.ASGIApp(self.sio, socketio_path=SOCKET_PATH)
         self.bridges: dict[str, Bridge] = {}  # by browser socket id
         self.by_eio: dict[str, Bridge] = {}  # by browser Engine.IO id, for the packet path
-        self.per_flow: Counter[str] = Counter()
+        self.per_flow: Counter[str] = Counter()  # bridges and connects under way, by flow slug
+        self.per_conversation: Counter[str] = Counter()
+        self.connecting = 0  # connects past the capacity check, not yet bridges: their slots are taken
         self.dropped: Counter[str] = Counter()  # browser packets not relayed, by reason
         self.tap = TranscriptTap(db, settings.transcript_max_lines, settings.transcript_max_bytes)
         self.sio.on("connect", self._on_connect)
@@ -163,35 +167,60 @@ class RelayHub:
         query = dict(parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True))
         query = {k: v for k, v in query.items() if k not in ("EIO", "transport", "t", "sid")}
         slug = query.get("flowId", "")
-        # Capacity first: a caller turned away starts no conversation.
+        # Capacity first: a caller turned away starts no conversation. The slot is taken before anything is
+        # awaited, so parallel connects cannot all pass the check.
         if (
-            len(self.bridges) >= settings.relay_max_total
+            len(self.bridges) + self.connecting >= settings.relay_max_total
             or self.per_flow[slug] >= settings.relay_max_per_flow
         ):
             # The SDK understands this as "no agent available" (error 6001, or its queue when enabled).
             self.dropped["capacity"] += 1
             asyncio.get_running_loop().call_later(0.05, lambda: asyncio.ensure_future(self._no_agent(sid)))
             return
+        self.connecting += 1
+        self.per_flow[slug] += 1
+        bridged = False
+        try:
+            bridged = await self._bridge(sid, query, slug)
+        finally:
+            self.connecting -= 1
+            if not bridged:
+                _release(self.per_flow, slug)
+
+    async def _bridge(self, sid: str, query: dict[str, str], slug: str) -> bool:
+        """Join the conversation and open its upstream; refusals raise. The flow's slot is already taken."""
         conversation_id, flow, dpp = await self._join(query.get("client", ""), slug)
-        bridge: Bridge
+        if self.per_conversation[conversation_id] >= PER_CONVERSATION:
+            raise Refused(
+                "This conversation is already open in another window. Close it, or reload the page."
+            )
+        self.per_conversation[conversation_id] += 1
+        try:
+            upstream = await self._connect_upstream(sid, query, flow)
+            if self.sio.manager.eio_sid_from_sid(sid, "/") is None:  # the browser left meanwhile
+                await upstream.disconnect()
+                raise Refused("The connection closed while the avatar service was being reached.")
+            self._open(sid, conversation_id, flow, dpp, slug, upstream)
+        except BaseException:
+            _release(self.per_conversation, conversation_id)
+            raise
+        return True
+
+    async def _connect_upstream(self, sid: str, query: dict[str, str], flow: Flow) -> UpstreamSocket:
+        """An upstream connected for browser socket `sid`; what it says goes to that socket's bridge."""
+        settings = self.settings
+        upstream: UpstreamSocket
 
         async def from_upstream(data: str | bytes) -> None:
-            await self._from_upstream(bridge, data)
+            bridge = self.bridges.get(sid)
+            if bridge is not None and bridge.upstream is upstream:
+                await self._from_upstream(bridge, data)
 
         async def upstream_gone() -> None:
             # After everything upstream said before hanging up (the closing sentence, conversationEnded).
-            await self._from_upstream(bridge, UPSTREAM_GONE)
+            await from_upstream(UPSTREAM_GONE)
 
         upstream = UpstreamSocket(from_upstream, upstream_gone)
-        bridge = Bridge(
-            sid,
-            conversation_id,
-            flow.slug,
-            upstream,
-            tokens=2 * settings.relay_events_per_second,
-            dpp=dpp,
-            page_context=flow.page_context,
-        )
         endpoints = endpoints_for(flow.upstream, flow.custom_endpoints, settings.simulator_url)
         placeholder = RelayContext(flow.client_id, flow.flow_id, "", lambda url: url)
         try:
@@ -204,6 +233,24 @@ class RelayHub:
             reason = "did not answer in time" if isinstance(exc, TimeoutError) else str(exc)
             log.warning("relay: upstream for flow %s %s", flow.slug, reason)
             raise Refused(f"The avatar service {reason}. Please try again in a moment.") from None
+        except BaseException:  # cancelled (the server is stopping): nothing may stay open
+            await upstream.disconnect()
+            raise
+        return upstream
+
+    def _open(
+        self, sid: str, conversation_id: str, flow: Flow, dpp: str | None, slug: str, upstream: UpstreamSocket
+    ) -> None:
+        """Register the bridge; no await here, so no packet from upstream is delivered before it exists."""
+        bridge = Bridge(
+            sid,
+            conversation_id,
+            slug,
+            upstream,
+            tokens=2 * self.settings.relay_events_per_second,
+            dpp=dpp,
+            page_context=flow.page_context,
+        )
         signer = self.signer
         bridge.context = RelayContext(
             flow.client_id,
@@ -214,10 +261,13 @@ class RelayHub:
         bridge.eio_sid = self.sio.manager.eio_sid_from_sid(sid, "/")
         self.bridges[sid] = bridge
         self.by_eio[bridge.eio_sid] = bridge
-        self.per_flow[flow.slug] += 1
 
     async def _no_agent(self, sid: str) -> None:
+        """The SDK's capacity path: `throwToNoAgent`, then the socket is closed, which makes the SDK try again
+        later with a new one (its queue, if enabled, ends on the disconnect)."""
         await self.sio.emit("throwToNoAgent", {}, to=sid)
+        await asyncio.sleep(CAPACITY_GOODBYE_SECONDS)
+        await self.sio.disconnect(sid)
 
     async def browser_connected(self, eio_sid: str) -> None:
         """Deliver what upstream said before the browser's connect was acknowledged, then go live."""
@@ -349,6 +399,14 @@ class RelayHub:
             return
         bridge.closing = True
         self.by_eio.pop(bridge.eio_sid, None)
-        self.per_flow[bridge.flow_slug] -= 1
+        _release(self.per_flow, bridge.flow_slug)
+        _release(self.per_conversation, bridge.conversation_id)
         bridge.early.clear()
         await bridge.upstream.disconnect()
+
+
+def _release(counter: Counter[str], key: str) -> None:
+    """One less for `key`; keys at zero go, so browser-chosen slugs leave nothing behind."""
+    counter[key] -= 1
+    if counter[key] <= 0:
+        del counter[key]

@@ -520,6 +520,65 @@ async def websocket_upstream(talk: Talk, tls: ssl.SSLContext | None = None) -> A
         yield f"{'https' if tls else 'http'}://127.0.0.1:{port}"
 
 
+async def test_parallel_connects_cannot_overrun_the_caps_and_refused_sockets_are_closed(
+    tmp_path: Path,
+) -> None:
+    opened = 0
+
+    async def count(_ws: ServerConnection) -> None:
+        nonlocal opened
+        opened += 1
+
+    async with websocket_upstream(count) as url:
+        settings = prepared_settings(tmp_path, simulator_url=url, relay_max_per_flow=3)
+        app = create_app(settings)
+        with ServerThread(app) as server:
+            sdks = [FakeSdk() for _ in range(20)]
+            tokens = [page_session(server)[1] for _ in sdks]
+            await asyncio.gather(
+                *(sdk.connect(server.url, token) for sdk, token in zip(sdks, tokens, strict=True))
+            )
+            await eventually_async(
+                lambda: app.state.relay.dropped["capacity"], lambda n: n == 17, what="refusals"
+            )
+            assert opened == 3 and app.state.relay.open_upstreams == 3
+            refused = [sdk for sdk in sdks if sdk.client.get_sid() not in app.state.relay.bridges]
+            assert len(refused) == 17
+            # The SDK's capacity path: `throwToNoAgent`, then the server hangs up (the SDK retries later).
+            await asyncio.wait_for(asyncio.gather(*(sdk.disconnected.wait() for sdk in refused)), 5)
+            assert all(sdk.events == [("throwToNoAgent", {})] for sdk in refused)
+            for sdk in sdks:
+                await sdk.client.disconnect()
+            await no_upstream_left(app)
+
+
+async def test_one_page_token_holds_at_most_two_sockets(tmp_path: Path) -> None:
+    opened = 0
+
+    async def count(_ws: ServerConnection) -> None:
+        nonlocal opened
+        opened += 1
+
+    async with websocket_upstream(count) as url:
+        app = create_app(prepared_settings(tmp_path, simulator_url=url))
+        with ServerThread(app) as server:
+            _, token = page_session(server)
+            sdks = [FakeSdk() for _ in range(10)]
+            outcomes = await asyncio.gather(
+                *(sdk.connect(server.url, token) for sdk in sdks), return_exceptions=True
+            )
+            assert sum(outcome is None for outcome in outcomes) == 2 and opened == 2
+            assert all(
+                "already open in another window" in sdk.refusal for sdk in sdks if not sdk.client.connected
+            )
+            for sdk in sdks:
+                await sdk.client.disconnect()
+            await no_upstream_left(app)
+            again = FakeSdk()  # the slots are given back when the sockets close
+            await again.connect(server.url, token)
+            await again.client.disconnect()
+
+
 async def test_upstream_pings_and_messages_in_several_frames_reach_the_browser_whole(tmp_path: Path) -> None:
     async with websocket_upstream(framed_and_pinging) as url:
         app = create_app(prepared_settings(tmp_path, simulator_url=url))
