@@ -46,6 +46,7 @@ UPSTREAM_GONE = "\0upstream-gone"  # a marker among upstream packets; no Socket.
 END_EVENTS = {"conversationEnded": "conversation_ended", "conversationTimeExpired": "time_expired"}
 EARLY_PACKETS = 256  # upstream packets held while the browser's connect is still being acknowledged
 PER_CONVERSATION = 2  # sockets one page token may hold: an SDK-level reconnect may overlap the old socket
+MAX_ATTACHMENTS = 4  # binary attachments one browser packet may declare (the SDK itself sends none)
 CAPACITY_GOODBYE_SECONDS = 1.0  # a socket refused for capacity is closed this long after `throwToNoAgent`
 
 
@@ -71,21 +72,34 @@ class Bridge:
     early: list[str | bytes] = field(default_factory=list)
     closing: bool = False
     skip_attachments: int = 0  # binary attachments of a dropped browser packet still to come
+    expect_attachments: int = 0  # binary attachments of a relayed browser packet still to come
     dpp: str | None = None  # the server-rendered DPP, until it is injected upstream
     page_context: dict[str, int] | None = None  # the flow's limits on live context from the page; None: none
     page_context_sent: list[float] = field(default_factory=list)  # when, within the last minute
     tokens: float = 0.0
+    byte_tokens: float = 0.0
     refilled: float = field(default_factory=time.monotonic)
 
-    def allow(self, rate: float) -> bool:
-        """Token bucket: `rate` events per second with a burst of twice that."""
-        now = time.monotonic()
-        self.tokens = min(2 * rate, self.tokens + (now - self.refilled) * rate)
-        self.refilled = now
-        if self.tokens >= 1:
-            self.tokens -= 1
+    def allow(self, rate: float, byte_rate: float, frames: int, size: int) -> bool:
+        """Token buckets: `rate` frames and `byte_rate` bytes per second, each with a burst of twice that."""
+        self._refill(rate, byte_rate)
+        if self.tokens >= frames and self.byte_tokens >= size:
+            self.tokens -= frames
+            self.byte_tokens -= size
             return True
         return False
+
+    def charge(self, rate: float, byte_rate: float, size: int) -> None:
+        """Bytes of an attachment already paid for as a frame: they may run the bucket into debt, which
+        holds back what the browser sends next."""
+        self._refill(rate, byte_rate)
+        self.byte_tokens -= size
+
+    def _refill(self, rate: float, byte_rate: float) -> None:
+        now = time.monotonic()
+        elapsed, self.refilled = now - self.refilled, now
+        self.tokens = min(2 * rate, self.tokens + elapsed * rate)
+        self.byte_tokens = min(2 * byte_rate, self.byte_tokens + elapsed * byte_rate)
 
 
 class BrowserServer(socketio.AsyncServer):  # type: ignore[misc]
@@ -248,6 +262,7 @@ class RelayHub:
             slug,
             upstream,
             tokens=2 * self.settings.relay_events_per_second,
+            byte_tokens=2 * self.settings.relay_max_payload_bytes,
             dpp=dpp,
             page_context=flow.page_context,
         )
@@ -319,18 +334,27 @@ class RelayHub:
         """An event or ack packet (or a binary attachment) from a bridged browser."""
         if bridge.closing or bridge.context is None:
             return
+        rate, byte_rate = self.settings.relay_events_per_second, self.settings.relay_max_payload_bytes
         if isinstance(data, bytes):  # an attachment of the packet before it
             if bridge.skip_attachments:
                 bridge.skip_attachments -= 1
-            else:
+            elif bridge.expect_attachments:
+                bridge.expect_attachments -= 1
+                bridge.charge(rate, byte_rate, len(data))
                 await self._to_upstream(bridge, data)
+            else:  # no packet is waiting for it
+                self.dropped["stray"] += 1
             return
+        bridge.skip_attachments = 0  # a text frame: whatever a dropped packet declared is not coming
         packet = parse_packet(data)
-        if packet is None or packet.namespace != "/":
+        if packet is None or packet.namespace != "/" or bridge.expect_attachments:
+            # Text while a relayed packet's attachments are due is not Socket.IO: upstream would misread it.
             self.dropped["malformed"] += 1
             return
         reason = None
-        if not bridge.allow(self.settings.relay_events_per_second):
+        if packet.attachments > MAX_ATTACHMENTS:
+            reason = "attachments"
+        elif not bridge.allow(rate, byte_rate, 1 + packet.attachments, len(data)):
             reason = "rate"
         elif packet.kind in (EVENT, BINARY_EVENT) and packet.event not in CLIENT_EVENTS:
             reason = "disallowed"
@@ -345,6 +369,7 @@ class RelayHub:
             self.dropped[reason] += 1
             bridge.skip_attachments = packet.attachments
             return
+        bridge.expect_attachments = packet.attachments
         if packet.event == "approvedPermissions" and bridge.dpp is not None:
             # The SDK sends this just before its `ready`, when a page would inject the DPP; the service
             # starts talking on it, so the prompt goes first.

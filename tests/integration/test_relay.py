@@ -579,6 +579,44 @@ async def test_one_page_token_holds_at_most_two_sockets(tmp_path: Path) -> None:
             await again.client.disconnect()
 
 
+async def test_binary_frames_count_against_the_rate_and_stray_ones_are_dropped(tmp_path: Path) -> None:
+    received: list[str | bytes] = []
+
+    async def record(ws: ServerConnection) -> None:
+        async for message in ws:
+            received.append(message)
+
+    def binary_upstream() -> list[bytes]:
+        return [m for m in received if isinstance(m, bytes)]
+
+    async with websocket_upstream(record) as url:
+        settings = prepared_settings(tmp_path, simulator_url=url, relay_max_payload_bytes=256 * 1024)
+        app = create_app(settings)
+        hub: RelayHub = app.state.relay
+        with ServerThread(app) as server:
+            sdk = await connected(server)
+            for _ in range(50):  # no packet is waiting for these
+                await sdk.client.eio.send(b"\0" * 100_000)
+            # One event declaring 300 attachments: dropped with every attachment it brings.
+            await sdk.client.eio.send('5300-["userCameraShot",{"image":{"_placeholder":true,"num":0}}]')
+            for _ in range(3):
+                await sdk.client.eio.send(b"\1" * 1000)
+            for _ in range(20):  # 4 MB of captures at once, against 256 KB/s with a 512 KB burst
+                await sdk.client.emit("userCameraShot", {"image": b"\2" * 200_000})
+            await sdk.client.emit("pauseConversation", {})
+            await eventually_async(
+                lambda: hub.dropped["stray"] + hub.dropped["attachments"] + hub.dropped["rate"],
+                lambda n: n >= 50 + 1 + 17,
+                what="frames dropped",
+            )
+            await asyncio.sleep(0.3)
+            forwarded = binary_upstream()
+            assert hub.dropped["stray"] == 50 and hub.dropped["attachments"] == 1
+            assert all(frame == b"\2" * 200_000 for frame in forwarded)  # captures only, each whole
+            assert 1 <= len(forwarded) <= 3
+            await sdk.client.disconnect()
+
+
 async def test_upstream_pings_and_messages_in_several_frames_reach_the_browser_whole(tmp_path: Path) -> None:
     async with websocket_upstream(framed_and_pinging) as url:
         app = create_app(prepared_settings(tmp_path, simulator_url=url))
