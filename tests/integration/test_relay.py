@@ -715,7 +715,9 @@ async def test_a_tls_upstream_is_reached_only_with_a_certificate_the_server_trus
 async def test_a_stalled_upstream_holds_the_browser_back_instead_of_filling_the_relay(tmp_path: Path) -> None:
     release = asyncio.Event()
     async with silent_upstream(60_000, reads=False, release=release) as url:
-        app = create_app(prepared_settings(tmp_path, simulator_url=url, relay_events_per_second=100_000))
+        # Rate limits out of the way (events and bytes): what is measured is backpressure alone.
+        limits = {"relay_events_per_second": 100_000, "relay_max_payload_bytes": 64 * 1024 * 1024}
+        app = create_app(prepared_settings(tmp_path, simulator_url=url, **limits))
         with ServerThread(app) as server:
             sdk = await connected(server)
             await sdk.wait_for("onServerConnected")
