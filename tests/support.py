@@ -154,7 +154,14 @@ class ServerThread:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.start_timeout, self.stop_timeout = start_timeout, stop_timeout
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
+        config = uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=self.port,
+            log_level="warning",
+            lifespan="on",
+            timeout_graceful_shutdown=max(stop_timeout - 3, 1),  # like `serve`: a stop is bounded
+        )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self._run, name=f"uvicorn:{self.port}", daemon=True)
         self._ended_with: BaseException | None = None

@@ -35,6 +35,7 @@ from server.relay.events import (
 )
 from server.relay.upstream import UpstreamError, UpstreamSocket, socket_url
 from server.relay.whep import whep_proxy_path
+from server.security.limits import RequestLimitsMiddleware
 from server.security.signing import Signer
 from server.settings import Settings
 from server.transcripts.tap import TranscriptTap
@@ -140,7 +141,13 @@ class RelayHub:
             logger=False,
             engineio_logger=False,
         )
-        self.app = socketio.ASGIApp(self.sio, socketio_path=SOCKET_PATH)
+        # python-engineio leaves a long-polling POST over its limit unanswered (and a graceful shutdown then
+        # waits on it for good): such bodies are refused with a 413 before it sees them.
+        self.app = RequestLimitsMiddleware(
+            socketio.ASGIApp(self.sio, socketio_path=SOCKET_PATH),
+            max_query_bytes=settings.max_query_bytes,
+            max_body_bytes=settings.relay_max_payload_bytes,
+        )
         self.bridges: dict[str, Bridge] = {}  # by browser socket id
         self.by_eio: dict[str, Bridge] = {}  # by browser Engine.IO id, for the packet path
         self.per_flow: Counter[str] = Counter()  # bridges and connects under way, by flow slug

@@ -400,6 +400,24 @@ async def test_oversized_payload_closes_only_that_connection(
     await no_upstream_left(app)
 
 
+async def test_a_long_polling_post_over_the_limit_is_refused_at_once(tmp_path: Path) -> None:
+    settings = prepared_settings(tmp_path, relay_max_payload_bytes=64 * 1024)
+    server = ServerThread(create_app(settings), stop_timeout=5)
+    with server:
+        polling = {"EIO": "4", "transport": "polling"}
+        async with httpx.AsyncClient(base_url=server.url, timeout=5) as http:
+            opened = await http.get("/socket.io/", params=polling)
+            sid = json.loads(opened.text[1:])["sid"]
+            started = time.monotonic()
+            answer = await http.post(
+                "/socket.io/", params={**polling, "sid": sid}, content=b"4" + b"x" * 100_000
+            )
+            assert answer.status_code == 413 and answer.json()["code"] == "payload_too_large"
+            assert time.monotonic() - started < 2
+        started = time.monotonic()
+    assert time.monotonic() - started < 2  # nothing left for a graceful stop to wait on
+
+
 async def test_upstream_dropping_mid_conversation_disconnects_the_browser(
     relay: tuple[ServerThread, FastAPI, Settings], simulator: ServerThread
 ) -> None:
