@@ -160,7 +160,7 @@ class ServerThread:
             port=self.port,
             log_level="warning",
             lifespan="on",
-            timeout_graceful_shutdown=max(stop_timeout - 3, 1),  # like `serve`: a stop is bounded
+            timeout_graceful_shutdown=max(int(stop_timeout) - 3, 1),  # like `serve`: a stop is bounded
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self._run, name=f"uvicorn:{self.port}", daemon=True)
