@@ -178,7 +178,9 @@ class RelayHub:
             raise Refused.because(exc) from None
         assert page.conversation is not None
         dpp = page.conversation.rendered_dpp
-        return page.conversation.id, page.flow, None if dpp is None else json.dumps(dpp)
+        # Compact, as the SDK's JSON.stringify would send it.
+        message = None if dpp is None else json.dumps(dpp, ensure_ascii=False, separators=(",", ":"))
+        return page.conversation.id, page.flow, message
 
     async def _on_connect(self, sid: str, environ: dict[str, Any], _auth: Any = None) -> None:
         # python-engineio keeps this environ as long as the socket lives; its request body reader (an instance
