@@ -53,6 +53,12 @@ class UnsupportedMediaType(AppError):
     status = 415
 
 
+class TooManyRequests(AppError):
+    """The caller sent more than its share; it may try again later."""
+
+    status = 429
+
+
 class UpstreamFailed(AppError):
     """The avatar service answered badly or not at all."""
 
