@@ -126,7 +126,7 @@ def create_app(settings: Settings, on_started: Callable[[], None] | None = None)
     app.state.templates = templates
     app.state.upstream_http = upstream_http
     app.state.relay = relay
-    app.state.pages = pages.HostedPages(settings, templates, assets)
+    app.state.pages = pages.HostedPages(settings, db, signer, templates, assets)
 
     def error_response(request: Request, status: int, code: str, message: str) -> Response:
         """The one shape of every refusal: JSON for API clients, the error page for browsers."""
@@ -188,7 +188,7 @@ def create_app(settings: Settings, on_started: Callable[[], None] | None = None)
     )
     app.add_middleware(SecurityHeadersMiddleware)  # every response, refusals included
     app.relay_asgi = relay.app
-    app.page_fast_path = pages.PageFastPath(app, settings)
+    app.page_fast_path = pages.PageFastPath(app, app.state.pages)
     return app
 
 

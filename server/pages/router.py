@@ -11,6 +11,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
+from starlette.datastructures import QueryParams
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from server.conversations.page_token import issue_page_token
@@ -35,6 +36,7 @@ from server.pages.config import SOCKET_IO_CLIENT, build_page
 from server.pages.rate_limit import PageViewLimiter
 from server.sdk import ScriptSource, pin_for, script_source
 from server.security.csp import baseline_headers, build_csp, new_nonce, permissions_policy
+from server.security.signing import Signer
 from server.settings import Settings
 from server.upstreams import endpoints_for
 
@@ -74,13 +76,13 @@ def config_json(config: dict[str, Any]) -> Markup:
     return Markup(text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026"))  # noqa: S704
 
 
-def page_base_url(request: Request, settings: Settings) -> str:
+def page_base_url(scope: Scope, settings: Settings) -> str:
     """Where visitors reach us: AVATAR_BFF_PUBLIC_URL (required in production), else, in development, the
     address the server listens on. Never the Host header, which the client writes."""
     if settings.public_url:
         return settings.public_url
-    host, port = request.scope.get("server") or ("127.0.0.1", 80)
-    return f"{request.url.scheme}://{host}:{port}"
+    host, port = scope.get("server") or ("127.0.0.1", 80)
+    return f"{scope.get('scheme', 'http')}://{host}:{port}"
 
 
 @dataclass(frozen=True)
@@ -97,16 +99,24 @@ class LoadedPage:
 class HostedPages:
     """The per-process state of the page route: its caches and the per-address limiter."""
 
-    def __init__(self, settings: Settings, templates: Jinja2Templates, assets: StaticAssets) -> None:
-        self.settings, self.templates, self.assets = settings, templates, assets
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        signer: Signer,
+        templates: Jinja2Templates,
+        assets: StaticAssets,
+    ) -> None:
+        self.settings, self.db, self.signer = settings, db, signer
+        self.templates, self.assets = templates, assets
         self.flows: TtlCache[str, LoadedPage] = TtlCache(settings.page_flow_cache_seconds, PAGE_CACHE_SIZE)
         self.shells: Lru[PageKey, PageShell] = Lru(PAGE_CACHE_SIZE)
         self.dpps: Lru[tuple[object, ...], str] = Lru(DPP_CACHE_SIZE)
         self.limiter = PageViewLimiter(settings.page_views_per_second, settings.page_views_burst)
 
-    async def page(self, db: Database, slug: str) -> LoadedPage:
+    async def page(self, slug: str) -> LoadedPage:
         async def load() -> LoadedPage:
-            flow, version = await page_flow(db, slug)
+            flow, version = await page_flow(self.db, slug)
             sdk = script_source(pin_for(flow.sdk_version, flow.sdk_mode), self.settings.sdk_dir)
             return LoadedPage(
                 flow.slug,
@@ -179,19 +189,21 @@ class HostedPages:
             self.dpps.put(key, rendered)
         return rendered
 
-    async def view(self, request: Request, slug: str, nonce: str) -> tuple[str, dict[str, str]]:
+    async def view(self, scope: Scope, slug: str, nonce: str) -> tuple[str, dict[str, str]]:
         """One page view: its HTML and the headers that are its own (CSP, permissions, caching)."""
-        settings, state = self.settings, request.app.state
-        self.limiter.check(request.client.host if request.client else "unknown")
-        visitor = visitor_context(dict(request.query_params))
-        page = await self.page(state.db, slug)
-        page_url = f"{page_base_url(request, settings)}/a/{page.slug}"
+        settings = self.settings
+        client = scope.get("client")
+        self.limiter.check(client[0] if client else "unknown")
+        query = scope.get("query_string", b"")
+        visitor = visitor_context(dict(QueryParams(query))) if query else {}
+        page = await self.page(slug)
+        page_url = f"{page_base_url(scope, settings)}/a/{page.slug}"
         dpp_json = None
         if page.template_version_id is not None and page.shell.has_dpp:
             dpp_json = self.dpp_json(page, visitor, page_url)
         # Nothing is written: the token names a conversation that starts on the first relayed connect or line.
         conversation_id, token = issue_page_token(
-            state.signer,
+            self.signer,
             page.slug,
             page.template_version_id,
             visitor,
@@ -214,7 +226,7 @@ async def hosted_page(slug: str, request: Request) -> HTMLResponse:
     if isinstance(refused, Exception):
         raise refused  # the fast path's refusal, answered the usual way without counting the view twice
     pages: HostedPages = request.app.state.pages
-    html, headers = await pages.view(request, slug, request.scope["state"]["csp_nonce"])
+    html, headers = await pages.view(request.scope, slug, request.scope["state"]["csp_nonce"])
     return HTMLResponse(html, headers=headers)
 
 
@@ -226,8 +238,8 @@ class PageFastPath:
     scope so the route raises it there and the error handlers answer it as they answer every other.
     """
 
-    def __init__(self, app: ASGIApp, settings: Settings) -> None:
-        self.app, self.max_query_bytes = app, settings.max_query_bytes
+    def __init__(self, app: ASGIApp, pages: HostedPages) -> None:
+        self.app, self.pages, self.max_query_bytes = app, pages, pages.settings.max_query_bytes
 
     def handles(self, scope: Scope) -> bool:
         return (
@@ -241,12 +253,8 @@ class PageFastPath:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         nonce = new_nonce()
-        scope.setdefault("state", {})
-        scope["app"] = self.app  # what Starlette would set: request.app
-        request = Request(scope)
-        pages: HostedPages = request.app.state.pages
         try:
-            html, own = await pages.view(request, scope["path"][3:], nonce)
+            html, own = await self.pages.view(scope, scope["path"][3:], nonce)
         except Exception as exc:  # handed over whole, raised again by the route
             scope[REFUSED] = exc
             await self.app(scope, receive, send)
