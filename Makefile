@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 VENDOR := static/vendor
 NPM := node_modules/.package-lock.json
 
-.PHONY: setup run test lint typecheck unit bench clean lock
+.PHONY: setup run test lint typecheck unit bench clean lock chromium wrk
 
 setup: $(BIN)/avatar-bff $(VENDOR)/.stamp chromium
 
@@ -28,6 +28,10 @@ $(VENDOR)/.stamp: $(NPM) scripts/copy-vendor-assets.sh
 chromium:
 	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium espeak-ng >/dev/null; }
 	@command -v espeak-ng >/dev/null || { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng >/dev/null || echo "espeak-ng unavailable: the simulator will play tones"; }
+
+# wrk loads the hosted page in bench/page.py (a Debian package, like Chromium above).
+wrk:
+	@command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
 
 run: setup
 	$(BIN)/avatar-bff serve --demo
@@ -53,7 +57,8 @@ test: setup
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-bench: setup
+bench: setup wrk
+	$(BIN)/python bench/page.py
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/relay.py
 	$(BIN)/python bench/simulator_load.py

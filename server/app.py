@@ -24,6 +24,7 @@ from server.db import Database
 from server.errors import AppError
 from server.housekeeping import run_housekeeping
 from server.pages import router as pages
+from server.pages.assets import VERSIONED_PREFIX, ShortCacheStaticFiles, StaticAssets, VersionedStaticFiles
 from server.paths import STATIC_DIR, TEMPLATES_DIR
 from server.relay import iframe_assets, whep
 from server.relay.sockets import SOCKET_PATH, RelayHub
@@ -46,6 +47,7 @@ ERROR_TITLES = {
     414: "Address too long",
     415: "Unsupported media type",
     422: "Invalid request",
+    429: "Too many requests",
     500: "Something went wrong",
     502: "Avatar service error",
     503: "Unavailable",
@@ -67,10 +69,13 @@ class App(FastAPI):
     """
 
     relay_asgi: Any = None
+    page_fast_path: pages.PageFastPath | None = None  # page views, likewise: see PageFastPath
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "lifespan" and scope["path"].startswith(f"/{SOCKET_PATH}/") and self.relay_asgi:
             await self.relay_asgi(scope, receive, send)
+        elif self.page_fast_path is not None and self.page_fast_path.handles(scope):
+            await self.page_fast_path(scope, receive, send)
         else:
             await super().__call__(scope, receive, send)
 
@@ -83,6 +88,8 @@ def create_app(settings: Settings, on_started: Callable[[], None] | None = None)
     db = Database(settings.effective_database_url)
     signer = Signer(settings.secret)
     templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
+    assets = StaticAssets(STATIC_DIR)
+    templates.env.globals["static_url"] = assets.url
     upstream_http = httpx.AsyncClient(follow_redirects=False, timeout=settings.whep_timeout_seconds)
     relay = RelayHub(settings, db, signer, [settings.public_url] if settings.public_url else None)
     idle_after = timedelta(seconds=settings.session_idle_seconds)
@@ -110,6 +117,8 @@ def create_app(settings: Settings, on_started: Callable[[], None] | None = None)
         redoc_url=None,
         openapi_url="/api/openapi.json",
         lifespan=lifespan,
+        # Starlette's trailing-slash redirect writes the client's Host header into its Location.
+        redirect_slashes=False,
     )
     app.state.settings = settings
     app.state.db = db
@@ -117,6 +126,7 @@ def create_app(settings: Settings, on_started: Callable[[], None] | None = None)
     app.state.templates = templates
     app.state.upstream_http = upstream_http
     app.state.relay = relay
+    app.state.pages = pages.HostedPages(settings, db, signer, templates, assets)
 
     def error_response(request: Request, status: int, code: str, message: str) -> Response:
         """The one shape of every refusal: JSON for API clients, the error page for browsers."""
@@ -169,7 +179,8 @@ def create_app(settings: Settings, on_started: Callable[[], None] | None = None)
 
     # The directory may not exist until `avatar-bff vendor-sdk` fills it; until then its URLs answer 404.
     app.mount(SELF_HOSTED_URL_PREFIX, StaticFiles(directory=settings.sdk_dir, check_dir=False), name="sdk")
-    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.mount(VERSIONED_PREFIX, VersionedStaticFiles(assets), name="static-versioned")
+    app.mount("/static", ShortCacheStaticFiles(directory=STATIC_DIR), name="static")
     app.add_middleware(
         RequestLimitsMiddleware,
         max_query_bytes=settings.max_query_bytes,
@@ -177,6 +188,7 @@ def create_app(settings: Settings, on_started: Callable[[], None] | None = None)
     )
     app.add_middleware(SecurityHeadersMiddleware)  # every response, refusals included
     app.relay_asgi = relay.app
+    app.page_fast_path = pages.PageFastPath(app, app.state.pages)
     return app
 
 

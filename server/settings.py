@@ -56,6 +56,11 @@ class Settings(BaseSettings):
     # Page ingest per conversation: a token bucket of lines (a retried, already stored batch costs one).
     transcript_lines_per_second: float = Field(default=10, gt=0)
     transcript_line_burst: int = Field(default=1000, ge=500)  # at least one full batch
+    # Page views per client address (a token bucket: this many per second, bursts of page_views_burst).
+    page_views_per_second: float = Field(default=10, gt=0)
+    page_views_burst: int = Field(default=100, ge=1)
+    # How long a page view trusts a flow it read (0: read it on every view); an edit shows within this time.
+    page_flow_cache_seconds: float = Field(default=2, ge=0, le=300)
     session_idle_seconds: int = Field(default=30 * 60, ge=60)
     housekeeping_interval_seconds: float = Field(default=300, gt=0)
 
@@ -118,7 +123,8 @@ def load_settings(*, require_secret: bool = True, **overrides: object) -> Settin
     """Read settings from the environment, apply overrides, and fill in the dev secret.
 
     Only what signs tokens (the server) needs the secret: commands that sign nothing pass
-    `require_secret=False` and run in production without it. Raises SettingsError with a single
+    `require_secret=False` and run in production without it (nor the public URL the server builds page
+    URLs from). Raises SettingsError with a single
     human-readable line instead of a validation traceback.
     """
     try:
@@ -138,4 +144,10 @@ def load_settings(*, require_secret: bool = True, **overrides: object) -> Settin
                 f"(at least {MIN_SECRET_LENGTH} characters; set AVATAR_BFF_ENVIRONMENT=dev to generate one)"
             )
         settings.secret_key = _persisted_dev_secret(settings.data_dir)
+    if require_secret and not settings.is_dev and not settings.public_url:
+        # Page URLs and redirects are built from it, never from the client's Host header.
+        raise SettingsError(
+            "AVATAR_BFF_PUBLIC_URL is required in production "
+            "(the address visitors use, e.g. https://avatars.example.com)"
+        )
     return settings

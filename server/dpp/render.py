@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import functools
 import hashlib
 import json
 import os
@@ -30,6 +31,8 @@ WORKER_START_SECONDS = 30.0  # starting Python under load; not counted against t
 WORKER_MEMORY_BYTES = 1024 * 1024 * 1024
 
 _env = ImmutableSandboxedEnvironment(autoescape=False, trim_blocks=True)
+# Compiling a leaf costs far more than rendering it, and each page view renders the same few leaves.
+_compile = functools.lru_cache(maxsize=1024)(_env.from_string)
 
 
 class DppError(Exception):
@@ -43,7 +46,7 @@ def _render_node(node: Any, context: dict[str, Any], path: str, depth: int) -> A
         if "{" not in node:
             return node
         try:
-            return _env.from_string(node).render(context)
+            return _compile(node).render(context)
         except TemplateError as exc:
             raise DppError(f"{path}: {exc.message or type(exc).__name__}") from None
     if isinstance(node, dict):

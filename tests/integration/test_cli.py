@@ -272,3 +272,9 @@ def test_the_demo_stops_its_simulator_when_it_is_stopped(demo: Demo) -> None:
     demo.process.wait(timeout=20)
     with pytest.raises(httpx.ConnectError):  # nothing left listening on the simulator's port
         httpx.get(demo.simulator_health, timeout=2)
+
+
+def test_serve_in_production_without_the_public_url_stops_with_one_line(cli: Cli) -> None:
+    serve = cli("serve")
+    assert serve.code == 2 and serve.err.strip().count("\n") == 0
+    assert serve.err.startswith("avatar-bff: AVATAR_BFF_PUBLIC_URL is required in production")

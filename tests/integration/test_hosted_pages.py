@@ -15,7 +15,7 @@ from server.app import create_app
 from server.models import Conversation
 from server.settings import Settings
 from tests import factories
-from tests.support import ServerThread, db_session, make_settings, with_database
+from tests.support import ServerThread, db_session, eventually, make_settings, with_database
 
 
 def page_config(html: str) -> dict[str, object]:
@@ -149,7 +149,12 @@ def test_unknown_slug_is_a_404_page_not_a_trace(live_server: ServerThread) -> No
 def test_disabled_flow_is_a_404(live_server: ServerThread, settings: Settings) -> None:
     assert httpx.get(f"{live_server.url}/a/demo").status_code == 200
     with_database(settings, lambda db: factories.change_flow(db, "demo", enabled=False))
-    assert httpx.get(f"{live_server.url}/a/demo").status_code == 404
+    # Within the time a page view trusts the flow it read (page_flow_cache_seconds).
+    eventually(
+        lambda: httpx.get(f"{live_server.url}/a/demo").status_code,
+        lambda status: status == 404,
+        timeout=settings.page_flow_cache_seconds + 5,
+    )
 
 
 def test_oversized_query_strings_are_refused_cleanly(live_server: ServerThread) -> None:

@@ -111,6 +111,7 @@ def test_a_slow_dpp_template_fails_in_time_and_the_server_keeps_answering(
         display_name="Slow",
         client_id="c",
         flow_id="f",
+        sdk_mode="iframe",  # the page renders the DPP (a socket page leaves it to the conversation's start)
         upstream="simulator",
         dpp_template="slow",
     )

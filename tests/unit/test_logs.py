@@ -13,6 +13,8 @@ import pytest
 from server.logs import logging_config, redact_path
 from tests.support import make_settings
 
+PUBLIC_URL = "https://avatars.example.com"  # production requires it
+
 TOKEN = "eyJzaWQiOiJhYmMiLCJmbG93IjoiZGVtbyJ9.c2lnbmF0dXJlLW9mLXRoZS10b2tlbg"
 
 
@@ -32,7 +34,7 @@ def restore_logging() -> Iterator[None]:
 def test_production_logs_json_lines_at_the_configured_level(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], restore_logging: None
 ) -> None:
-    settings = make_settings(tmp_path, environment="production", log_level="warning")
+    settings = make_settings(tmp_path, environment="production", public_url=PUBLIC_URL, log_level="warning")
     logging.config.dictConfig(logging_config(settings))
     logging.getLogger("avatar_bff.relay").info("not shown below the configured level")
     logging.getLogger("avatar_bff.relay").warning("upstream for flow %s did not answer", "demo")
@@ -56,7 +58,9 @@ def test_dev_logs_readable_lines(
 def test_access_log_keeps_no_token_and_no_visitor_values(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], restore_logging: None
 ) -> None:
-    logging.config.dictConfig(logging_config(make_settings(tmp_path, environment="production")))
+    logging.config.dictConfig(
+        logging_config(make_settings(tmp_path, environment="production", public_url=PUBLIC_URL))
+    )
     access = logging.getLogger("uvicorn.access")
     path = f"/relay/iframe/clients/{TOKEN}/flow/demo/sdk-assets?first_name=Ana&email=ana%40example.com"
     access.info('%s - "%s %s HTTP/%s" %d', "127.0.0.1:5000", "GET", path, "1.1", 200)
@@ -67,7 +71,9 @@ def test_access_log_keeps_no_token_and_no_visitor_values(
 def test_websocket_lines_keep_no_engine_io_session_or_page_token(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], restore_logging: None
 ) -> None:
-    logging.config.dictConfig(logging_config(make_settings(tmp_path, environment="production")))
+    logging.config.dictConfig(
+        logging_config(make_settings(tmp_path, environment="production", public_url=PUBLIC_URL))
+    )
     path = f"/socket.io/?client={TOKEN}&flowId=demo&EIO=4&transport=websocket&sid=Qm9vbV9zaWQ"
     logging.getLogger("uvicorn.error").info('%s - "WebSocket %s" [accepted]', "127.0.0.1:5000", path)
     message = json.loads(capsys.readouterr().err)["message"]

@@ -44,3 +44,12 @@ def test_allowed_hosts_accept_a_comma_list(tmp_path: Path, monkeypatch: pytest.M
 def test_default_database_is_sqlite_under_the_data_dir(tmp_path: Path) -> None:
     url = load_settings(environment="dev", data_dir=tmp_path).effective_database_url
     assert url == f"sqlite+aiosqlite:///{tmp_path / 'avatar-bff.db'}"
+
+
+def test_production_server_requires_a_public_url(tmp_path: Path) -> None:
+    # Finding 13: page URLs were built from the client's Host header; production names its own address.
+    secret = "s" * 40
+    with pytest.raises(SettingsError, match="AVATAR_BFF_PUBLIC_URL is required in production"):
+        load_settings(environment="production", data_dir=tmp_path, secret_key=secret)
+    load_settings(environment="production", data_dir=tmp_path, secret_key=secret, require_secret=False)
+    load_settings(environment="dev", data_dir=tmp_path, secret_key=secret)  # dev derives it
