@@ -28,7 +28,6 @@ from server.sdk import DEFAULT_SDK_VERSION, SdkError, vendor
 from server.settings import Settings, SettingsError, load_settings
 
 T = TypeVar("T")
-SHUTDOWN_GRACE_SECONDS = 10  # after SIGTERM, what is still running is cancelled
 SIMULATOR_START_SECONDS = 30
 # What the `simulator` extra installs: the simulator (and so `serve --demo`) needs all of them.
 SIMULATOR_MODULES = ("aiortc", "av", "numpy", "PIL")
@@ -125,7 +124,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> None:
         ws_max_size=4 * 1024 * 1024,
         ws_per_message_deflate=False,  # signaling is small JSON; deflate costs ~40 KB per idle socket
         # A request that never completes (a client that stops sending its body) must not hold a stop forever.
-        timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
+        timeout_graceful_shutdown=settings.shutdown_grace_seconds,  # then what still runs is cancelled
     )
 
 

@@ -61,6 +61,8 @@ class Settings(BaseSettings):
     page_views_burst: int = Field(default=100, ge=1)
     # How long a page view trusts a flow it read (0: read it on every view); an edit shows within this time.
     page_flow_cache_seconds: float = Field(default=2, ge=0, le=300)
+    # After SIGTERM, how long requests and sockets still open may take before they are cancelled.
+    shutdown_grace_seconds: int = Field(default=10, ge=1, le=300)
     session_idle_seconds: int = Field(default=30 * 60, ge=60)
     housekeeping_interval_seconds: float = Field(default=300, gt=0)
 
