@@ -8,7 +8,7 @@ import ipaddress
 import json
 import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -51,20 +51,6 @@ SDK_QUERY = {
     "stickyId": "abcdefgh12345678",
     "level": "published",
 }
-
-
-@pytest.fixture(scope="module")
-def simulator() -> Iterator[ServerThread]:
-    with ServerThread(create_simulator(SimulatorConfig(time_scale=0.02))) as server:
-        yield server
-
-
-@pytest.fixture
-def relay(tmp_path: Path, simulator: ServerThread) -> Iterator[tuple[ServerThread, FastAPI, Settings]]:
-    settings = prepared_settings(tmp_path, simulator_url=simulator.url, relay_connect_timeout_seconds=2.0)
-    app = create_app(settings)
-    with ServerThread(app) as server:
-        yield server, app, settings
 
 
 def page_session(server: ServerThread, slug: str = "demo") -> tuple[str, str]:
