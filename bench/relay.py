@@ -68,6 +68,9 @@ def processes(data_dir: Path) -> Iterator[tuple[str, str, dict[str, int]]]:
         "AVATAR_BFF_RELAY_EVENTS_PER_SECOND": "1000000",
         "AVATAR_BFF_RELAY_MAX_PER_FLOW": "100000",
         "AVATAR_BFF_RELAY_MAX_TOTAL": "100000",
+        # Every caller loads its page from this one address: lift the per-address page limit.
+        "AVATAR_BFF_PAGE_VIEWS_PER_SECOND": "1000000",
+        "AVATAR_BFF_PAGE_VIEWS_BURST": "1000000",
     }
     (data_dir / "flows.json").write_text(json.dumps(FLOWS))
     subprocess.run([*CLI, "migrate"], env=env, check=True, capture_output=True)
