@@ -5,6 +5,9 @@
 const ENDPOINT = '/api/v1/page/transcript';
 const BEACON_BUDGET = 32 * 1024; // browsers share ~64 KB across pending beacons
 const FLUSH_DELAY_MS = 1000;
+// Refusals that resending cannot change (ended, over the session's cap, a token refused): the sender stops
+// sending lines. A rate limit (429) or a server error is worth trying again.
+const FINAL_REFUSALS = new Set([400, 401, 403, 404, 409, 413]);
 const encoder = new TextEncoder();
 // The budget is in bytes: a string's length counts UTF-16 units, a third of the bytes of most CJK text.
 const byteSize = (text) => encoder.encode(text).length;
@@ -16,11 +19,12 @@ export class TranscriptSender {
     this.pending = [];
     this.timer = null;
     this.closed = false;
+    this.refused = false;
   }
 
   // Returns the queued entry: until it is sent, a late detail (a pronunciation score) can still be set on it.
   add(role, text, timestamp = new Date()) {
-    if (!text || this.closed) return null;
+    if (!text || this.closed || this.refused) return null;
     const entry = { seq: this.nextSeq++, role, text, timestamp: timestamp.toISOString() };
     this.pending.push(entry);
     clearTimeout(this.timer);
@@ -45,8 +49,15 @@ export class TranscriptSender {
         body: JSON.stringify({ token: this.token, entries }),
       });
       if (response.ok) this.acknowledge((await response.json()).highest_seq);
+      else if (FINAL_REFUSALS.has(response.status)) this.refuse();
     } catch { /* offline: kept for the next flush or the final beacon */ }
     if (this.pending.length) this.timer = setTimeout(() => this.flush(), FLUSH_DELAY_MS * 3);
+  }
+
+  // What is pending would be refused again: drop it, take no more lines; closing still sends the final beacon.
+  refuse() {
+    this.refused = true;
+    this.pending = [];
   }
 
   // Final flush that survives the page going away: chunked so each beacon stays within budget.

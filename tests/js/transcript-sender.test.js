@@ -23,6 +23,7 @@ beforeEach(() => {
     requests.push({ url, method: init.method, batch });
     if (failWith === 'offline') throw new TypeError('Failed to fetch');
     if (failWith === 'error') return { ok: false, status: 503, json: async () => ({ code: 'unavailable' }) };
+    if (typeof failWith === 'number') return { ok: false, status: failWith, json: async () => ({ code: 'refused' }) };
     return { ok: true, json: async () => ({ highest_seq: holds(batch), stored: batch.entries.length }) };
   };
   Object.defineProperty(globalThis, 'navigator', {
@@ -120,6 +121,36 @@ test('a failed request loses nothing: offline or a server error, the next flush 
   await s.flush();
   await s.flush();
   assert.deepEqual(requests.map((r) => seqs(r.batch)), [[1, 2], [1, 2], [1, 2]]);
+});
+
+test('a refusal resending cannot change stops the sending, but closing still ends the session', async () => {
+  for (const status of [409, 413]) {
+    requests = [];
+    beacons = [];
+    const s = sender(2);
+    failWith = status;
+    mock.timers.tick(1000);
+    await settle();
+    mock.timers.tick(60_000);
+    await settle();
+    assert.equal(requests.length, 1, `no retry after a ${status}`);
+    assert.equal(s.add('User', 'one more'), null);
+    s.close();
+    const [only] = await beaconBodies();
+    assert.deepEqual(only.batch.entries, []);
+    assert.equal(only.batch.final, true);
+  }
+});
+
+test('a rate limit is tried again', async () => {
+  sender(2);
+  failWith = 429;
+  mock.timers.tick(1000);
+  await settle();
+  failWith = null;
+  mock.timers.tick(3000);
+  await settle();
+  assert.deepEqual(requests.map((r) => seqs(r.batch)), [[1, 2], [1, 2]]);
 });
 
 test('an entry can still be changed until the server holds it', async () => {
