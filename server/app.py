@@ -97,7 +97,12 @@ def create_app(settings: Settings, on_started: Callable[[], None] | None = None)
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         housekeeping = asyncio.create_task(
-            run_housekeeping(db, idle_after, settings.housekeeping_interval_seconds)
+            run_housekeeping(
+                db,
+                idle_after,
+                timedelta(seconds=settings.session_token_ttl_seconds),
+                settings.housekeeping_interval_seconds,
+            )
         )
         await relay.start()
         if on_started is not None:

@@ -15,17 +15,27 @@ from server.models import utcnow
 log = logging.getLogger("avatar_bff.housekeeping")
 
 
-async def housekeeping_pass(db: Database, idle_after: timedelta) -> tuple[int, int]:
-    """One pass: (conversations ended for idleness, conversations purged by retention)."""
+async def housekeeping_pass(
+    db: Database, idle_after: timedelta, token_lifetime: timedelta
+) -> tuple[int, int]:
+    """One pass: (conversations ended for idleness, conversations purged by retention).
+
+    Erased ids older than a page token's lifetime are forgotten too: no token naming them is valid any more.
+    """
     now = utcnow()
-    return await lifecycle.expire_idle(db, now, idle_after), await lifecycle.purge_by_retention(db, now)
+    ended = await lifecycle.expire_idle(db, now, idle_after)
+    purged = await lifecycle.purge_by_retention(db, now)
+    await lifecycle.forget_erased(db, now, token_lifetime)
+    return ended, purged
 
 
-async def run_housekeeping(db: Database, idle_after: timedelta, interval_seconds: float) -> None:
+async def run_housekeeping(
+    db: Database, idle_after: timedelta, token_lifetime: timedelta, interval_seconds: float
+) -> None:
     while True:
         await asyncio.sleep(interval_seconds)
         try:
-            ended, purged = await housekeeping_pass(db, idle_after)
+            ended, purged = await housekeeping_pass(db, idle_after, token_lifetime)
         except SQLAlchemyError as exc:
             log.error("housekeeping pass failed (%s); retrying next interval", type(exc).__name__)
             continue

@@ -194,6 +194,15 @@ class Conversation(Base):
     flow: Mapped[Flow] = relationship()
 
 
+class ErasedConversation(Base):
+    """A conversation erased while its page's token may still be live: that token never starts it again."""
+
+    __tablename__ = "erased_conversations"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    erased_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class TranscriptEntry(Base):
     """One line of a conversation, as reported by one source (the page or the relay tap)."""
 

@@ -16,7 +16,15 @@ from server.conversations.page_token import PageClaims, read_page_token
 from server.db import Database, insert_ignoring_conflicts
 from server.dpp.render import DppError, render_for_visitor
 from server.errors import Conflict, Forbidden, NotFound, Unavailable
-from server.models import Conversation, ConversationStatus, DppTemplateVersion, Flow, TranscriptEntry, utcnow
+from server.models import (
+    Conversation,
+    ConversationStatus,
+    DppTemplateVersion,
+    ErasedConversation,
+    Flow,
+    TranscriptEntry,
+    utcnow,
+)
 from server.security.signing import Signer
 
 ACTIVE, ENDED = ConversationStatus.ACTIVE, ConversationStatus.ENDED
@@ -54,6 +62,10 @@ async def resolve_page_token(
         raise NotFound("flow_unavailable", "This avatar is no longer available.")
     conversation = await session.get(Conversation, claims.conversation_id)
     if conversation is None:
+        if await session.get(ErasedConversation, claims.conversation_id) is not None:
+            raise Conflict(
+                "conversation_erased", "This conversation was erased. Reload the page to start a new one."
+            )
         if not flow.enabled:
             raise NotFound("flow_unavailable", "This avatar is no longer available.")
         if start:
@@ -201,11 +213,23 @@ async def purge_by_retention(db: Database, now: datetime) -> int:
 
 
 async def erase(db: Database, conversation_id: str) -> None:
-    """Delete a conversation and every transcript line of it (right to erasure)."""
+    """Delete a conversation and every transcript line of it (right to erasure).
+
+    Its id is remembered (nothing else) so the page that held it, still open, cannot start it again."""
     async with db.transaction() as session:
         if await session.get(Conversation, conversation_id) is None:
             raise NotFound("unknown_session", f"no session with id {conversation_id!r}")
         await _delete(session, [conversation_id])
+        session.add(ErasedConversation(id=conversation_id, erased_at=utcnow()))
+
+
+async def forget_erased(db: Database, now: datetime, after: timedelta) -> int:
+    """Forget erased ids older than `after` (a page token's lifetime: no token naming them is valid)."""
+    async with db.transaction() as session:
+        result = await session.execute(
+            delete(ErasedConversation).where(ErasedConversation.erased_at < now - after)
+        )
+    return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 async def _delete(session: AsyncSession, ids: list[str]) -> None:

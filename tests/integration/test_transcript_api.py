@@ -271,6 +271,32 @@ def test_erasure_removes_session_and_transcript(live_server: ServerThread, setti
     assert stored_count(settings, session_id) == 0
 
 
+def test_an_erased_conversation_is_not_started_again_by_its_open_page(
+    live_server: ServerThread, settings: Settings
+) -> None:
+    session_id, token = open_page(live_server, "demo-iframe")
+    post(live_server, {"token": token, "entries": [entry(1)]})
+    auth = {"authorization": f"Bearer {make_token(settings, 'transcripts:read', 'transcripts:delete')}"}
+    assert httpx.delete(f"{live_server.url}/api/v1/sessions/{session_id}", headers=auth).status_code == 204
+    # The visitor's page is still open and still holds a valid token.
+    late = post(live_server, {"token": token, "entries": [entry(2)]})
+    assert late.status_code == 409 and late.json()["code"] == "conversation_erased"
+    assets = httpx.get(f"{live_server.url}/relay/iframe/clients/{token}/flow/demo-iframe/sdk-assets")
+    assert assets.status_code == 409 and assets.json()["code"] == "conversation_erased"
+    assert httpx.get(f"{live_server.url}/api/v1/sessions/{session_id}", headers=auth).status_code == 404
+    assert stored_count(settings, session_id) == 0
+
+    async def forget() -> None:
+        db = Database(settings.effective_database_url)
+        try:  # once no token naming it can be valid, the erased id is forgotten
+            await housekeeping_pass(db, timedelta(minutes=30), timedelta(0))
+        finally:
+            await db.dispose()
+
+    asyncio.run(forget())
+    assert post(live_server, {"token": token, "entries": [entry(2)]}).status_code == 200
+
+
 def test_export_streams_ndjson_and_csv(live_server: ServerThread, settings: Settings) -> None:
     session_id, token = open_page(live_server)
     post(live_server, {"token": token, "entries": [entry(1, text='Say "hi", please'), entry(2, "User")]})
@@ -318,7 +344,7 @@ def test_housekeeping_ends_idle_sessions_and_applies_retention(settings: Setting
             now, old = utcnow(), utcnow() - timedelta(days=40)
             await factories.age_conversation(db, idle, last_activity_at=now - timedelta(hours=2))
             await factories.age_conversation(db, ancient, created_at=old, last_activity_at=old, ended_at=old)
-            counts = await housekeeping_pass(db, timedelta(minutes=30))
+            counts = await housekeeping_pass(db, timedelta(minutes=30), timedelta(hours=2))
             async with db.reading() as session:
                 rows = (await session.execute(select(Conversation.id, Conversation.status))).all()
         names = {idle: "idle", fresh: "fresh", ancient: "ancient"}
