@@ -9,6 +9,7 @@ import os
 import shutil
 import socket
 import sqlite3
+import subprocess
 import threading
 import time
 import uuid
@@ -121,6 +122,18 @@ async def eventually_async(
         if time.monotonic() >= deadline:
             raise AssertionError(f"{what} did not hold within {timeout} s: the last value {last}")
         await asyncio.sleep(interval)
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 20) -> None:
+    """Stop a server started as a process the way an operator would (SIGTERM), so it stops what it started
+    (`serve --demo` its simulator); killed only if it does not stop in time."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    process.wait()
 
 
 def wait_until_up(url: str, timeout: float = 20) -> httpx.Response:

@@ -26,7 +26,7 @@ from server.models import AdminUser, ApiToken, Flow
 from server.sdk import PINS
 from server.security.secrets_hashing import hash_api_token, verify_password
 from server.settings import Settings
-from tests.support import TEST_SECRET, db_session, eventually, free_port, wait_until_up
+from tests.support import TEST_SECRET, db_session, eventually, free_port, stop_process, wait_until_up
 
 SCRIPT = [sys.executable, "-c", "from server.cli import main; main()"]
 COMMANDS = ["serve", "migrate", "create-admin", "create-token", "flows", "vendor-sdk", "simulator"]
@@ -246,8 +246,7 @@ def demo(tmp_path: Path) -> Iterator[Demo]:
             f"http://127.0.0.1:{simulator_port}/_sim/health",
         )
     finally:
-        process.kill()
-        process.wait(timeout=10)
+        stop_process(process)  # a kill would leave the demo's simulator running
 
 
 def answers(url: str) -> bool:

@@ -22,7 +22,7 @@ from urllib.parse import urljoin
 import httpx
 import pytest
 
-from tests.support import free_port, wait_until_up
+from tests.support import free_port, stop_process, wait_until_up
 
 pytestmark = pytest.mark.packaging
 
@@ -155,8 +155,7 @@ def demo(venv: Path, wheel: Wheel, tmp_path: Path) -> Iterator[tuple[subprocess.
     try:
         yield process, f"http://127.0.0.1:{port}", simulator_port
     finally:
-        process.kill()
-        process.wait()
+        stop_process(process)  # a kill would leave the demo's simulator running
 
 
 def test_the_installed_wheel_serves_the_demo_with_all_its_assets_from_an_empty_directory(
