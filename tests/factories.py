@@ -16,22 +16,32 @@ from server import api_tokens
 from server.conversations import lifecycle
 from server.conversations.page_token import issue_page_token
 from server.db import Database
-from server.flows import FlowsDocument, FlowSpec, export_document, import_document, page_flow
+from server.flows import FlowsDocument, FlowSpec, TemplateSpec, export_document, import_document, page_flow
 from server.models import ApiToken, Conversation, utcnow
 from server.security.secrets_hashing import token_prefix
 from server.security.signing import Signer
 from server.transcripts.ingest import entry_rows, insert_entries
 
 
-async def create_flow(db: Database, slug: str, allowed_hosts: Iterable[str] = (), **fields: Any) -> None:
-    """A flow imported as an operator would (`flows import`), with made-up Kaltura ids unless given."""
+async def create_flow(
+    db: Database,
+    slug: str,
+    allowed_hosts: Iterable[str] = (),
+    template_body: dict[str, Any] | None = None,
+    **fields: Any,
+) -> None:
+    """A flow imported as an operator would (`flows import`), with made-up Kaltura ids unless given; with
+    `template_body`, a DPP template of the flow's name is imported with it and used by it."""
+    templates = [] if template_body is None else [TemplateSpec(name=slug, body=template_body)]
     values: dict[str, Any] = {
         "display_name": slug.title(),
         "client_id": f"{slug}-client",
         "flow_id": f"{slug}-flow",
+        **({"dpp_template": slug} if templates else {}),
         **fields,
     }
-    await import_document(db, FlowsDocument(flows=[FlowSpec(slug=slug, **values)]), list(allowed_hosts))
+    document = FlowsDocument(dpp_templates=templates, flows=[FlowSpec(slug=slug, **values)])
+    await import_document(db, document, list(allowed_hosts))
 
 
 async def change_flow(db: Database, slug: str, **changes: Any) -> None:

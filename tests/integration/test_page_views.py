@@ -6,14 +6,11 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
 from server.app import create_app
-from server.db import Database
-from server.flows import FlowsDocument, FlowSpec, TemplateSpec, import_document
 from server.security.signing import PAGE_SESSION, Signer
 from server.settings import Settings
 from tests import factories
@@ -80,27 +77,18 @@ def test_page_views_are_limited_per_client_address(tmp_path: Path) -> None:
         assert client.get("/healthz").status_code == 200  # only page views are limited
 
 
-async def _flow_with_template(db: Database, body: dict[str, Any]) -> None:
-    template = TemplateSpec(name="big", body=body)
-    # An iframe page: its config carries the DPP (a socket page's goes through the relay).
-    flow = FlowSpec(
-        slug="big",
-        display_name="Big",
-        client_id="c",
-        flow_id="f",
-        sdk_mode="iframe",
-        upstream="simulator",
-        dpp_template="big",
-    )
-    await import_document(db, FlowsDocument(dpp_templates=[template], flows=[flow]), [])
-
-
 def test_a_dpp_rendered_past_64_kb_is_refused_with_a_message(
     server: ServerThread, fast_settings: Settings
 ) -> None:
     # Finding 12: the cap on the rendered DPP. Each visitor value is short; the template multiplies it.
     body = {"text": "{{ (visitor.name | default('')) * 400 }}"}
-    with_database(fast_settings, lambda db: _flow_with_template(db, body))
+    # An iframe page: its config carries the DPP (a socket page's goes through the relay).
+    with_database(
+        fast_settings,
+        lambda db: factories.create_flow(
+            db, "big", template_body=body, sdk_mode="iframe", upstream="simulator"
+        ),
+    )
     small = httpx.get(f"{server.url}/a/big", params={"name": "a" * 100})  # 40 KB
     assert small.status_code == 200
     assert page_config(small.text)["dpp"] == {"text": "a" * 40_000}

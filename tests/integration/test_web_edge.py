@@ -13,7 +13,6 @@ import pytest
 
 from server.app import create_app
 from server.conversations.page_token import issue_page_token
-from server.flows import FlowsDocument, FlowSpec, TemplateSpec, import_document
 from server.security.signing import Signer
 from server.settings import Settings
 from tests import factories
@@ -105,18 +104,14 @@ SLOW_FOR_VISITORS = "{% for a in range(N) %}{% for b in range(N) %}{% endfor %}{
 def test_a_slow_dpp_template_fails_in_time_and_the_server_keeps_answering(
     live_server: ServerThread, settings: Settings
 ) -> None:
-    template = TemplateSpec(name="slow", body={"x": SLOW_FOR_VISITORS})  # fast with no visitor values
-    flow = FlowSpec(
-        slug="slow",
-        display_name="Slow",
-        client_id="c",
-        flow_id="f",
-        sdk_mode="iframe",  # the page renders the DPP (a socket page leaves it to the conversation's start)
-        upstream="simulator",
-        dpp_template="slow",
+    body = {"x": SLOW_FOR_VISITORS}  # fast with no visitor values
+    # An iframe page renders the DPP (a socket page leaves it to the conversation's start).
+    with_database(
+        settings,
+        lambda db: factories.create_flow(
+            db, "slow", template_body=body, sdk_mode="iframe", upstream="simulator"
+        ),
     )
-    document = FlowsDocument(dpp_templates=[template], flows=[flow])
-    with_database(settings, lambda db: import_document(db, document, []))
     with ThreadPoolExecutor(1) as pool:
         started = time.monotonic()
         page = pool.submit(httpx.get, f"{live_server.url}/a/slow?n=99999", timeout=30)
