@@ -18,6 +18,7 @@ from server.conversations.page_token import issue_page_token
 from server.db import Database
 from server.dpp.render import DppError, render_for_visitor
 from server.errors import Invalid, Unavailable
+from server.flows import SLUG as FLOW_SLUG
 from server.flows import page_flow
 from server.models import DppTemplateVersion, Flow
 from server.pages.assets import StaticAssets
@@ -48,7 +49,7 @@ MAX_VISITOR_VALUE = 200
 PAGE_CACHE_SIZE = 256  # flows and rendered pages kept per process
 DPP_CACHE_SIZE = 1024  # rendered DPPs, of at most DPP_CACHE_MAX_CHARS each (4 MB in all)
 DPP_CACHE_MAX_CHARS = 4096  # a DPP may render to 64 KB: the few that large are not kept
-SLUG = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")  # flows' slugs (server/flows.py): anything else is not a page
+SLUG = re.compile(FLOW_SLUG)  # anything else is not a page
 REFUSED = "avatar_page_refused"  # scope key: why the fast path handed a view over
 BASELINE_HEADERS = {
     https: [(name.lower().encode(), value.encode()) for name, value in baseline_headers(https).items()]
