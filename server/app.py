@@ -33,6 +33,7 @@ from server.security.headers import SecurityHeadersMiddleware
 from server.security.limits import RequestLimitsMiddleware
 from server.security.signing import Signer
 from server.settings import Settings, load_settings
+from server.transcripts.ingest import IngestRateLimiter
 
 log = logging.getLogger("avatar_bff")
 
@@ -131,6 +132,10 @@ def create_app(settings: Settings, on_started: Callable[[], None] | None = None)
     app.state.templates = templates
     app.state.upstream_http = upstream_http
     app.state.relay = relay
+    # Page transcript ingest per conversation: its buckets live as long as the process.
+    app.state.ingest_limiter = IngestRateLimiter(
+        settings.transcript_lines_per_second, settings.transcript_line_burst
+    )
     app.state.pages = pages.HostedPages(settings, db, signer, templates, assets)
 
     def error_response(request: Request, status: int, code: str, message: str) -> Response:

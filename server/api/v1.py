@@ -20,7 +20,6 @@ from server.conversations.listing import ConversationFilter
 from server.dependencies import DbDep, SettingsDep, SignerDep
 from server.errors import UnsupportedMediaType
 from server.models import Conversation, ConversationStatus, Instant
-from server.settings import Settings
 from server.transcripts import store
 from server.transcripts.formats import as_markdown, as_text
 from server.transcripts.ingest import IngestLimits, IngestRateLimiter, PageBatch, ingest_page_batch
@@ -154,19 +153,9 @@ async def ingest_from_page(
     all. The answer's `highest_seq` tells the page from where to resend. The first batch of a page starts
     its session."""
     limits = IngestLimits(settings.transcript_max_lines, settings.transcript_max_bytes)
-    result = await ingest_page_batch(db, signer, batch, limits, _ingest_limiter(request, settings))
+    limiter: IngestRateLimiter = request.app.state.ingest_limiter
+    result = await ingest_page_batch(db, signer, batch, limits, limiter)
     return IngestAnswer(stored=result.stored, highest_seq=result.highest_seq, status=result.status)
-
-
-def _ingest_limiter(request: Request, settings: Settings) -> IngestRateLimiter:
-    """The app's one limiter, made on first use (its buckets live as long as the process)."""
-    state = request.app.state
-    if not hasattr(state, "transcript_ingest_limiter"):
-        state.transcript_ingest_limiter = IngestRateLimiter(
-            settings.transcript_lines_per_second, settings.transcript_line_burst
-        )
-    limiter: IngestRateLimiter = state.transcript_ingest_limiter
-    return limiter
 
 
 @router.get("/sessions", response_model=SessionList, responses=errors(*READ_ERRORS), dependencies=[READ])

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
@@ -17,6 +15,7 @@ from server.conversations import lifecycle as conversations
 from server.db import Database, insert_ignoring_conflicts
 from server.errors import Conflict, TooLarge, TooManyRequests
 from server.models import ConversationStatus, Instant, TranscriptEntry, utcnow
+from server.security.rate_limit import KeyedTokenBuckets
 from server.security.signing import Signer
 
 # How far a page's clock may be off ours: its timestamps are clamped to the conversation's life, plus this.
@@ -85,8 +84,8 @@ class IngestLimits:
     max_bytes: int  # UTF-8 bytes of text
 
 
-class IngestRateLimiter:
-    """In-process token buckets of lines, one per conversation: `rate` a second, up to `burst` saved up.
+class IngestRateLimiter(KeyedTokenBuckets):
+    """Lines per conversation: `rate` a second, up to `burst` saved up.
 
     A batch costs its new lines: a retry of lines already stored (a page resending after a lost answer)
     costs nothing.
@@ -95,24 +94,16 @@ class IngestRateLimiter:
     MAX_BUCKETS = 100_000  # the least recently used go first; a forgotten bucket starts full again
 
     def __init__(self, rate: float, burst: int) -> None:
-        self.rate, self.burst = rate, burst
-        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # key -> (tokens, at)
+        super().__init__(rate, burst, self.MAX_BUCKETS)
 
     def charge(self, key: str, cost: int) -> None:
-        now = time.monotonic()
-        tokens, at = self._buckets.pop(key, (float(self.burst), now))
-        tokens = min(float(self.burst), tokens + (now - at) * self.rate)
-        if cost > tokens:
-            self._buckets[key] = (tokens, now)
-            wait = math.ceil((min(cost, self.burst) - tokens) / self.rate)
+        wait = self.take(key, cost)
+        if wait:
             raise TooManyRequests(
                 "ingest_rate_limited",
                 f"too many transcript lines for this session (at most {self.rate:g} a second, "
-                f"{self.burst} at once); retry in {wait} s",
+                f"{self.burst:g} at once); retry in {math.ceil(wait)} s",
             )
-        self._buckets[key] = (tokens - cost, now)
-        while len(self._buckets) > self.MAX_BUCKETS:
-            self._buckets.popitem(last=False)
 
 
 def contiguous_high_water(seqs: set[int]) -> int:
