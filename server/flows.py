@@ -171,18 +171,31 @@ async def latest_version(db: AsyncSession, template_id: int) -> DppTemplateVersi
     return result.scalar_one_or_none()
 
 
+async def published_version(db: AsyncSession, template_id: int) -> DppTemplateVersion | None:
+    """The version flows serve: the one the template's pointer names (admins move it)."""
+    return await db.scalar(
+        select(DppTemplateVersion)
+        .join(DppTemplate, DppTemplate.id == DppTemplateVersion.template_id)
+        .where(
+            DppTemplateVersion.template_id == template_id,
+            DppTemplateVersion.version == DppTemplate.published_version,
+        )
+    )
+
+
 async def page_flow(db: Database, slug: str) -> tuple[Flow, DppTemplateVersion | None]:
-    """An enabled flow and the newest version of its DPP template, for its hosted page."""
+    """An enabled flow and the published version of its DPP template, for its hosted page."""
     async with db.reading() as session:
         flow = await session.scalar(select(Flow).where(Flow.slug == slug, Flow.enabled))
         if flow is None:
             raise NotFound("unknown_flow", "There is no avatar page at this address.")
-        version = await latest_version(session, flow.dpp_template_id) if flow.dpp_template_id else None
+        version = await published_version(session, flow.dpp_template_id) if flow.dpp_template_id else None
     return flow, version
 
 
 async def save_template(db: AsyncSession, spec: TemplateSpec, author: str = "") -> DppTemplate:
-    """Create the template or add a version when the body changed (versions are never edited)."""
+    """Create the template or add a version when the body changed (versions are never edited), and publish
+    it: an import is a deployment."""
     template = (
         await db.execute(select(DppTemplate).where(DppTemplate.name == spec.name))
     ).scalar_one_or_none()
@@ -193,14 +206,11 @@ async def save_template(db: AsyncSession, spec: TemplateSpec, author: str = "") 
     template.description = spec.description
     latest = await latest_version(db, template.id)
     if latest is None or latest.body != spec.body:
-        db.add(
-            DppTemplateVersion(
-                template_id=template.id,
-                version=(latest.version + 1) if latest else 1,
-                body=spec.body,
-                author=author,
-            )
-        )
+        version = (latest.version + 1) if latest else 1
+        db.add(DppTemplateVersion(template_id=template.id, version=version, body=spec.body, author=author))
+        template.published_version = version
+    else:
+        template.published_version = latest.version
     return template
 
 
@@ -266,7 +276,7 @@ async def list_flows(db: Database) -> list[Flow]:
 
 
 async def export_document(db: Database, slugs: list[str] | None = None) -> FlowsDocument:
-    """The flows named (all when none) and the newest version of each template they use."""
+    """The flows named (all when none) and the published version of each template they use."""
     async with db.reading() as session:
         query = select(Flow).options(selectinload(Flow.dpp_template)).order_by(Flow.slug)
         if slugs:
@@ -276,7 +286,7 @@ async def export_document(db: Database, slugs: list[str] | None = None) -> Flows
         templates = []
         used = {flow.dpp_template.id: flow.dpp_template for flow in flows if flow.dpp_template}
         for template in used.values():
-            latest = await latest_version(session, template.id)
+            latest = await published_version(session, template.id)
             if latest is not None:
                 templates.append(
                     TemplateSpec(name=template.name, description=template.description, body=latest.body)

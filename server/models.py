@@ -84,13 +84,17 @@ class Base(DeclarativeBase):
 
 
 class DppTemplate(Base):
-    """A named Dynamic Page Prompt template; its content lives in immutable versions."""
+    """A named Dynamic Page Prompt template; its content lives in immutable versions.
+
+    Flows serve the *published* version: publishing and rolling back move this pointer, never edit a version.
+    """
 
     __tablename__ = "dpp_templates"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(120), unique=True)
     description: Mapped[str] = mapped_column(Text, default="")
+    published_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     versions: Mapped[list[DppTemplateVersion]] = relationship(
@@ -108,6 +112,10 @@ class DppTemplateVersion(Base):
     template_id: Mapped[int] = mapped_column(ForeignKey("dpp_templates.id", ondelete="CASCADE"))
     version: Mapped[int] = mapped_column(Integer)
     body: Mapped[Any] = mapped_column(JSON)
+    # [{name, type, required, default, example, source}]: what the template expects of a visitor.
+    variables: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
+    # A JSON Schema (draft 2020-12) the rendered DPP must satisfy.
+    dpp_schema: Mapped[dict[str, Any] | None] = mapped_column("schema", JSON, nullable=True)
     author: Mapped[str] = mapped_column(String(200), default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
@@ -176,6 +184,8 @@ class Conversation(Base):
     # What the page itself sent as live context (flows with `page_context`): [{at, message}], in order.
     page_contexts: Mapped[list[dict[str, str]] | None] = mapped_column(JSON, nullable=True)
     visitor_context: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    # Started from an admin's preview link (a draft template): kept out of the flow's statistics.
+    preview: Mapped[bool] = mapped_column(Boolean, default=False)
     status: Mapped[ConversationStatus] = mapped_column(
         Enum(
             ConversationStatus,
@@ -203,6 +213,23 @@ class ErasedConversation(Base):
     erased_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class ConversationEvent(Base):
+    """One step of a conversation's diagnostics timeline (connects, refusals, WHEP, errors, end).
+
+    Recorded by the relay and the pages as it happens; never holds transcript text.
+    """
+
+    __tablename__ = "conversation_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    conversation_id: Mapped[str] = mapped_column(
+        ForeignKey("conversations.id", ondelete="CASCADE"), index=True
+    )
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    kind: Mapped[str] = mapped_column(String(40))
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
 class TranscriptEntry(Base):
     """One line of a conversation, as reported by one source (the page or the relay tap)."""
 
@@ -222,14 +249,47 @@ class TranscriptEntry(Base):
     pronunciation_score: Mapped[int | None] = mapped_column(SmallInteger, nullable=True)
 
 
+ADMIN_ROLES = ("admin", "viewer")  # admin changes things; viewer reads only
+
+
 class AdminUser(Base):
     __tablename__ = "admin_users"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     email: Mapped[str] = mapped_column(String(254), unique=True)
     password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(16), default="admin")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class AdminSession(Base):
+    """A signed-in admin console session; the cookie holds the secret, the table only its hash."""
+
+    __tablename__ = "admin_sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256 of the cookie's secret
+    admin_id: Mapped[int] = mapped_column(ForeignKey("admin_users.id", ondelete="CASCADE"), index=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    admin: Mapped[AdminUser] = relationship()
+
+
+class AuditEntry(Base):
+    """Who changed which flow, template, token or account, when, and what (secrets masked)."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    actor: Mapped[str] = mapped_column(String(254))
+    action: Mapped[str] = mapped_column(String(40))
+    target_type: Mapped[str] = mapped_column(String(20))
+    target: Mapped[str] = mapped_column(String(200))
+    before: Mapped[Any] = mapped_column(JSON, nullable=True)
+    after: Mapped[Any] = mapped_column(JSON, nullable=True)
 
 
 class ApiToken(Base):
