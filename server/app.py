@@ -19,6 +19,7 @@ from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from server import health
+from server.admin.router import install as install_admin_console
 from server.api import docs, v1
 from server.db import Database
 from server.errors import AppError
@@ -182,6 +183,7 @@ def create_app(settings: Settings, on_started: Callable[[], None] | None = None)
     docs.install_openapi(app)
     app.include_router(whep.router)
     app.include_router(iframe_assets.router)
+    install_admin_console(app, settings)
 
     @app.get("/", include_in_schema=False)
     async def index(request: Request) -> HTMLResponse:

@@ -147,8 +147,8 @@ def cmd_create_admin(args: argparse.Namespace) -> None:
     settings = load_settings(require_secret=False)
     email = admins.normalise_email(args.email)
     password = _read_password()
-    created = _with_db(settings, lambda db: admins.create_admin(db, email, password))
-    print(f"admin {created} created")
+    created = _with_db(settings, lambda db: admins.create_admin(db, email, password, args.role))
+    print(f"admin {created} created with role {args.role}")
 
 
 def cmd_create_token(args: argparse.Namespace) -> None:
@@ -239,6 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     admin = sub.add_parser("create-admin", help="create an admin user (password from stdin when piped)")
     admin.add_argument("email")
+    admin.add_argument(
+        "--role", choices=("admin", "viewer"), default="admin", help="viewer: reads only (default: admin)"
+    )
     admin.set_defaults(func=cmd_create_admin)
 
     token = sub.add_parser("create-token", help="create a REST API token; prints it alone on the last line")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -64,7 +65,23 @@ class Settings(BaseSettings):
     # After SIGTERM, how long requests and sockets still open may take before they are cancelled.
     shutdown_grace_seconds: int = Field(default=10, ge=1, le=300)
     session_idle_seconds: int = Field(default=30 * 60, ge=60)
+    # Admin console sessions end after this long unused, and this long after sign-in whatever happens.
+    admin_idle_seconds: int = Field(default=60 * 60, ge=60)
+    admin_session_seconds: int = Field(default=12 * 3600, ge=300)
+    # Failed sign-ins: a token bucket per account and per client address (this many saved up, one back per
+    # refill interval); past it, sign-in answers 429 until the bucket refills.
+    sign_in_failures_per_account: int = Field(default=5, ge=1)
+    sign_in_failures_per_address: int = Field(default=20, ge=1)
+    sign_in_refill_seconds: float = Field(default=60, gt=0)
     housekeeping_interval_seconds: float = Field(default=300, gt=0)
+
+    @property
+    def admin_idle(self) -> timedelta:
+        return timedelta(seconds=self.admin_idle_seconds)
+
+    @property
+    def admin_lifetime(self) -> timedelta:
+        return timedelta(seconds=self.admin_session_seconds)
 
     @field_validator("allowed_upstream_hosts", mode="before")
     @classmethod

@@ -1,4 +1,5 @@
-"""Password hashing (scrypt) and API tokens (random, stored as SHA-256)."""
+"""Admin passwords (argon2id via pwdlib, rehashed when the parameters change) and API tokens (random,
+stored as SHA-256)."""
 
 from __future__ import annotations
 
@@ -7,30 +8,43 @@ import hmac
 import secrets
 from dataclasses import dataclass
 
-_SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**15, 8, 1
-_SCRYPT_MAXMEM = 64 * 1024 * 1024
+from pwdlib import PasswordHash
+from pwdlib.hashers.argon2 import Argon2Hasher
+
 TOKEN_PREFIX = "abff"  # noqa: S105 - a public marker, not a secret
+_passwords = PasswordHash((Argon2Hasher(),))
+# Verified against when the email is unknown, so a sign-in takes as long whether or not the account exists.
+_DUMMY_HASH = _passwords.hash(secrets.token_urlsafe(16))
 
 
 def hash_password(password: str) -> str:
-    salt = secrets.token_bytes(16)
-    digest = hashlib.scrypt(
-        password.encode(), salt=salt, n=_SCRYPT_N, r=_SCRYPT_R, p=_SCRYPT_P, maxmem=_SCRYPT_MAXMEM
-    )
-    return f"scrypt${_SCRYPT_N}${_SCRYPT_R}${_SCRYPT_P}${salt.hex()}${digest.hex()}"
+    return _passwords.hash(password)
 
 
-def verify_password(password: str, stored: str) -> bool:
+def _verify_legacy_scrypt(password: str, stored: str) -> bool:
+    """Hashes written before argon2 (scrypt$n$r$p$salt$digest); rehashed at the next sign-in."""
     try:
-        scheme, n, r, p, salt, digest = stored.split("$")
-        if scheme != "scrypt":
-            return False
+        _scheme, n, r, p, salt, digest = stored.split("$")
         candidate = hashlib.scrypt(
-            password.encode(), salt=bytes.fromhex(salt), n=int(n), r=int(r), p=int(p), maxmem=_SCRYPT_MAXMEM
+            password.encode(), salt=bytes.fromhex(salt), n=int(n), r=int(r), p=int(p), maxmem=64 * 1024 * 1024
         )
     except ValueError:
         return False
     return hmac.compare_digest(candidate.hex(), digest)
+
+
+def verify_password(password: str, stored: str | None) -> tuple[bool, str | None]:
+    """(matches, new hash to store or None). `stored` None: an unknown account, answered just as slowly."""
+    if stored is None:
+        _passwords.verify(password, _DUMMY_HASH)
+        return False, None
+    if stored.startswith("scrypt$"):
+        ok = _verify_legacy_scrypt(password, stored)
+        return ok, hash_password(password) if ok else None
+    try:
+        return _passwords.verify_and_update(password, stored)
+    except Exception:  # an unreadable stored hash is a failed sign-in, not a crash
+        return False, None
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,8 @@ from typing import Any
 PAGE_SESSION = "page-session"
 WHEP_TARGET = "whep-target"  # an upstream WHEP URL handed to one session
 WHEP_RESOURCE = "whep-resource"  # the session resource (Location) an upstream WHEP answer named
+ADMIN_SESSION = "admin-session"  # the admin console's session cookie
+SIGN_IN_FORM = "sign-in-form"  # the sign-in form's CSRF pair (cookie + hidden field)
 
 
 class TokenError(Exception):

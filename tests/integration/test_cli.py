@@ -112,7 +112,7 @@ def test_create_admin_reads_the_password_from_stdin(cli: Cli, settings: Settings
 
     admin = asyncio.run(stored())
     assert admin.email == "ops@example.com"
-    assert verify_password("a long enough secret", admin.password_hash)
+    assert verify_password("a long enough secret", admin.password_hash)[0]
     again = cli("create-admin", "ops@example.com", stdin="a long enough secret\n")
     assert again.code == 2 and "already exists" in again.err
     short = cli("create-admin", "b@example.com", stdin="short\n")

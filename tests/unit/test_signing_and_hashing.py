@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
+from pwdlib import PasswordHash
+from pwdlib.hashers.argon2 import Argon2Hasher
 
 from server.security.secrets_hashing import (
     hash_api_token,
@@ -80,12 +84,32 @@ def test_token_from_another_secret_is_refused() -> None:
         signer.verify("page-session", token)
 
 
-def test_passwords_are_salted_and_verified() -> None:
+def test_passwords_are_salted_argon2_and_verified() -> None:
     first, second = hash_password("correct horse battery"), hash_password("correct horse battery")
-    assert first != second and "correct" not in first
-    assert verify_password("correct horse battery", first)
-    assert not verify_password("wrong horse battery", first)
-    assert not verify_password("anything", "garbage")
+    assert first != second and "correct" not in first and first.startswith("$argon2id$")
+    assert verify_password("correct horse battery", first) == (True, None)
+    assert verify_password("wrong horse battery", first)[0] is False
+    assert verify_password("anything", "garbage") == (False, None)
+    assert verify_password("anything", None) == (False, None)  # unknown account
+
+
+def test_weaker_hashes_are_replaced_at_the_next_sign_in() -> None:
+    legacy = (  # scrypt, as `create-admin` stored passwords before argon2
+        "scrypt$16384$8$1$00112233445566778899aabbccddeeff$"
+        + hashlib.scrypt(
+            b"correct horse battery",
+            salt=bytes.fromhex("00112233445566778899aabbccddeeff"),
+            n=16384,
+            r=8,
+            p=1,
+        ).hex()
+    )
+    ok, upgraded = verify_password("correct horse battery", legacy)
+    assert ok and upgraded is not None and upgraded.startswith("$argon2id$")
+    assert verify_password("wrong horse battery", legacy) == (False, None)
+    cheap = PasswordHash((Argon2Hasher(time_cost=1, memory_cost=8192),)).hash("correct horse battery")
+    ok, rehashed = verify_password("correct horse battery", cheap)
+    assert ok and rehashed is not None and rehashed != cheap
 
 
 def test_api_tokens_are_random_and_only_their_hash_is_kept() -> None:
