@@ -30,10 +30,10 @@ def _api_routes(routes: list[Any], prefix: str = "") -> Iterator[tuple[str, APIR
 
 def _state_changing_routes() -> list[tuple[str, str]]:
     app = create_app(make_settings(Path("unused")))
-    found = []
+    found: list[tuple[str, str]] = []
     for path, route in _api_routes(app.routes):
         if path.startswith(ADMIN_PREFIX):
-            found.extend((method, path) for method in sorted(route.methods - {"GET", "HEAD"}))
+            found.extend((method, path) for method in sorted((route.methods or set()) - {"GET", "HEAD"}))
     return sorted(set(found))
 
 
