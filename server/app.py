@@ -104,6 +104,7 @@ def create_app(settings: Settings, on_started: Callable[[], None] | None = None)
                 idle_after,
                 timedelta(seconds=settings.session_token_ttl_seconds),
                 settings.housekeeping_interval_seconds,
+                (settings.admin_idle, settings.admin_lifetime),
             )
         )
         await relay.start()

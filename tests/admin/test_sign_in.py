@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
+from datetime import timedelta
 
 import httpx
 
+from server import admins
+from server.db import Database
+from server.models import AdminSession, utcnow
 from server.settings import Settings
 from tests.admin.console_client import PASSWORD, ConsoleClient, create_admin
-from tests.support import ServerThread
+from tests.support import ServerThread, with_database
 
 
 def test_pages_send_a_browser_without_a_session_to_sign_in(console: ServerThread) -> None:
@@ -135,3 +140,26 @@ def test_next_only_leads_inside_the_console(console: ServerThread, console_setti
             },
         )
     assert answer.status_code == 303 and answer.headers["location"] == "/admin"
+
+
+def test_sessions_end_when_idle_or_too_old(console_settings: Settings) -> None:
+    create_admin(console_settings, "ops@example.com")
+    idle, lifetime = timedelta(minutes=30), timedelta(hours=12)
+
+    async def age(db: Database, secret: str, seen_ago: timedelta, created_ago: timedelta) -> None:
+        async with db.transaction() as session:
+            row = await session.get(AdminSession, hashlib.sha256(secret.encode()).hexdigest())
+            assert row is not None
+            row.last_seen_at, row.created_at = utcnow() - seen_ago, utcnow() - created_ago
+
+    async def scenario(db: Database) -> tuple[list[bool], int]:
+        admin_id = await admins.check_password(db, "ops@example.com", PASSWORD)
+        assert admin_id is not None
+        fresh, stale, old, unseen = [await admins.start_session(db, admin_id) for _ in range(4)]
+        await age(db, stale, idle * 2, idle * 2)
+        await age(db, old, timedelta(0), lifetime * 2)
+        await age(db, unseen, idle * 2, idle * 2)
+        alive = [await admins.session_of(db, s, idle, lifetime) is not None for s in (fresh, stale, old)]
+        return alive, await admins.purge_sessions(db, idle, lifetime)  # housekeeping forgets `unseen`
+
+    assert with_database(console_settings, scenario) == ([True, False, False], 1)
