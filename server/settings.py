@@ -68,10 +68,10 @@ class Settings(BaseSettings):
     # Admin console sessions end after this long unused, and this long after sign-in whatever happens.
     admin_idle_seconds: int = Field(default=60 * 60, ge=60)
     admin_session_seconds: int = Field(default=12 * 3600, ge=300)
-    # Failed sign-ins: a token bucket per account and per client address (this many saved up, one back per
+    # Sign-in attempts: a token bucket per account and per client address (this many saved up, one back per
     # refill interval); past it, sign-in answers 429 until the bucket refills.
-    sign_in_failures_per_account: int = Field(default=5, ge=1)
-    sign_in_failures_per_address: int = Field(default=20, ge=1)
+    sign_in_attempts_per_account: int = Field(default=5, ge=1)
+    sign_in_attempts_per_address: int = Field(default=20, ge=1)
     sign_in_refill_seconds: float = Field(default=60, gt=0)
     housekeeping_interval_seconds: float = Field(default=300, gt=0)
 

@@ -45,8 +45,8 @@ class SignInLimits:
 
     def __init__(self, settings: Settings) -> None:
         refill = 1 / settings.sign_in_refill_seconds
-        self.accounts = KeyedTokenBuckets(refill, settings.sign_in_failures_per_account, max_keys=10_000)
-        self.addresses = KeyedTokenBuckets(refill, settings.sign_in_failures_per_address, max_keys=10_000)
+        self.accounts = KeyedTokenBuckets(refill, settings.sign_in_attempts_per_account, max_keys=10_000)
+        self.addresses = KeyedTokenBuckets(refill, settings.sign_in_attempts_per_address, max_keys=10_000)
 
     def allow(self, email: str, address: str) -> bool:
         # Both buckets pay, so a run of guesses is stopped by whichever empties first.

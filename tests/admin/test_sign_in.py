@@ -100,7 +100,7 @@ def test_wrong_password_and_unknown_email_get_the_same_answer(
 def test_repeated_failures_are_throttled_per_account(tmp_path: object, console_settings: Settings) -> None:
     from server.app import create_app
 
-    settings = console_settings.model_copy(update={"sign_in_failures_per_account": 2})
+    settings = console_settings.model_copy(update={"sign_in_attempts_per_account": 2})
     create_admin(settings, "ops@example.com")
     with ServerThread(create_app(settings)) as server, ConsoleClient(server.url) as client:
         assert client.sign_in("ops@example.com", "wrong password one").status_code == 401
