@@ -184,5 +184,7 @@ def build_page(
         frame_origins=tuple(flow.genui_origins),
         media_origins=tuple(flow.genui_origins),
         frame_ancestors=frame_ancestors,
+        # showVisualVideo frames ask for autoplay (and mic and camera, which a video never gets from us).
+        autoplay_delegates=tuple(flow.genui_origins),
     )
     return PageView("pages/socket.html", config, policy)

@@ -69,6 +69,8 @@ export function runPage({ config, createSdk, connect }) {
       return;
     }
     discard();
+    const placeholder = document.querySelector('#avatar-container .placeholder');
+    if (placeholder) placeholder.hidden = true; // the avatar's video takes its place
     dispatch('start');
     sdk = createSdk();
     byId('end').disabled = false;

@@ -2,7 +2,7 @@
 // The DPP never reaches this page: the relay injects it upstream (docs/protocol.md).
 import { addTranscriptEntry, errorMessage, readConfig } from './conversation-ui.js';
 import { ENDED_MESSAGE, runPage } from './page-lifecycle.js';
-import { AUDIO_FALLBACK_TIMEOUT_MS, commandMatchers, peerNameFrom, relayRefusal } from './visitor-state.js';
+import { commandMatchers, peerNameFrom, relayRefusal } from './visitor-state.js';
 
 const config = readConfig();
 const $ = (id) => document.getElementById(id);
@@ -11,6 +11,8 @@ const endMatchers = commandMatchers(config.commands);
 let userMuted = false; // the visitor's own choice, which GenUI must not override
 let fallbackTimer = null;
 let attempts = 0; // reconnect attempts the SDK has made for this instance
+// Audio over the socket (audio-only flows, or after video failed) gets as long as connecting does.
+const AUDIO_TIMEOUT_MS = config.sdk.connectionTimeout || 15000;
 
 function createSdk() {
   // Socket.IO and WHEP go to our own origin (the relay), so the CSP can say connect-src 'self'.
@@ -24,7 +26,10 @@ function createSdk() {
 
   avatar.on('state-change', ({ to }) => {
     if (to === 'connecting') page.dispatch('connecting');
-    if (to === 'joined') page.dispatch('joined');
+    if (to === 'joined') {
+      page.dispatch('joined');
+      if (page.state.fallback === 'waiting') watchAudio(avatar);
+    }
   });
   avatar.on('ready', () => { clearTimeout(fallbackTimer); page.dispatch('ready'); });
   avatar.on('transcript-entry', (entry) => {
@@ -38,12 +43,7 @@ function createSdk() {
   }
   avatar.on('audio-fallback', () => {
     page.dispatch('audio-fallback');
-    if (page.state.fallback === 'waiting') {
-      clearTimeout(fallbackTimer);
-      fallbackTimer = setTimeout(() => {
-        if (page.dispatch('audio-fallback-timeout').fallback === 'hung') page.discard();
-      }, AUDIO_FALLBACK_TIMEOUT_MS);
-    }
+    if (page.state.fallback === 'waiting') watchAudio(avatar);
   });
   avatar.on('reconnecting', (data) => { attempts = data.attempt; page.dispatch('reconnecting', data); });
   avatar.on('reconnected', () => page.dispatch('reconnected'));
@@ -63,6 +63,14 @@ function createSdk() {
     avatar.registerCommand(`end-${index}`, matcher, () => page.endSoon());
   });
   return avatar;
+}
+
+// If the audio never comes up the SDK waits for good: after the time-out the visitor is told and can retry.
+function watchAudio(avatar) {
+  clearTimeout(fallbackTimer);
+  fallbackTimer = setTimeout(() => {
+    if (page.sdk === avatar && page.dispatch('audio-fallback-timeout').fallback === 'hung') page.discard();
+  }, AUDIO_TIMEOUT_MS);
 }
 
 function onError(avatar, error) {

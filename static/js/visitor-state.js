@@ -6,9 +6,7 @@ const TRANSPORT_MESSAGES = ['xhr poll error', 'websocket error', 'timeout', 'ser
   'transport close', 'transport error', 'parse error'];
 
 const TEXT_ONLY = 'Your microphone is off or blocked, so this is a text conversation: type below and the avatar '
-  + 'answers aloud. To talk instead, allow the microphone for this site and press Retry.';
-
-export const AUDIO_FALLBACK_TIMEOUT_MS = 15000;
+  + 'answers aloud. To talk instead, allow the microphone for this site and reload the page.';
 
 export function initialState(options = {}) {
   return {
@@ -48,6 +46,7 @@ export function reduce(state, event, data = {}, now = 0) {
     case 'joined':
       next.phase = 'joining';
       next.queue = null;
+      if (state.audioOnly) next.fallback = 'waiting'; // audio over the socket from the start
       return next;
     case 'ready':
     case 'reconnected':
@@ -69,7 +68,7 @@ export function reduce(state, event, data = {}, now = 0) {
     case 'audio-fallback-timeout':
       if (state.fallback !== 'waiting') return state;
       return { ...next, fallback: 'hung', phase: 'failed', retry: true,
-        error: 'Video is unavailable and the audio connection could not be set up either. Please try again.' };
+        error: 'The avatar\'s audio connection could not be set up. Please try again.' };
     case 'queue-started':
       next.phase = 'queued';
       next.queue = { attempt: 0, waitedMs: 0, nextCheckMs: 0 };
@@ -130,7 +129,7 @@ function minutes(ms) {
 export function describe(state, now = 0) {
   const notices = [];
   if (state.audioOnly) notices.push('Audio only: this avatar speaks without video.');
-  else if (state.fallback === 'audio' || state.fallback === 'waiting') notices.push('Video unavailable — audio only.');
+  else if (state.fallback) notices.push('Video unavailable — audio only.');
   if (state.micDenied) notices.push(TEXT_ONLY);
   let status;
   switch (state.phase) {

@@ -80,8 +80,11 @@ test('audio fallback: a notice while it comes up, and a clear failure if it hang
   assert.deepEqual(describe(state).notices, ['Video unavailable — audio only.']);
 });
 
-test('an audio-only flow says so from the start', () => {
+test('an audio-only flow says so from the start, and its audio has a time-out too', () => {
   assert.deepEqual(describe(initialState({ audioOnly: true })).notices, ['Audio only: this avatar speaks without video.']);
+  const joined = run([['joined']], { audioOnly: true });
+  assert.equal(describe(reduce(joined, 'audio-fallback-timeout')).retry, true);
+  assert.equal(describe(reduce(reduce(joined, 'ready'), 'audio-fallback-timeout')).retry, false);
 });
 
 test('a denied microphone explains the text-only mode', () => {

@@ -12,6 +12,7 @@ from server.models import Flow
 from server.pages.config import build_page, turn_servers
 from server.sdk import ScriptSource
 from server.sdk_options import check_pattern
+from server.security.csp import permissions_policy
 from server.upstreams import endpoints_for
 
 BASE: dict[str, Any] = {"slug": "shop", "display_name": "Shop", "client_id": "c1", "flow_id": "f1"}
@@ -192,9 +193,9 @@ def test_invalid_options_are_refused_naming_the_field(options: dict[str, Any], f
 
 
 def test_a_turn_override_needs_urls() -> None:
-    with pytest.raises(ValidationError, match="turn_override.urls"):
+    with pytest.raises(ValidationError, match=r"turn_override\.urls"):
         FlowSpec(**BASE, turn_override={"urls": [], "username": "u"})
-    with pytest.raises(ValidationError, match="turn_override.urls"):
+    with pytest.raises(ValidationError, match=r"turn_override\.urls"):
         FlowSpec(**BASE, turn_override={"username": "u"})
 
 
@@ -231,3 +232,13 @@ def test_options_survive_export_and_import_unchanged() -> None:
     again = FlowSpec.model_validate_json(spec.model_dump_json())
     assert again.sdk_options == spec.sdk_options
     assert again.sdk_options.captions.enabled and again.sdk_options.queue.max_wait_seconds == 30
+
+
+def test_genui_origins_may_autoplay_but_get_no_microphone_or_camera() -> None:
+    spec = FlowSpec(**BASE, genui_origins=["https://videos.example"])
+    flow = Flow(**spec.model_dump(exclude={"dpp_template"}, mode="json"))
+    endpoints = endpoints_for(flow.upstream, flow.custom_endpoints, "http://127.0.0.1:9")
+    policy = build_page(flow, endpoints, SDK, None, "sid", "token").policy
+    header = permissions_policy(policy.permission_delegates, policy.autoplay_delegates)
+    assert 'autoplay=(self "https://videos.example")' in header
+    assert "microphone=(self)" in header and "camera=(self)" in header
