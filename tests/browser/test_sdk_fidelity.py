@@ -214,7 +214,7 @@ RECORD_GENUI = """() => {
   window.__genui = {};
   const sdk = window.avatarPage.sdk;
   sdk.on('genui:rendered', ({ type }) => { window.__genui[type] = 'rendered'; });
-  sdk.on('genui:error', ({ type, error }) => { window.__genui[type] = 'error: ' + (error && error.message); });
+  sdk.on('genui:error', ({ type, error }) => { window.__genui[type] = 'error: ' + String(error); });
 }"""
 
 
