@@ -130,3 +130,10 @@ test('peerName comes from the configured visitor field, bounded and cleaned', ()
   assert.equal(peerNameFrom(`?first_name=${'x'.repeat(100)}`, 'first_name').length, 60);
   assert.equal(peerNameFrom('?first_name=%00%0A', 'first_name'), 'Visitor');
 });
+
+test('an error that cannot recover (the iframe meeting failed to load) offers Retry, even mid-call', () => {
+  const view = describe(run([['ready'], ['error', { text: 'The avatar could not be loaded.', recoverable: false }]]));
+  assert.equal(view.active, false);
+  assert.equal(view.retry, true);
+  assert.equal(view.error, 'The avatar could not be loaded.');
+});

@@ -242,3 +242,13 @@ def test_genui_origins_may_autoplay_but_get_no_microphone_or_camera() -> None:
     header = permissions_policy(policy.permission_delegates, policy.autoplay_delegates)
     assert 'autoplay=(self "https://videos.example")' in header
     assert "microphone=(self)" in header and "camera=(self)" in header
+
+
+def test_a_stored_turn_override_without_urls_never_reaches_the_browser() -> None:
+    """Rows from before the check (migration 0008 clears them too): the region's servers, not `urls: []`."""
+    spec = FlowSpec(**BASE, upstream="kaltura-eu")
+    flow = Flow(**spec.model_dump(exclude={"dpp_template"}, mode="json"))
+    flow.turn_override = {"urls": [], "username": "u", "credential": "p"}
+    endpoints = endpoints_for(flow.upstream, flow.custom_endpoints, "http://127.0.0.1:9")
+    turn = build_page(flow, endpoints, SDK, None, "sid", "token").config["sdk"]["turn"]
+    assert turn == {"urls": turn_servers("https://conversation.avatar.eu.kaltura.ai")}
