@@ -7,6 +7,7 @@ import { describe, initialState, reduce } from './visitor-state.js';
 export const ENDED_MESSAGE = 'The conversation has ended. Thank you!';
 const END_DELAY_MS = 1200; // lets the avatar's closing sentence finish playing before the call is closed
 const CLOCK_MS = 1000; // the time-remaining line counts down
+const UNDER_WAY = ['connecting', 'joining', 'queued', 'reconnecting', 'live']; // End can leave any of these
 
 // createSdk() builds a fresh SDK for each Start or Retry (a failed one is destroyed: neither SDK can be
 // started again from every failure); connect(sdk) starts the call.
@@ -27,6 +28,7 @@ export function runPage({ config, createSdk, connect }) {
     renderVisitor(view);
     if (state.phase !== 'ended') setConversationControls(view.active);
     byId('start').disabled = state.phase !== 'idle';
+    byId('end').disabled = !UNDER_WAY.includes(state.phase);
     const counting = view.remaining !== null;
     if (counting && !clock) clock = setInterval(render, CLOCK_MS);
     if (!counting && clock) { clearInterval(clock); clock = null; }
@@ -73,7 +75,6 @@ export function runPage({ config, createSdk, connect }) {
     if (placeholder) placeholder.hidden = true; // the avatar's video takes its place
     dispatch('start');
     sdk = createSdk();
-    byId('end').disabled = false;
     await connect(sdk);
   }
 

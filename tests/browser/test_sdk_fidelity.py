@@ -266,3 +266,25 @@ def test_every_genui_kind_under_the_pages_csp(
 
 # Kinds whose content still trips the CSP, and which directive: see docs/sdk-coverage.md.
 EXPECTED_BLOCKED: dict[str, list[str]] = {"showDiagram": ["style-src-attr", "style-src-elem"]}
+
+
+def test_a_full_relay_puts_the_visitor_in_the_queue(
+    tmp_path: Path, simulator: ServerThread, watch: PageWatch
+) -> None:
+    """The relay at capacity answers `throwToNoAgent`: the SDK queues, and the page says so with the limit.
+    (Answering the SDK's availability polls is the relay's part: pending on its own branch.)"""
+    settings = prepared_settings(tmp_path, simulator_url=simulator.url, relay_max_total=1)
+    add_flow(settings, "busy", sdk_options={"queue": {"max_wait_seconds": 120}})
+    with ServerThread(create_app(settings)) as running:
+        first = watch.page.context.new_page()  # takes the relay's only place
+        start(first, f"{running.url}/a/demo")
+        page = watch.page
+        page.goto(f"{running.url}/a/busy")
+        page.get_by_role("button", name="Start conversation").click()
+        status = page.locator("#status")
+        expect(status).to_contain_text("All avatars are busy: you are in the queue.", timeout=20_000)
+        expect(status).to_contain_text("We give up after 2 min.")
+        screenshots(page, tmp_path, "queued")
+        page.get_by_role("button", name="End conversation").click()  # leaving the queue is always possible
+        expect(status).to_have_text("You ended the conversation.")
+        assert watch.violations() == []
