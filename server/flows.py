@@ -14,6 +14,7 @@ from server.dpp.render import DppError, validate_template
 from server.errors import NotFound
 from server.models import DppTemplate, DppTemplateVersion, Flow
 from server.sdk import DEFAULT_SDK_VERSION, SUPPORTED_VERSIONS
+from server.sdk_options import SdkOptions, SpokenCommand, stored_options
 from server.upstreams import ENDPOINT_FIELDS, clean_origin, host_allowed
 
 SLUG = r"^[a-z0-9][a-z0-9-]{0,63}$"
@@ -25,14 +26,6 @@ def _check_origin(value: str) -> str:
     if origin is None:
         raise ValueError(f"{value!r} is not an origin like https://example.com")
     return origin
-
-
-class SpokenCommand(BaseModel):
-    """A phrase the avatar says that makes the page act (case-insensitive substring)."""
-
-    model_config = ConfigDict(extra="forbid")
-    phrase: str = Field(min_length=2, max_length=200)
-    action: Literal["end"] = "end"
 
 
 class PageContext(BaseModel):
@@ -47,8 +40,11 @@ class PageContext(BaseModel):
 
 
 class TurnOverride(BaseModel):
+    """ICE servers for the avatar's media instead of the region's own; an override names at least one URL
+    (an empty list reaches the browser as-is and breaks every peer connection)."""
+
     model_config = ConfigDict(extra="forbid")
-    urls: list[str] = Field(default_factory=list, max_length=8)
+    urls: list[str] = Field(min_length=1, max_length=8)
     username: str | None = None
     credential: str | None = None
     iceTransportPolicy: Literal["all", "relay"] = "relay"
@@ -95,6 +91,7 @@ class FlowSpec(BaseModel):
     )
     turn_override: TurnOverride | None = None
     page_context: PageContext | None = None
+    sdk_options: SdkOptions = Field(default_factory=SdkOptions)
     allowed_origins: list[str] = Field(default_factory=list, max_length=20)
     genui_origins: list[str] = Field(default_factory=list, max_length=20)
     dpp_template: str | None = None
@@ -256,6 +253,7 @@ def flow_to_spec(flow: Flow) -> FlowSpec:
         spoken_commands=[SpokenCommand(**c) for c in flow.spoken_commands],
         turn_override=TurnOverride(**flow.turn_override) if flow.turn_override else None,
         page_context=PageContext(**flow.page_context) if flow.page_context else None,
+        sdk_options=stored_options(flow.sdk_options),
         allowed_origins=flow.allowed_origins,
         genui_origins=flow.genui_origins,
         dpp_template=flow.dpp_template.name if flow.dpp_template else None,

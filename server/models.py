@@ -146,6 +146,8 @@ class Flow(Base):
     turn_override: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     # {max_bytes, per_minute}: the page may send live context itself; None: only the server's DPP.
     page_context: Mapped[dict[str, int] | None] = mapped_column(JSON, nullable=True)
+    # server.sdk_options.SdkOptions as JSON; None (flows from before): the SDK's defaults.
+    sdk_options: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     allowed_origins: Mapped[list[str]] = mapped_column(JSON, default=list)
     genui_origins: Mapped[list[str]] = mapped_column(JSON, default=list)
     dpp_template_id: Mapped[int | None] = mapped_column(

@@ -59,6 +59,9 @@ class IngestAnswer(BaseModel):
     stored: int
     highest_seq: int
     status: str
+    recorded: bool = Field(
+        default=True, description="False: this flow keeps no transcript (privacy); lines were discarded."
+    )
 
 
 class SessionSummary(BaseModel):
@@ -100,6 +103,10 @@ class TranscriptLine(BaseModel):
 
 class Transcript(BaseModel):
     session_id: str
+    recorded: bool = Field(
+        default=True,
+        description="False: the session's flow has transcript recording off, so no lines are stored.",
+    )
     entries: list[TranscriptLine]
 
 
@@ -155,7 +162,9 @@ async def ingest_from_page(
     limits = IngestLimits(settings.transcript_max_lines, settings.transcript_max_bytes)
     limiter: IngestRateLimiter = request.app.state.ingest_limiter
     result = await ingest_page_batch(db, signer, batch, limits, limiter)
-    return IngestAnswer(stored=result.stored, highest_seq=result.highest_seq, status=result.status)
+    return IngestAnswer(
+        stored=result.stored, highest_seq=result.highest_seq, status=result.status, recorded=result.recorded
+    )
 
 
 @router.get("/sessions", response_model=SessionList, responses=errors(*READ_ERRORS), dependencies=[READ])
@@ -205,19 +214,22 @@ async def transcript(
 ) -> Response:
     """The canonical transcript: each line once, in order, with the sources that reported it."""
     entries = await store.transcript_of(db, session_id)
+    recorded = await store.recorded(db, session_id)
+    if not recorded and not entries and format != "json":
+        note = "Transcript recording is off for this session's flow: no lines are stored.\n"
+        return PlainTextResponse(note, media_type=f"text/{'markdown' if format == 'markdown' else 'plain'}")
     # Formatting a long transcript runs in a thread so the loop (the relay, /healthz) keeps answering.
     if format == "text":
         return PlainTextResponse(await asyncio.to_thread(as_text, entries, timestamps))
     if format == "markdown":
         body = await asyncio.to_thread(as_markdown, entries, timestamps)
         return PlainTextResponse(body, media_type="text/markdown")
-    return Response(
-        await asyncio.to_thread(_transcript_json, session_id, entries), media_type="application/json"
-    )
+    body = await asyncio.to_thread(_transcript_json, session_id, entries, recorded)
+    return Response(body, media_type="application/json")
 
 
-def _transcript_json(session_id: str, entries: list[CanonicalEntry]) -> str:
-    return Transcript(session_id=session_id, entries=lines(entries)).model_dump_json()
+def _transcript_json(session_id: str, entries: list[CanonicalEntry], recorded: bool) -> str:
+    return Transcript(session_id=session_id, recorded=recorded, entries=lines(entries)).model_dump_json()
 
 
 @router.delete(

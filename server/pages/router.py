@@ -157,7 +157,7 @@ class HostedPages:
             html=html,
             config=str(config_json(config)),
             csp=build_csp(NONCE_MARK, view.policy),
-            permissions=permissions_policy(view.policy.permission_delegates),
+            permissions=permissions_policy(view.policy.permission_delegates, view.policy.autoplay_delegates),
         )
 
     async def dpp_json(self, page: LoadedPage, visitor: dict[str, str], page_url: str) -> str:

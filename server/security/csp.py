@@ -30,6 +30,8 @@ class PagePolicy:
     media_origins: tuple[str, ...] = ()
     frame_ancestors: tuple[str, ...] = ("'self'",)
     permission_delegates: tuple[str, ...] = field(default=())
+    # Frames that may autoplay but get no microphone, camera or screen (GenUI videos from genui_origins).
+    autoplay_delegates: tuple[str, ...] = field(default=())
 
 
 log = logging.getLogger(__name__)
@@ -86,10 +88,18 @@ POWERFUL_FEATURES = ("microphone", "camera", "autoplay", "display-capture")
 DENIED_FEATURES = ("geolocation", "payment", "usb", "serial", "bluetooth", "hid", "midi")
 
 
-def permissions_policy(delegates: Iterable[str] = ()) -> str:
-    """Allow mic/camera/autoplay/screen capture to our origin and the given frames; deny the rest."""
-    allow = " ".join(["self", *(f'"{origin}"' for origin in _clean(delegates, _CLEAN_ORIGIN))])
-    granted = [f"{feature}=({allow})" for feature in POWERFUL_FEATURES]
+def permissions_policy(delegates: Iterable[str] = (), autoplay_delegates: Iterable[str] = ()) -> str:
+    """Allow mic/camera/autoplay/screen capture to our origin and the given frames, autoplay alone to
+    `autoplay_delegates`; deny the rest."""
+
+    def allowlist(origins: Iterable[str]) -> str:
+        return " ".join(["self", *dict.fromkeys(f'"{o}"' for o in _clean(origins, _CLEAN_ORIGIN))])
+
+    delegates = list(delegates)
+    granted = [
+        f"{feature}=({allowlist([*delegates, *autoplay_delegates] if feature == 'autoplay' else delegates)})"
+        for feature in POWERFUL_FEATURES
+    ]
     denied = [f"{feature}=()" for feature in DENIED_FEATURES]
     return ", ".join(granted + denied)
 

@@ -15,6 +15,7 @@ from server.conversations import lifecycle as conversations
 from server.db import Database, insert_ignoring_conflicts
 from server.errors import Conflict, TooLarge, TooManyRequests
 from server.models import ConversationStatus, Instant, TranscriptEntry, utcnow
+from server.sdk_options import stored_options
 from server.security.rate_limit import KeyedTokenBuckets
 from server.security.signing import Signer
 
@@ -74,6 +75,7 @@ class IngestResult:
     stored: int  # new entries written by this batch
     highest_seq: int  # every seq from 1 to this one is stored: the page resends only what follows
     status: str  # the conversation's status, or NOT_STARTED
+    recorded: bool = True  # False: the flow keeps no transcript, and this batch's lines were discarded
 
 
 @dataclass(frozen=True)
@@ -181,8 +183,16 @@ async def ingest_page_batch(
             session, signer, batch.token, start=bool(batch.entries), late_lines=True
         )
         conversation = page.conversation
+        recording = stored_options(page.flow.sdk_options).record_transcript
         if conversation is None:
-            return IngestResult(0, 0, NOT_STARTED)
+            return IngestResult(0, 0, NOT_STARTED, recording)
+        if not recording:  # privacy: the flow keeps no transcript; the call's start and end still count
+            now = utcnow()
+            conversations.record_activity(conversation, now)
+            if batch.final:
+                conversations.end(conversation, "page_closed", now)
+            highest = max((entry.seq for entry in batch.entries), default=0)
+            return IngestResult(0, highest, conversation.status, recorded=False)
         existing = set(
             (
                 await session.execute(

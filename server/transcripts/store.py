@@ -13,7 +13,8 @@ from server.conversations import listing
 from server.conversations.listing import ConversationFilter, Listed
 from server.db import Database
 from server.errors import NotFound
-from server.models import Conversation, TranscriptEntry
+from server.models import Conversation, Flow, TranscriptEntry
+from server.sdk_options import stored_options
 from server.transcripts.merge import CanonicalEntry, SourceEntry, merge
 
 
@@ -41,6 +42,17 @@ async def transcript_of(db: Database, conversation_id: str) -> list[CanonicalEnt
         if await session.get(Conversation, conversation_id) is None:
             raise NotFound("unknown_session", f"no session with id {conversation_id!r}")
         return await _canonical(session, conversation_id)
+
+
+async def recorded(db: Database, conversation_id: str) -> bool:
+    """Whether the conversation's flow keeps transcripts (a flow with recording off stores none)."""
+    async with db.reading() as session:
+        options = await session.scalar(
+            select(Flow.sdk_options)
+            .join(Conversation, Conversation.flow_id == Flow.id)
+            .where(Conversation.id == conversation_id)
+        )
+    return stored_options(options).record_transcript
 
 
 async def export(

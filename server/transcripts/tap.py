@@ -13,7 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.conversations import lifecycle as conversations
 from server.db import Database
-from server.models import Conversation, TranscriptEntry, utcnow
+from server.models import Conversation, Flow, TranscriptEntry, utcnow
+from server.sdk_options import stored_options
 from server.transcripts.ingest import insert_entries, text_bytes
 
 log = logging.getLogger("avatar_bff.transcripts")
@@ -37,7 +38,7 @@ class TranscriptTap:
         self._flushing = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         # Lines not stored, by reason: queue_full, over_cap, conversation_gone (erased meanwhile),
-        # rejected (by the database)
+        # rejected (by the database), not_recorded (the flow keeps no transcript)
         self.dropped: Counter[str] = Counter()
 
     def start(self) -> None:
@@ -122,8 +123,25 @@ class TranscriptTap:
             # One bad row (or a conversation erased meanwhile) must not hold back everyone else's lines.
             await self._store_one_by_one(lines, ended)
 
+    async def _not_recorded(self, db: AsyncSession, lines: list[dict[str, object]]) -> set[str]:
+        """Conversations among `lines` whose flow keeps no transcript (privacy): their lines are dropped."""
+        ids = {str(line["conversation_id"]) for line in lines}
+        if not ids:
+            return set()
+        rows = await db.execute(
+            select(Conversation.id, Flow.sdk_options)
+            .join(Flow, Flow.id == Conversation.flow_id)
+            .where(Conversation.id.in_(ids))
+        )
+        return {row.id for row in rows if not stored_options(row.sdk_options).record_transcript}
+
     async def _store(self, lines: list[dict[str, object]], ended: dict[str, str]) -> None:
         async with self._db.transaction() as db:
+            private = await self._not_recorded(db, lines)
+            if private:
+                kept = [line for line in lines if str(line["conversation_id"]) not in private]
+                self.dropped["not_recorded"] += len(lines) - len(kept)
+                lines[:] = kept
             if lines:
                 await self._number(db, lines)
                 await insert_entries(db, lines)

@@ -83,8 +83,34 @@ export function sdkMissingMessage() {
   return 'The avatar software could not be loaded. Check your connection or content blockers, then reload.';
 }
 
-export function bindEndCommands(commands, register) {
-  for (const command of commands || []) {
-    if (command.action === 'end') register(command.phrase);
+// Draws a visitor state (visitor-state.js describe()) without rewriting what did not change, so the live
+// regions announce each change once.
+export function renderVisitor(view) {
+  setText('status', view.status);
+  const notices = byId('notices');
+  const wanted = view.notices.join('\n');
+  if (notices.dataset.shown !== wanted) {
+    notices.replaceChildren(...view.notices.map((text) => {
+      const item = document.createElement('li');
+      item.textContent = text;
+      return item;
+    }));
+    notices.dataset.shown = wanted;
+    notices.hidden = view.notices.length === 0;
   }
+  showOptional('remaining', view.remaining);
+  showOptional('interim', view.interim ? `You: ${view.interim}` : '');
+  byId('speaking').hidden = !view.speaking;
+  if (view.error) showError(view.error); else clearError();
+  byId('retry').hidden = !view.retry;
+}
+
+function setText(id, text) {
+  const el = byId(id);
+  if (el.textContent !== text) el.textContent = text;
+}
+
+function showOptional(id, text) {
+  setText(id, text || '');
+  byId(id).hidden = !text;
 }

@@ -1,50 +1,44 @@
 // Hosted page for the Iframe SDK: the meeting runs in a sandboxed iframe; we listen to its postMessages.
-import {
-  addTranscriptEntry, readConfig, setConversationControls, setStatus, showError,
-} from './conversation-ui.js';
+import { addTranscriptEntry, readConfig } from './conversation-ui.js';
 import { ENDED_MESSAGE, runPage } from './page-lifecycle.js';
 import { ScorePairing } from './pronunciation-scores.js';
+import { commandMatchers, matchesAny } from './visitor-state.js';
 
 const UNREACHABLE = 'We cannot reach the avatar service. Check your connection and try again.';
 const DPP_DELAY_MS = 500; // the meeting page needs a moment after showing the agent
 
 const config = readConfig();
-const $ = (id) => document.getElementById(id);
 const meetOrigin = new URL(config.sdk.config.meetBaseUrl).origin;
 const page = runPage({ config, createSdk, connect });
 const scores = new ScorePairing((entry) => page.transcript.isPending(entry));
+const endMatchers = commandMatchers(config.commands);
+const recording = !config.options || config.options.recordTranscript !== false;
 
+// A fresh SDK per Start or Retry: after a failed init the SDK stays in `error` and start() does nothing.
 function createSdk() {
   const avatar = new window.KalturaAvatarSDK({ clientId: config.sdk.clientId, flowId: config.sdk.flowId,
     container: '#avatar-container', config: config.sdk.config });
-  avatar.on('error', () => showError(UNREACHABLE));
+  if (!recording) avatar.setTranscriptEnabled(false);
   return avatar;
 }
 
 async function connect(avatar) {
-  setStatus('Connecting to the avatar…');
   try {
     await avatar.start();
-    setConversationControls(true);
+    if (page.sdk === avatar) page.dispatch('joined');
   } catch {
-    $('start').disabled = false;
-    showError(UNREACHABLE);
+    if (page.sdk === avatar) page.dispatch('error', { text: UNREACHABLE, recoverable: false, willRetry: false });
   }
 }
 
 function recordLine(role, text) {
   addTranscriptEntry(role, text);
-  scores.line(role, page.transcript.add(role, text));
+  scores.line(role, page.record(role, text));
 }
 
 function textOf(data, key) {
   if (typeof data === 'string') return data;
   return data && typeof data[key] === 'string' ? data[key] : '';
-}
-
-function endsWithCommand(text) {
-  const lower = text.toLowerCase();
-  return (config.commands || []).some((c) => c.action === 'end' && lower.includes(c.phrase.toLowerCase()));
 }
 
 // The SDK does not check who sent a message; we only trust the meeting origin.
@@ -54,13 +48,13 @@ window.addEventListener('message', (event) => {
   if (!message || message.issuer !== 'eself-conversation-events') return;
   switch (message.event) {
     case 'showing-agent':
-      setStatus('In conversation.');
+      page.dispatch('ready');
       setTimeout(() => { if (page.sdk && config.dpp) page.sdk.injectPrompt(JSON.stringify(config.dpp)); }, DPP_DELAY_MS);
       break;
     case 'agent-talked': {
       const text = textOf(message.data, 'agentContent');
       recordLine('Avatar', text);
-      if (endsWithCommand(text)) page.endSoon();
+      if (matchesAny(endMatchers, text)) page.endSoon();
       break;
     }
     case 'user-transcription':
@@ -70,13 +64,14 @@ window.addEventListener('message', (event) => {
       scores.score(message.data);
       break;
     case 'permissions-denied':
-      setStatus('Microphone unavailable: use the text box inside the avatar window.');
+      page.dispatch('mic-denied');
       break;
     case 'conversation-ended':
       page.finish(ENDED_MESSAGE);
       break;
     case 'load-agent-error':
-      showError('The avatar could not be loaded. Please try again later.');
+      page.dispatch('error', { text: 'The avatar could not be loaded. Please try again.', recoverable: false,
+        willRetry: false });
       break;
     default:
       break;

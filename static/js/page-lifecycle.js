@@ -1,24 +1,60 @@
-// What both hosted pages do around their SDK: the transcript sender, the missing-SDK guard, Start and End,
-// and how a call ends (final transcript flush, controls off, a closing status line).
-import { clearError, sdkMissingMessage, setConversationControls, setStatus, showError } from './conversation-ui.js';
+// What both hosted pages do around their SDK: the transcript sender, the missing-SDK guard, Start, Retry and
+// End, the visitor state (visitor-state.js) and how a call ends (final transcript flush, controls off).
+import { clearError, renderVisitor, sdkMissingMessage, setConversationControls, showError } from './conversation-ui.js';
 import { TranscriptSender } from './transcript-sender.js';
+import { describe, initialState, reduce } from './visitor-state.js';
 
 export const ENDED_MESSAGE = 'The conversation has ended. Thank you!';
 const END_DELAY_MS = 1200; // lets the avatar's closing sentence finish playing before the call is closed
+const CLOCK_MS = 1000; // the time-remaining line counts down
+const UNDER_WAY = ['connecting', 'joining', 'queued', 'reconnecting', 'live']; // End can leave any of these
 
-// createSdk() builds the page's SDK once, on the first Start; connect(sdk) starts the call and shows its own errors.
+// createSdk() builds a fresh SDK for each Start or Retry (a failed one is destroyed: neither SDK can be
+// started again from every failure); connect(sdk) starts the call.
 export function runPage({ config, createSdk, connect }) {
   const byId = (id) => document.getElementById(id);
   const sdkLoaded = () => typeof window.KalturaAvatarSDK === 'function';
+  const options = config.options || {};
+  const recording = options.recordTranscript !== false;
   const transcript = new TranscriptSender(config.session.token);
   transcript.watchPageLifecycle();
   let sdk = null;
+  let state = initialState({ audioOnly: options.audioOnly,
+    queueMaxWaitMs: config.sdk && config.sdk.queue ? config.sdk.queue.maxWaitMs : 0 });
+  let clock = null;
+
+  function render() {
+    const view = describe(state, Date.now());
+    renderVisitor(view);
+    if (state.phase !== 'ended') setConversationControls(view.active);
+    byId('start').disabled = state.phase !== 'idle';
+    byId('end').disabled = !UNDER_WAY.includes(state.phase);
+    const counting = view.remaining !== null;
+    if (counting && !clock) clock = setInterval(render, CLOCK_MS);
+    if (!counting && clock) { clearInterval(clock); clock = null; }
+  }
+
+  function dispatch(event, data) {
+    state = reduce(state, event, data, Date.now());
+    render();
+    return state;
+  }
+
+  function discard() {
+    const old = sdk;
+    sdk = null;
+    if (old) {
+      try { old.destroy(); } catch { /* already destroyed */ }
+    }
+  }
 
   function finish(message) {
     transcript.close(true);
+    dispatch('ended');
     setConversationControls(false);
     byId('start').disabled = true;
-    setStatus(message);
+    byId('end').disabled = true;
+    if (message) byId('status').textContent = message;
   }
 
   function endSoon() {
@@ -28,16 +64,22 @@ export function runPage({ config, createSdk, connect }) {
     }, END_DELAY_MS);
   }
 
-  byId('start').addEventListener('click', async () => {
+  async function begin() {
     clearError();
     if (!sdkLoaded()) {
       showError(sdkMissingMessage());
       return;
     }
-    byId('start').disabled = true;
-    sdk = sdk || createSdk();
+    discard();
+    const placeholder = document.querySelector('#avatar-container .placeholder');
+    if (placeholder) placeholder.hidden = true; // the avatar's video takes its place
+    dispatch('start');
+    sdk = createSdk();
     await connect(sdk);
-  });
+  }
+
+  byId('start').addEventListener('click', begin);
+  byId('retry').addEventListener('click', begin);
 
   byId('end').addEventListener('click', () => {
     if (sdk) sdk.end();
@@ -48,6 +90,16 @@ export function runPage({ config, createSdk, connect }) {
     showError(sdkMissingMessage());
     byId('start').disabled = true;
   }
-  window.avatarPage = { get sdk() { return sdk; } };
-  return { transcript, finish, endSoon, get sdk() { return sdk; } };
+  window.avatarPage = { get sdk() { return sdk; }, get state() { return state; } };
+  return {
+    transcript,
+    finish,
+    endSoon,
+    dispatch,
+    discard,
+    get state() { return state; },
+    get sdk() { return sdk; },
+    // A transcript line for the server, unless the flow keeps none (privacy); the entry, or null.
+    record(role, text, when) { return recording ? transcript.add(role, text, when) : null; },
+  };
 }

@@ -1,64 +1,132 @@
-// Hosted page for the Socket SDK: Socket.IO + WebRTC, text fallback, spoken commands.
+// Hosted page for the Socket SDK: Socket.IO + WebRTC, text fallback, spoken commands, visitor states.
 // The DPP never reaches this page: the relay injects it upstream (docs/protocol.md).
-import {
-  addTranscriptEntry, bindEndCommands, clearError, errorMessage, readConfig,
-  setConversationControls, setStatus, showError,
-} from './conversation-ui.js';
+import { addTranscriptEntry, errorMessage, readConfig } from './conversation-ui.js';
 import { ENDED_MESSAGE, runPage } from './page-lifecycle.js';
+import { commandMatchers, peerNameFrom, relayRefusal } from './visitor-state.js';
 
 const config = readConfig();
 const $ = (id) => document.getElementById(id);
 const page = runPage({ config, createSdk, connect });
+const endMatchers = commandMatchers(config.commands);
+let userMuted = false; // the visitor's own choice, which GenUI must not override
+let fallbackTimer = null;
+let attempts = 0; // reconnect attempts the SDK has made for this instance
+// Audio over the socket (audio-only flows, or after video failed) gets as long as connecting does.
+const AUDIO_TIMEOUT_MS = config.sdk.connectionTimeout || 15000;
 
 function createSdk() {
   // Socket.IO and WHEP go to our own origin (the relay), so the CSP can say connect-src 'self'.
   const endpoints = { ...config.sdk.endpoints, socket: window.location.origin };
-  const avatar = new window.KalturaAvatarSDK({ ...config.sdk, endpoints, container: '#avatar-container' });
+  const peerName = peerNameFrom(window.location.search, config.options && config.options.peerNameField);
+  const avatar = new window.KalturaAvatarSDK({ ...config.sdk, peerName, endpoints, container: '#avatar-container' });
   for (const [name, url] of Object.entries(config.libraries || {})) avatar.setLibraryUrl(name, url);
+  attempts = 0;
+  userMuted = false;
+  syncMuteButton(avatar);
 
   avatar.on('state-change', ({ to }) => {
-    if (to === 'connecting') setStatus('Connecting to the avatar…');
-    if (to === 'joined') setStatus('The avatar is getting ready…');
+    if (to === 'connecting') page.dispatch('connecting');
+    if (to === 'joined') {
+      page.dispatch('joined');
+      if (page.state.fallback === 'waiting') watchAudio(avatar);
+    }
   });
-  avatar.on('ready', () => {
-    setStatus('In conversation. Speak, or type below.');
-    setConversationControls(true);
-  });
+  avatar.on('ready', () => { clearTimeout(fallbackTimer); page.dispatch('ready'); });
   avatar.on('transcript-entry', (entry) => {
     const when = new Date(entry.timestamp);
     addTranscriptEntry(entry.role, entry.text, when);
-    page.transcript.add(entry.role, entry.text, when);
+    page.record(entry.role, entry.text, when);
   });
-  avatar.on('mic-denied', () => setStatus('Microphone unavailable: type your messages below.'));
-  avatar.on('time-warning', ({ remainingSeconds }) => setStatus(`About ${Math.round(remainingSeconds)} seconds left.`));
-  avatar.on('reconnecting', ({ attempt, maxAttempts }) => setStatus(`Reconnecting (${attempt} of ${maxAttempts})…`));
-  avatar.on('reconnected', () => { clearError(); setStatus('Reconnected.'); });
-  avatar.on('queue-started', () => setStatus('All avatars are busy; you are in the queue…'));
-  avatar.on('conversation-ended', () => page.finish(ENDED_MESSAGE));
-  avatar.on('error', (error) => {
-    showError(errorMessage(error));
-    if (error && error.recoverable === false) setConversationControls(false);
+  for (const event of ['avatar-speaking-start', 'avatar-speaking-end', 'user-speech', 'mic-denied',
+    'queue-started', 'queue-position-check', 'queue-timeout', 'time-warning']) {
+    avatar.on(event, (data) => page.dispatch(event, data));
+  }
+  avatar.on('audio-fallback', () => {
+    page.dispatch('audio-fallback');
+    if (page.state.fallback === 'waiting') watchAudio(avatar);
   });
-  bindEndCommands(config.commands, (phrase) => avatar.onEndPhrase(phrase, () => page.endSoon()));
+  avatar.on('reconnecting', (data) => { attempts = data.attempt; page.dispatch('reconnecting', data); });
+  avatar.on('reconnected', () => page.dispatch('reconnected'));
+  avatar.on('conversation-ended', () => { clearTimeout(fallbackTimer); page.finish(ENDED_MESSAGE); });
+  avatar.on('error', (error) => onError(avatar, error));
+  avatar.on('genui', () => syncMuteButton(avatar)); // a pausing kind (a video) mutes the mic
+  avatar.on('genui:hidden', () => {
+    // The SDK unmutes when GenUI is dismissed, after this event: the visitor's mute comes back right after.
+    setTimeout(() => {
+      if (page.sdk !== avatar) return;
+      if (userMuted && !avatar.isMicMuted()) avatar.muteMic();
+      syncMuteButton(avatar);
+    }, 0);
+  });
+  // One command per phrase or pattern: the SDK's onEndPhrase keeps only the last one it was given.
+  endMatchers.forEach((matcher, index) => {
+    avatar.registerCommand(`end-${index}`, matcher, () => page.endSoon());
+  });
   return avatar;
 }
 
+// If the audio never comes up the SDK waits for good: after the time-out the visitor is told and can retry.
+function watchAudio(avatar) {
+  clearTimeout(fallbackTimer);
+  fallbackTimer = setTimeout(() => {
+    if (page.sdk === avatar && page.dispatch('audio-fallback-timeout').fallback === 'hung') page.discard();
+  }, AUDIO_TIMEOUT_MS);
+}
+
+function onError(avatar, error) {
+  if (page.sdk !== avatar) return;
+  const refusal = relayRefusal(error);
+  if (refusal) {
+    // Our relay refused (ended, already open elsewhere, unknown page…): the SDK's own retries cannot
+    // change that. It schedules them right after this event, so the instance goes on the next tick.
+    page.dispatch('refused', { message: refusal });
+    setTimeout(() => { if (page.sdk === avatar) page.discard(); }, 0);
+    return;
+  }
+  const sdk = config.sdk;
+  const connecting = ['connecting', 'joining', 'queued', 'reconnecting'].includes(page.state.phase);
+  const connectionFailure = connecting || error.code === 1003;
+  const willRetry = connectionFailure && sdk.autoReconnect !== false && error.code !== 6002
+    && attempts < (sdk.maxReconnectAttempts || 5) && error.recoverable !== false;
+  page.dispatch('error', { code: error.code, recoverable: error.recoverable, text: errorMessage(error), willRetry });
+}
+
 async function connect(avatar) {
-  $('end').disabled = false;
   try {
     await avatar.connect();
-  } catch (error) {
-    showError(errorMessage(error));
+  } catch {
+    // shown by the 'error' listener, which also knows whether the SDK tries again
   }
 }
+
+function syncMuteButton(avatar) {
+  const muted = Boolean(avatar && avatar.isMicMuted());
+  $('mute').setAttribute('aria-pressed', String(muted));
+  $('mute').textContent = muted ? 'Unmute microphone' : 'Mute microphone';
+}
+
+// The SDK's caption button (and its C key) flips only the button; the captions follow once told, after the
+// SDK's own handler has run (no reload needed).
+function followCaptionToggle() {
+  setTimeout(() => {
+    const toggle = document.querySelector('#avatar-container .kav-captions__toggle');
+    if (toggle && page.sdk) page.sdk.setCaptionsEnabled(toggle.getAttribute('aria-checked') === 'true');
+  }, 0);
+}
+$('avatar-container').addEventListener('click', (event) => {
+  if (event.target.closest('.kav-captions__toggle')) followCaptionToggle();
+});
+document.addEventListener('keydown', (event) => {
+  const typing = event.target.closest && event.target.closest('input, textarea, [contenteditable]');
+  if ((event.key === 'c' || event.key === 'C') && !typing) followCaptionToggle();
+});
 
 $('mute').addEventListener('click', () => {
   const sdk = page.sdk;
   if (!sdk) return;
-  const muted = !sdk.isMicMuted();
-  if (muted) sdk.muteMic(); else sdk.unmuteMic();
-  $('mute').setAttribute('aria-pressed', String(muted));
-  $('mute').textContent = muted ? 'Unmute microphone' : 'Mute microphone';
+  userMuted = !sdk.isMicMuted();
+  if (userMuted) sdk.muteMic(); else sdk.unmuteMic();
+  syncMuteButton(sdk);
 });
 
 $('text-form').addEventListener('submit', (event) => {
@@ -69,6 +137,6 @@ $('text-form').addEventListener('submit', (event) => {
     page.sdk.sendText(text);
     $('text-input').value = '';
   } catch (error) {
-    showError(errorMessage(error));
+    page.dispatch('error', { code: error.code, recoverable: true, text: errorMessage(error), willRetry: false });
   }
 });

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from playwright.sync_api import expect
 
 from server.sdk import SdkPin
 from server.settings import Settings
@@ -35,9 +36,29 @@ def test_page_loads_the_sdk_under_csp_and_explains_an_unreachable_service(
     page.get_by_role("button", name="Start conversation").click()
     alert = page.get_by_role("alert")
     alert.wait_for(state="visible", timeout=20_000)
-    assert "cannot reach the avatar service" in alert.inner_text()
+    # Socket pages show the relay's own reason for refusing; iframe pages, that the service is unreachable.
+    reason = "avatar service is unreachable" if slug == "demo" else "cannot reach the avatar service"
+    assert reason in alert.inner_text()
+    retry = page.get_by_role("button", name="Retry")
+    expect(retry).to_be_visible()
+    if slug == "demo":
+        # A refusal cannot change by itself: the SDK does not retry behind the visitor's back (its first
+        # retry would come after about a second).
+        handshakes = len(socket_handshakes(watch.requests))
+        page.wait_for_timeout(2500)
+        assert len(socket_handshakes(watch.requests)) == handshakes
+        expect(page.locator("#status")).to_have_text("Not connected.")
+    # Retry starts a fresh SDK: the iframe SDK's failed instance would stay in `error` and do nothing.
+    page.evaluate("document.getElementById('error').hidden = true")
+    retry.click()
+    alert.wait_for(state="visible", timeout=20_000)
+    assert reason in alert.inner_text()
     assert watch.violations() == []
     assert unexpected(watch.console_errors) == []
+
+
+def socket_handshakes(urls: list[str]) -> list[str]:
+    return [url for url in urls if "/socket.io/" in url and "transport=polling" in url and "sid=" not in url]
 
 
 def test_self_hosted_sdk_never_touches_the_cdn(

@@ -85,9 +85,14 @@ def test_a_retried_batch_stores_nothing_twice(live_server: ServerThread, setting
     session_id, token = open_page(live_server)
     batch = {"token": token, "entries": [entry(1), entry(2, "User")]}
     first = post(live_server, batch)
-    assert first.status_code == 200 and first.json() == {"stored": 2, "highest_seq": 2, "status": "active"}
+    assert first.status_code == 200 and first.json() == {
+        "stored": 2,
+        "highest_seq": 2,
+        "status": "active",
+        "recorded": True,
+    }
     again = post(live_server, batch)
-    assert again.json() == {"stored": 0, "highest_seq": 2, "status": "active"}
+    assert again.json() == {"stored": 0, "highest_seq": 2, "status": "active", "recorded": True}
     assert stored_count(settings, session_id) == 2
 
 
@@ -151,7 +156,7 @@ def test_an_empty_batch_starts_no_conversation(live_server: ServerThread, settin
     session_id, token = open_page(live_server)
     # What a page left without a word sends from `pagehide`.
     answer = post(live_server, {"token": token, "entries": [], "final": True})
-    assert answer.json() == {"stored": 0, "highest_seq": 0, "status": "not_started"}
+    assert answer.json() == {"stored": 0, "highest_seq": 0, "status": "not_started", "recorded": True}
     auth = {"authorization": f"Bearer {make_token(settings, 'transcripts:read')}"}
     assert httpx.get(f"{live_server.url}/api/v1/sessions/{session_id}", headers=auth).status_code == 404
 
@@ -486,3 +491,24 @@ def test_page_lines_cannot_pass_for_the_relays(live_server: ServerThread, settin
     ndjson = httpx.get(f"{live_server.url}/api/v1/export", headers=auth).text.splitlines()
     record = next(json.loads(line) for line in ndjson if json.loads(line)["id"] == session_id)
     assert [e["verified"] for e in record["entries"]].count(False) == 1
+
+
+def test_a_flow_with_transcript_recording_off_stores_no_lines_and_the_api_says_so(
+    live_server: ServerThread, settings: Settings
+) -> None:
+    with_database(
+        settings,
+        lambda db: factories.create_flow(db, "private", sdk_options={"record_transcript": False}),
+    )
+    session_id, token = open_page(live_server, "private")
+    answer = post(live_server, {"token": token, "entries": [entry(1), entry(2, "User", "my card number")]})
+    assert answer.status_code == 200
+    assert answer.json() == {"stored": 0, "highest_seq": 2, "status": "active", "recorded": False}
+    assert stored_count(settings, session_id) == 0
+    auth = {"authorization": f"Bearer {make_token(settings, 'transcripts:read')}"}
+    url = f"{live_server.url}/api/v1/sessions/{session_id}/transcript"
+    body = httpx.get(url, headers=auth).json()
+    assert body == {"session_id": session_id, "recorded": False, "entries": []}
+    assert "recording is off" in httpx.get(url, params={"format": "text"}, headers=auth).text
+    final = post(live_server, {"token": token, "entries": [], "final": True})
+    assert final.json()["status"] == "ended"  # the call itself is still tracked

@@ -126,3 +126,26 @@ def test_a_line_the_database_refuses_is_dropped_alone(tmp_path: Path) -> None:
 
     with migrated_postgres_database() as url:
         asyncio.run(scenario(make_settings(tmp_path, database_url=url)))
+
+
+def test_the_tap_stores_nothing_for_a_flow_with_transcript_recording_off(backend: Settings) -> None:
+    async def scenario() -> None:
+        db, signer = Database(backend.effective_database_url), Signer(backend.secret)
+        tap = TranscriptTap(db)
+        try:
+            await factories.create_flow(db, "private", sdk_options={"record_transcript": False})
+            await factories.create_flow(db, "open")
+            private = (await factories.start_conversation(db, signer, "private")).id
+            public = (await factories.start_conversation(db, signer, "open")).id
+            tap.line(private, "User", "my card number is 4111")
+            tap.line(public, "User", "hello")
+            tap.ended(private, "upstream_ended")
+            await tap.flush()
+            assert await texts(backend, private) == []
+            assert await texts(backend, public) == ["hello"]
+            assert tap.dropped["not_recorded"] == 1
+        finally:
+            await tap.stop()
+            await db.dispose()
+
+    asyncio.run(scenario())
