@@ -14,7 +14,7 @@ from sqlalchemy.orm import selectinload
 from server import audit
 from server.db import Database
 from server.dpp.render import DppError, validate_template
-from server.errors import Invalid, NotFound
+from server.errors import InvalidField, NotFound
 from server.models import Conversation, DppTemplate, DppTemplateVersion, Flow, TranscriptEntry
 from server.sdk import DEFAULT_SDK_VERSION, SUPPORTED_VERSIONS
 from server.upstreams import ENDPOINT_FIELDS, clean_origin, host_allowed
@@ -336,14 +336,6 @@ def demo_document() -> FlowsDocument:
 # Console edits: one flow at a time, each change audited in its own transaction.
 
 
-class FlowFieldError(Invalid):
-    """A flow the console cannot save because of one field (`field`): the form shows the message beside it."""
-
-    def __init__(self, field: str, code: str, message: str) -> None:
-        super().__init__(code, message)
-        self.field = field
-
-
 @dataclass(frozen=True)
 class FlowSummary:
     slug: str
@@ -408,13 +400,13 @@ async def _flow_values(session: AsyncSession, spec: FlowSpec, allowed_hosts: lis
     try:
         check_upstream_hosts(spec, allowed_hosts)
     except FlowImportError as exc:
-        raise FlowFieldError("custom_endpoints", "upstream_host_refused", str(exc)) from None
+        raise InvalidField("custom_endpoints", "upstream_host_refused", str(exc)) from None
     template_id = None
     if spec.dpp_template is not None:
         named = select(DppTemplate.id).where(DppTemplate.name == spec.dpp_template)
         template_id = await session.scalar(named)
         if template_id is None:
-            raise FlowFieldError(
+            raise InvalidField(
                 "dpp_template", "unknown_template", f"There is no DPP template {spec.dpp_template!r}."
             )
     values = spec.model_dump(exclude={"dpp_template"}, mode="json")
@@ -424,7 +416,7 @@ async def _flow_values(session: AsyncSession, spec: FlowSpec, allowed_hosts: lis
 
 async def _slug_free(session: AsyncSession, slug: str) -> None:
     if await session.scalar(select(Flow.id).where(Flow.slug == slug)) is not None:
-        raise FlowFieldError("slug", "slug_taken", f"A flow with the address {slug!r} exists already.")
+        raise InvalidField("slug", "slug_taken", f"A flow with the address {slug!r} exists already.")
 
 
 def _audited(spec: FlowSpec) -> dict[str, Any]:

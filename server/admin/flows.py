@@ -13,7 +13,8 @@ from server import flows
 from server.admin.console import Console, ConsoleDep
 from server.admin.flow_form import FORM_ERROR, form_fields, form_values, masked_secrets, read_form
 from server.dependencies import page_base_url
-from server.flows import FlowFieldError, FlowSpec
+from server.errors import InvalidField
+from server.flows import FlowSpec
 from server.security.csp import POWERFUL_FEATURES
 from server.security.headers import ADMIN_PREFIX
 
@@ -89,7 +90,7 @@ async def create_flow(console: ConsoleDep) -> Response:
             await flows.create_flow(
                 console.db, result.spec, console.admin.email, console.settings.allowed_upstream_hosts
             )
-        except FlowFieldError as exc:
+        except InvalidField as exc:
             result.errors[exc.field] = exc.message
         else:
             return console.redirect(f"{FLOWS}/{result.spec.slug}?done=created")
@@ -130,7 +131,7 @@ async def update_flow(slug: str, console: ConsoleDep) -> Response:
             await flows.update_flow(
                 console.db, slug, result.spec, console.admin.email, console.settings.allowed_upstream_hosts
             )
-        except FlowFieldError as exc:
+        except InvalidField as exc:
             result.errors[exc.field] = exc.message
         else:
             return console.redirect(f"{FLOWS}/{result.spec.slug}?done=saved")
