@@ -18,13 +18,13 @@ from typing import Any, Literal, Union, get_args, get_origin
 from pydantic import ValidationError
 from pydantic_core import to_jsonable_python
 
-from server.audit import mask
+from server.audit import SECRET_FIELDS, mask, masked
 from server.flows import FlowSpec
 from server.sdk import SUPPORTED_VERSIONS
 
 Kind = Literal["text", "secret", "number", "checkbox", "select", "lines", "json"]
 FORM_ERROR = "_form"  # an error no single field owns: shown above the form
-SECRET_FIELDS = ("client_id", "flow_id")  # write-only once saved
+WRITE_ONLY = ("client_id", "flow_id")  # shown masked once saved; an empty input keeps them
 RESERVED_SLUGS = frozenset({"new"})  # /admin/flows/new is the form for a new flow
 # A pattern's own words instead of the regular expression a refusal would quote.
 PATTERN_WORDS = {
@@ -56,7 +56,8 @@ WORDING: dict[str, tuple[str, str]] = {
     "turn_override": (
         "TURN override (JSON)",
         'ICE servers instead of the upstream\'s: {"urls": ["turn:…"], "username": …, "credential": …,'
-        ' "iceTransportPolicy": "relay"}. Empty: none.',
+        ' "iceTransportPolicy": "relay"}. Saved credentials show masked (••••); left so, they are kept.'
+        " Empty: none.",
     ),
     "page_context": (
         "Page context (JSON)",
@@ -91,7 +92,7 @@ def _kind(name: str, annotation: Any) -> tuple[Kind, bool, tuple[tuple[str, str]
     if optional:
         rest = [arg for arg in args if arg is not type(None)]
         annotation = rest[0] if len(rest) == 1 else annotation
-    if name in SECRET_FIELDS:
+    if name in WRITE_ONLY:
         return "secret", optional, ()
     if name == "sdk_version":
         return "select", optional, tuple((v, v) for v in SUPPORTED_VERSIONS)
@@ -128,9 +129,23 @@ def _shown(field: FormField, value: Any) -> str | bool:
         return ""
     if field.kind == "lines":
         return "\n".join(str(v) for v in value)
-    if field.kind == "json":
-        return json.dumps(to_jsonable_python(value), indent=2, ensure_ascii=False)
+    if field.kind == "json":  # TURN credentials and the like stay masked here too
+        return json.dumps(masked(to_jsonable_python(value)), indent=2, ensure_ascii=False)
     return str(value)
+
+
+def _unmasked(posted: Any, saved: Any) -> Any:
+    """`posted` with each secret still showing its mask given back its saved value (a mask means "keep")."""
+    if isinstance(posted, dict) and isinstance(saved, dict):
+        return {
+            key: saved[key]
+            if key in SECRET_FIELDS and key in saved and saved[key] and value == mask(saved[key])
+            else _unmasked(value, saved.get(key))
+            for key, value in posted.items()
+        }
+    if isinstance(posted, list) and isinstance(saved, list):
+        return [_unmasked(item, saved[i] if i < len(saved) else None) for i, item in enumerate(posted)]
+    return posted
 
 
 def form_values(fields: Sequence[FormField], spec: FlowSpec | None) -> dict[str, str | bool]:
@@ -148,7 +163,7 @@ def form_values(fields: Sequence[FormField], spec: FlowSpec | None) -> dict[str,
 
 def masked_secrets(spec: FlowSpec) -> dict[str, str]:
     """The saved ids as the form may show them: the last four characters at most."""
-    return {name: str(mask(getattr(spec, name))) for name in SECRET_FIELDS}
+    return {name: str(mask(getattr(spec, name))) for name in WRITE_ONLY}
 
 
 @dataclass
@@ -176,10 +191,13 @@ def _parse(field: FormField, text: str, saved: FlowSpec | None) -> tuple[bool, A
         return True, [line.strip() for line in text.splitlines() if line.strip()]
     if field.kind == "json":
         try:
-            return True, json.loads(text)
+            value = json.loads(text)
         except json.JSONDecodeError as exc:
             where = f"line {exc.lineno}, column {exc.colno}"
             raise ValueError(f"This is not valid JSON: {exc.msg} ({where}).") from None
+        if saved is not None:
+            value = _unmasked(value, to_jsonable_python(getattr(saved, field.name)))
+        return True, value
     return True, text
 
 

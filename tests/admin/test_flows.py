@@ -143,11 +143,13 @@ def test_ids_are_write_only_and_kept_when_left_empty(
     admin: ConsoleClient, console_settings: Settings
 ) -> None:
     admin.get("/admin/flows/new")
-    assert admin.post("/admin/flows/new", new_flow()).status_code == 303
+    turn = {"urls": ["turn:turn.example:3478"], "username": "turn-user-4821", "credential": "turn-pass-9934"}
+    assert admin.post("/admin/flows/new", new_flow(turn_override=json.dumps(turn))).status_code == 303
     pages = ["/admin/flows", "/admin/flows/acme", "/admin/flows/acme/edit", "/admin/flows/acme/delete"]
     for path in pages:
         text = admin.get(path).text
         assert CLIENT_ID not in text and FLOW_ID not in text, path
+        assert "turn-user-4821" not in text and "turn-pass-9934" not in text, path
     edit = admin.get("/admin/flows/acme/edit").text
     assert "••••91c2" in edit and "••••44d9" in edit
     values = form_values(edit, "/admin/flows/acme/edit")
@@ -157,6 +159,8 @@ def test_ids_are_write_only_and_kept_when_left_empty(
     assert saved.status_code == 303 and saved.headers["location"] == "/admin/flows/acme?done=saved"
     spec = saved_spec(console_settings, "acme")
     assert (spec.display_name, spec.client_id, spec.flow_id) == ("Acme helper 2", CLIENT_ID, FLOW_ID)
+    assert spec.turn_override and spec.turn_override.credential == "turn-pass-9934"  # its mask kept it
+    assert spec.turn_override.username == "turn-user-4821"
 
     replaced = admin.post("/admin/flows/acme/edit", {**values, "client_id": "acme-client-new00001"})
     assert replaced.status_code == 303
