@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import html
 import json
+import re
+from datetime import UTC, datetime, timedelta
 
 import httpx
+from sqlalchemy import update
 
 from server import audit, flows
 from server.audit import AuditFilter
+from server.db import Database
 from server.flows import FlowSpec
-from server.models import AuditEntry
+from server.models import AuditEntry, Conversation
 from server.sdk import DEFAULT_SDK_VERSION
 from server.security.signing import Signer
 from server.settings import Settings
 from tests.admin.console_client import ConsoleClient
 from tests.admin.forms import error_beside, form_values
-from tests.factories import start_conversation
+from tests.factories import age_conversation, start_conversation
 from tests.support import ServerThread, eventually, with_database
 
 CLIENT_ID = "acme-client-7f3a91c2"
@@ -257,3 +261,30 @@ def test_markup_in_stored_fields_renders_as_text_on_every_flow_page(admin: Conso
         for text in pages:
             assert payload not in text
             assert html.escape(payload, quote=False) in text or html.escape(payload) in text
+
+
+def test_the_list_counts_todays_conversations_without_previews(
+    admin: ConsoleClient, console_settings: Settings
+) -> None:
+    signer = Signer(console_settings.secret)
+
+    async def conversations(db: Database) -> None:
+        await start_conversation(db, signer, "demo")
+        preview = await start_conversation(db, signer, "demo")
+        yesterday = await start_conversation(db, signer, "demo")
+        await start_conversation(db, signer, "demo-iframe")
+        await age_conversation(db, yesterday.id, created_at=datetime.now(UTC) - timedelta(days=1, hours=1))
+        async with db.transaction() as session:  # as an admin's preview link starts one
+            await session.execute(
+                update(Conversation).where(Conversation.id == preview.id).values(preview=True)
+            )
+
+    with_database(console_settings, conversations)
+    page = admin.get("/admin/flows").text
+    rows = {}
+    for row in page.split("<tbody>")[1].split("</tr>")[:-1]:
+        slug = re.search(r'href="/admin/flows/([a-z0-9-]+)"', row)
+        assert slug
+        rows[slug.group(1)] = re.findall(r"<td>(\d+)</td>", row)
+    assert rows == {"demo": ["1"], "demo-iframe": ["1"]}
+    assert 'href="/admin/flows/demo/edit">Edit' in page
