@@ -435,6 +435,8 @@ async def update_flow(db: Database, slug: str, spec: FlowSpec, actor: str, allow
     async with db.transaction() as session:
         flow = await _flow(session, slug)
         before = flow_to_spec(flow)
+        if before == spec:
+            return  # saved as it was: nothing changes, nothing to record
         if spec.slug != slug:
             await _slug_free(session, spec.slug)
         for key, value in (await _flow_values(session, spec, allowed_hosts)).items():
