@@ -6,11 +6,13 @@ import html
 import json
 import re
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 from sqlalchemy import update
 
 from server import audit, flows
+from server.app import create_app
 from server.audit import AuditFilter
 from server.db import Database
 from server.flows import FlowSpec
@@ -18,10 +20,10 @@ from server.models import AuditEntry, Conversation
 from server.sdk import DEFAULT_SDK_VERSION
 from server.security.signing import Signer
 from server.settings import Settings
-from tests.admin.console_client import ConsoleClient
+from tests.admin.console_client import ConsoleClient, create_admin
 from tests.admin.forms import error_beside, form_values
 from tests.factories import age_conversation, start_conversation
-from tests.support import ServerThread, eventually, with_database
+from tests.support import ServerThread, eventually, prepared_settings, with_database
 
 CLIENT_ID = "acme-client-7f3a91c2"
 FLOW_ID = "acme-flow-0b5e44d9"
@@ -293,3 +295,13 @@ def test_the_list_counts_todays_conversations_without_previews(
         rows[slug.group(1)] = re.findall(r"<td>(\d+)</td>", row)
     assert rows == {"demo": ["1"], "demo-iframe": ["1"]}
     assert 'href="/admin/flows/demo/edit">Edit' in page
+
+
+def test_the_hosted_link_uses_the_public_url_when_one_is_set(tmp_path: Path) -> None:
+    settings = prepared_settings(tmp_path, public_url="http://avatars.example.test:8080")
+    email = create_admin(settings, "ops@example.com")
+    with ServerThread(create_app(settings)) as server, ConsoleClient(server.url) as client:
+        assert client.sign_in(email).status_code == 303
+        page = client.get("/admin/flows/demo").text
+    assert 'value="http://avatars.example.test:8080/a/demo"' in page
+    assert '<iframe src="http://avatars.example.test:8080/a/demo"' in html.unescape(page)
