@@ -116,7 +116,8 @@ def form_fields(templates: Sequence[str]) -> list[FormField]:
         kind, optional, options = _kind(name, info.annotation)
         if name == "dpp_template":
             kind, options = "select", (("", "None"), *((t, t) for t in templates))
-        label, hint = WORDING.get(name, (name.replace("_", " ").capitalize(), info.description or ""))
+        plain = name.replace("_", " ").capitalize() + (" (JSON)" if kind == "json" else "")
+        label, hint = WORDING.get(name, (plain, info.description or ""))
         fields.append(FormField(name, label, hint, kind, optional, info.is_required(), options))
     return fields
 

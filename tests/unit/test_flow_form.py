@@ -4,8 +4,8 @@ round-trip, masks mean "keep", and a diff lists only what changed."""
 from __future__ import annotations
 
 from server.admin.audit_log import Change, changes
-from server.admin.flow_form import FORM_ERROR, form_fields, form_values, read_form
-from server.flows import FlowSpec, TurnOverride
+from server.admin.flow_form import FORM_ERROR, _kind, form_fields, form_values, read_form
+from server.flows import FlowSpec, PageContext, TurnOverride
 
 SAVED = FlowSpec(
     slug="acme",
@@ -60,3 +60,10 @@ def test_a_diff_shows_what_changed_and_all_fields_of_a_create_or_delete() -> Non
     assert changes({"a": True}, None) == [Change("a", "true", "—")]
     assert changes("v1", "v2") == [Change("value", "v1", "v2")]
     assert changes({"a": 1}, {"a": 1}) == []
+
+
+def test_a_nested_model_field_gets_a_json_control_without_special_casing() -> None:
+    # What a field like FlowSpec.sdk_options (a nested model) will get once it exists.
+    assert _kind("sdk_options", PageContext) == ("json", False, ())
+    assert _kind("sdk_options", PageContext | None) == ("json", True, ())
+    assert _kind("anything", dict[str, int]) == ("json", False, ())
