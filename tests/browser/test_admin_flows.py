@@ -54,6 +54,7 @@ def test_an_admin_creates_a_flow_copies_its_link_opens_it_makes_a_token_and_read
     clean(watch)
 
     page.get_by_role("link", name="New flow").click()
+    expect(page.get_by_role("heading", name="New flow")).to_be_visible()
     clean(watch)
     page.get_by_label("Address (slug)").fill("acme")
     page.get_by_label("Display name").fill("<b>Acme</b> helper")
@@ -83,6 +84,7 @@ def test_an_admin_creates_a_flow_copies_its_link_opens_it_makes_a_token_and_read
     hosted.close()
 
     page.get_by_role("link", name="API tokens").click()
+    expect(page.get_by_role("heading", name="API tokens")).to_be_visible()
     clean(watch)
     page.get_by_label("Name").fill("crm-export")
     page.get_by_role("button", name="Create token").click()
@@ -95,8 +97,10 @@ def test_an_admin_creates_a_flow_copies_its_link_opens_it_makes_a_token_and_read
     page.once("dialog", lambda dialog: dialog.accept())
     page.get_by_role("button", name="Revoke crm-export").click()
     expect(page.get_by_text("Token revoked")).to_be_visible()
+    clean(watch)
 
     page.get_by_role("link", name="Audit log").click()
+    expect(page.get_by_role("heading", name="Audit log")).to_be_visible()
     clean(watch)
     expect(page.locator(".audit-head").first).to_contain_text("revoke token crm-export")
     page.get_by_label("What").select_option("flow")
@@ -105,8 +109,9 @@ def test_an_admin_creates_a_flow_copies_its_link_opens_it_makes_a_token_and_read
     clean(watch)
 
     page.get_by_role("link", name="Flows").click()
-    page.get_by_role("link", name="<b>Acme</b> helper").click()
+    page.get_by_role("link", name="<b>Acme</b> helper", exact=True).click()
     page.get_by_role("link", name="Delete…").click()
+    expect(page.get_by_role("heading", name="Delete “<b>Acme</b> helper”?")).to_be_visible()
     clean(watch)
     page.once("dialog", lambda dialog: dialog.accept())
     page.get_by_role("button", name="Delete flow").click()
