@@ -71,11 +71,14 @@ class AuditFilter:
     since: datetime | None = None
     until: datetime | None = None
     before_id: int | None = None  # paging: entries older than this one
+    after_id: int | None = None  # paging back: the entries just newer than this one
 
 
 async def entries(db: Database, where: AuditFilter, limit: int = PAGE_SIZE) -> list[AuditEntry]:
-    """Newest first, at most `limit`."""
-    query = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit)
+    """Newest first, at most `limit`: the newest that match, or with `after_id` the oldest of those newer
+    than it (the page before, when paging back)."""
+    order = AuditEntry.id.asc() if where.after_id else AuditEntry.id.desc()
+    query = select(AuditEntry).order_by(order).limit(limit)
     if where.target_type:
         query = query.where(AuditEntry.target_type == where.target_type)
     if where.target:
@@ -88,5 +91,8 @@ async def entries(db: Database, where: AuditFilter, limit: int = PAGE_SIZE) -> l
         query = query.where(AuditEntry.at < where.until)
     if where.before_id:
         query = query.where(AuditEntry.id < where.before_id)
+    if where.after_id:
+        query = query.where(AuditEntry.id > where.after_id)
     async with db.reading() as session:
-        return list((await session.execute(query)).scalars())
+        found = list((await session.execute(query)).scalars())
+    return found[::-1] if where.after_id else found

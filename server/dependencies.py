@@ -10,10 +10,20 @@ from typing import Annotated
 import httpx
 from fastapi import Depends, Request
 from fastapi.templating import Jinja2Templates
+from starlette.types import Scope
 
 from server.db import Database
 from server.security.signing import Signer
 from server.settings import Settings
+
+
+def page_base_url(scope: Scope, settings: Settings) -> str:
+    """Where visitors reach us: AVATAR_BFF_PUBLIC_URL (required in production), else, in development, the
+    address the server listens on. Never the Host header, which the client writes."""
+    if settings.public_url:
+        return settings.public_url
+    host, port = scope.get("server") or ("127.0.0.1", 80)
+    return f"{scope.get('scheme', 'http')}://{host}:{port}"
 
 
 def _settings(request: Request) -> Settings:

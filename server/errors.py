@@ -25,6 +25,14 @@ class Invalid(AppError):
     status = 400
 
 
+class InvalidField(Invalid):
+    """One field of a form breaks a rule; `field` names it, so the form shows the message beside it."""
+
+    def __init__(self, field: str, code: str, message: str) -> None:
+        super().__init__(code, message)
+        self.field = field
+
+
 class Unauthenticated(AppError):
     """No credential, or one that is not valid (a token refused, expired or revoked)."""
 

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from sqlalchemy import select
+from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
+from server import audit
 from server.db import Database
 from server.dpp.render import DppError, validate_template
-from server.errors import NotFound
-from server.models import DppTemplate, DppTemplateVersion, Flow
+from server.errors import InvalidField, NotFound
+from server.models import Conversation, DppTemplate, DppTemplateVersion, Flow, TranscriptEntry
 from server.sdk import DEFAULT_SDK_VERSION, SUPPORTED_VERSIONS
 from server.sdk_options import SdkOptions, SpokenCommand, stored_options
 from server.upstreams import ENDPOINT_FIELDS, clean_origin, host_allowed
@@ -326,3 +329,148 @@ def demo_document() -> FlowsDocument:
         dpp_template=welcome.name,
     )
     return FlowsDocument(dpp_templates=[welcome], flows=[socket_flow, iframe_flow])
+
+
+# Console edits: one flow at a time, each change audited in its own transaction.
+
+
+@dataclass(frozen=True)
+class FlowSummary:
+    slug: str
+    display_name: str
+    enabled: bool
+    sdk_mode: str
+    upstream: str
+    conversations_today: int
+
+
+@dataclass(frozen=True)
+class FlowLosses:
+    """What deleting a flow deletes with it."""
+
+    conversations: int
+    transcript_lines: int
+
+
+async def flow_summaries(db: Database, since: datetime) -> list[FlowSummary]:
+    """Every flow with its conversations started since `since` (preview conversations left out)."""
+    counts = (
+        select(Conversation.flow_id, func.count().label("n"))
+        .where(Conversation.created_at >= since, Conversation.preview.is_(False))
+        .group_by(Conversation.flow_id)
+        .subquery()
+    )
+    query = (
+        select(Flow, func.coalesce(counts.c.n, 0))
+        .outerjoin(counts, counts.c.flow_id == Flow.id)
+        .order_by(Flow.slug)
+    )
+    async with db.reading() as session:
+        rows = (await session.execute(query)).all()
+    return [
+        FlowSummary(flow.slug, flow.display_name, flow.enabled, flow.sdk_mode, flow.upstream, int(count))
+        for flow, count in rows
+    ]
+
+
+async def _flow(session: AsyncSession, slug: str) -> Flow:
+    flow = await session.scalar(
+        select(Flow).options(selectinload(Flow.dpp_template)).where(Flow.slug == slug)
+    )
+    if flow is None:
+        raise NotFound("unknown_flow", f"There is no flow {slug!r}.")
+    return flow
+
+
+async def flow_spec(db: Database, slug: str) -> FlowSpec:
+    """One flow as its import document states it (secrets included: callers must not show them)."""
+    async with db.reading() as session:
+        return flow_to_spec(await _flow(session, slug))
+
+
+async def template_names(db: Database) -> list[str]:
+    async with db.reading() as session:
+        return list((await session.execute(select(DppTemplate.name).order_by(DppTemplate.name))).scalars())
+
+
+async def _flow_values(session: AsyncSession, spec: FlowSpec, allowed_hosts: list[str]) -> dict[str, Any]:
+    """The columns of a flow for `spec`, after the checks `flows import` makes too."""
+    try:
+        check_upstream_hosts(spec, allowed_hosts)
+    except FlowImportError as exc:
+        raise InvalidField("custom_endpoints", "upstream_host_refused", str(exc)) from None
+    template_id = None
+    if spec.dpp_template is not None:
+        named = select(DppTemplate.id).where(DppTemplate.name == spec.dpp_template)
+        template_id = await session.scalar(named)
+        if template_id is None:
+            raise InvalidField(
+                "dpp_template", "unknown_template", f"There is no DPP template {spec.dpp_template!r}."
+            )
+    values = spec.model_dump(exclude={"dpp_template"}, mode="json")
+    values["dpp_template_id"] = template_id
+    return values
+
+
+async def _slug_free(session: AsyncSession, slug: str) -> None:
+    if await session.scalar(select(Flow.id).where(Flow.slug == slug)) is not None:
+        raise InvalidField("slug", "slug_taken", f"A flow with the address {slug!r} exists already.")
+
+
+def _audited(spec: FlowSpec) -> dict[str, Any]:
+    return spec.model_dump(mode="json")  # audit.record masks the ids and TURN credentials
+
+
+async def create_flow(db: Database, spec: FlowSpec, actor: str, allowed_hosts: list[str]) -> None:
+    async with db.transaction() as session:
+        await _slug_free(session, spec.slug)
+        session.add(Flow(**await _flow_values(session, spec, allowed_hosts)))
+        audit.record(session, actor, "create", "flow", spec.slug, None, _audited(spec))
+
+
+async def update_flow(db: Database, slug: str, spec: FlowSpec, actor: str, allowed_hosts: list[str]) -> None:
+    """Replace flow `slug` with `spec` (which may rename it)."""
+    async with db.transaction() as session:
+        flow = await _flow(session, slug)
+        before = flow_to_spec(flow)
+        if before == spec:
+            return  # saved as it was: nothing changes, nothing to record
+        if spec.slug != slug:
+            await _slug_free(session, spec.slug)
+        for key, value in (await _flow_values(session, spec, allowed_hosts)).items():
+            setattr(flow, key, value)
+        audit.record(session, actor, "update", "flow", spec.slug, _audited(before), _audited(spec))
+
+
+async def set_flow_enabled(db: Database, slug: str, enabled: bool, actor: str) -> None:
+    async with db.transaction() as session:
+        flow = await _flow(session, slug)
+        if flow.enabled == enabled:
+            return  # nothing changes, nothing to record (a form posted twice)
+        flow.enabled = enabled
+        action = "enable" if enabled else "disable"
+        audit.record(session, actor, action, "flow", slug, {"enabled": not enabled}, {"enabled": enabled})
+
+
+async def flow_losses(db: Database, slug: str) -> FlowLosses:
+    async with db.reading() as session:
+        flow = await _flow(session, slug)
+        conversations = await session.scalar(
+            select(func.count()).select_from(Conversation).where(Conversation.flow_id == flow.id)
+        )
+        lines = await session.scalar(
+            select(func.count())
+            .select_from(TranscriptEntry)
+            .join(Conversation, Conversation.id == TranscriptEntry.conversation_id)
+            .where(Conversation.flow_id == flow.id)
+        )
+    return FlowLosses(int(conversations or 0), int(lines or 0))
+
+
+async def delete_flow(db: Database, slug: str, actor: str) -> None:
+    """Delete the flow; its conversations and their transcripts go with it (foreign keys cascade)."""
+    async with db.transaction() as session:
+        flow = await _flow(session, slug)
+        before = _audited(flow_to_spec(flow))
+        await session.execute(delete(Flow).where(Flow.id == flow.id))
+        audit.record(session, actor, "delete", "flow", slug, before, None)

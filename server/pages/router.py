@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from server.conversations.page_token import issue_page_token
 from server.db import Database
+from server.dependencies import page_base_url
 from server.dpp.render import DppError, render_for_visitor
 from server.errors import Invalid, Unavailable
 from server.flows import SLUG as FLOW_SLUG
@@ -75,15 +76,6 @@ def config_json(config: dict[str, Any]) -> Markup:
     """JSON safe to place inside <script type="application/json"> (no '</script>' breakout)."""
     text = json.dumps(config, ensure_ascii=False, separators=(",", ":"))
     return Markup(text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026"))  # noqa: S704
-
-
-def page_base_url(scope: Scope, settings: Settings) -> str:
-    """Where visitors reach us: AVATAR_BFF_PUBLIC_URL (required in production), else, in development, the
-    address the server listens on. Never the Host header, which the client writes."""
-    if settings.public_url:
-        return settings.public_url
-    host, port = scope.get("server") or ("127.0.0.1", 80)
-    return f"{scope.get('scheme', 'http')}://{host}:{port}"
 
 
 @dataclass(frozen=True)
