@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from server.simulator import iframe
+from server.simulator import hooks, iframe
 from server.simulator.config import SimulatorConfig
 from server.simulator.media import AvatarVideo, AvatarVoice
 from server.simulator.service import Simulator
@@ -142,6 +142,6 @@ def create_app(config: SimulatorConfig) -> Any:
         gc.freeze()
         yield
 
-    web = Starlette(routes=[*routes, *iframe.routes(sim)], lifespan=lifespan)
+    web = Starlette(routes=[*routes, *hooks.routes(sim), *iframe.routes(sim)], lifespan=lifespan)
     web.state.simulator = sim
     return socketio.ASGIApp(sim.sio, other_asgi_app=web, socketio_path="socket.io")

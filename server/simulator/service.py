@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from typing import Any
@@ -30,6 +31,8 @@ class Simulator:
         self.sessions: dict[str, SimSession] = {}  # by session id
         self.by_sid: dict[str, SimSession] = {}
         self.waiting: set[str] = set()  # sockets told there is no agent, polling for one
+        # What new connections are told, by upstream flow id ("*": any flow), set by a test hook.
+        self.admission: dict[str, str] = {}
         self.synthesizer = Synthesizer(config.max_syntheses, config.synthesis_timeout)
         self.sio = socketio.AsyncServer(
             async_mode="asgi",
@@ -53,7 +56,7 @@ class Simulator:
         session = SimSession(
             transport,
             send,
-            Dialogue(self.config.closing_phrases),
+            Dialogue(self.config.closing_phrases, self.config.public_url),
             query=query,
             client_id=query.get("client", ""),
             flow_id=query.get("flowId", ""),
@@ -80,7 +83,11 @@ class Simulator:
 
     # ---- speaking --------------------------------------------------------------------------------------
     async def speak(self, session: SimSession, text: str) -> None:
-        """One utterance as the service sends it: text first, then server-timed chunks paced in real time."""
+        """One utterance as the service sends it: text first, then server-timed chunks paced in real time.
+
+        The visitor talking over the avatar (`interrupt`) stops it after the chunk it is saying; what it had
+        said by then is its `agentContent`.
+        """
         async with session.speech_lock:
             speech_id = uuid.uuid4().hex[:12]
             pieces = chunks(text, self.config.words_per_minute)
@@ -91,6 +98,7 @@ class Simulator:
                 if audio is None:
                     audio = tone(planned_ms / 1000)
             stretch = (audio.size / 48 / planned_ms) if audio is not None and planned_ms else 1.0
+            barge_in = session.barge_in = asyncio.Event()
             await session.send("generatingSpeech", {"text": text, "speechId": speech_id})
             for piece in pieces:
                 await session.send(
@@ -101,15 +109,29 @@ class Simulator:
             else:
                 session.voice.speaking_for(self.scaled(planned_ms / 1000))
             await session.send("stvStartedTalking")
+            said: list[str] = []
             for piece in pieces:
                 duration = max(1, round(piece.duration_ms * stretch))
                 await session.send(
                     "stvSpeechChunk", {"text": piece.text, "speechId": speech_id, "durationMs": duration}
                 )
-                await asyncio.sleep(self.scaled(duration / 1000))
+                said.append(piece.text)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(barge_in.wait(), self.scaled(duration / 1000))
+                if barge_in.is_set():
+                    session.voice.stop()
+                    text = " ".join(said)
+                    break
+            session.barge_in = None
             await session.send("stvSpeechChunk", {"text": "", "speechId": speech_id, "durationMs": 1})
             await session.send("stvFinishedGenerating", {"speechId": speech_id})
             await session.send("stvFinishedTalking", {"agentContent": text, "speechId": speech_id})
+
+    @staticmethod
+    def interrupt(session: SimSession) -> None:
+        """Barge-in: the avatar stops talking (if it is)."""
+        if session.barge_in is not None:
+            session.barge_in.set()
 
     async def respond(self, session: SimSession, reply: Reply) -> None:
         for event, payload in reply.events:
@@ -121,6 +143,21 @@ class Simulator:
     async def user_said(self, session: SimSession, text: str) -> None:
         await session.send("agentTurnToTalk", {"userTranscription": text})
         await self.respond(session, session.dialogue.reply(text))
+
+    async def hear(self, session: SimSession, text: str, interim: bool = True) -> None:
+        """The visitor says `text` into the microphone, as the service's speech recognition reports it:
+        voice detected (which cuts the avatar short), the words so far, the final transcription, the reply."""
+        await session.send("userStartedTalking")
+        self.interrupt(session)
+        words = text.split()
+        if interim:
+            for end in range(1, len(words)):
+                await session.send(
+                    "debug_vad_speech_detected",
+                    {"transcript": " ".join(words[:end]), "segmentType": "interim"},
+                )
+                await asyncio.sleep(self.scaled(60 / self.config.words_per_minute))
+        await self.user_said(session, " ".join(words))
 
     async def run_clock(self, session: SimSession) -> None:
         limit = self.config.conversation_seconds
@@ -161,6 +198,9 @@ class Simulator:
                 "flowConfigError", {"message": "Unknown client or flow", "client": session.client_id}
             )
             return
+        if self.admission_for(session) == "tier-exceeded":
+            await session.send("throwToExceededTier")
+            return
         if self.busy_excluding(session):
             self.waiting.add(sid)
             await session.send("throwToNoAgent")
@@ -175,7 +215,12 @@ class Simulator:
             },
         )
 
+    def admission_for(self, session: SimSession) -> str:
+        return self.admission.get(session.flow_id) or self.admission.get("*") or "open"
+
     def busy_excluding(self, session: SimSession) -> bool:
+        if self.admission_for(session) == "full":
+            return True
         active = sum(
             1
             for s in self.sessions.values()
@@ -246,12 +291,14 @@ class Simulator:
         session.dialogue.dpp = dpp
 
     async def on_onTextEntered(self, session: SimSession, payload: dict[str, Any]) -> None:
+        if payload.get("isSpeechStart") is True:  # the SDK opens each typed turn with it: talking over
+            self.interrupt(session)
         text = payload.get("text")
         if payload.get("isFinal") is True and isinstance(text, str) and text.strip():
             session.spawn(self.user_said(session, text.strip()[:2000]))
 
     async def on_checkAvailability(self, session: SimSession, payload: dict[str, Any]) -> None:
-        available = not self.busy_excluding(session)
+        available = session.available if session.available is not None else not self.busy_excluding(session)
         if available and session.socket_sid is not None:
             self.waiting.discard(session.socket_sid)
         await session.send("availabilityResult", {"available": available})
@@ -273,9 +320,11 @@ class Simulator:
 
         await peer.setRemoteDescription(RTCSessionDescription(sdp=str(offer["sdp"]), type="offer"))
         await peer.setLocalDescription(await peer.createAnswer())
-        await session.send(
-            "asr-webrtc-answer", {"answer": {"type": "answer", "sdp": peer.localDescription.sdp}}
-        )
+        answer = peer.localDescription.sdp
+        await session.send("asr-webrtc-answer", {"answer": {"type": "answer", "sdp": answer}})
+        # The service also trickles its candidates (already in the answer here, so they are harmless twins).
+        for candidate, index in sdp_candidates(answer):
+            await session.send("asr-ice-candidate", {"candidate": candidate, "sdpMLineIndex": index})
 
     async def on_asr_webrtc_ice_candidate(self, session: SimSession, payload: dict[str, Any]) -> None:
         peer = session.asr_peer
@@ -296,3 +345,15 @@ class Simulator:
             frames += 1
             session.asr["frames"] = frames
             session.asr["level"] = float(abs(samples.astype("float64")).mean())
+
+
+def sdp_candidates(sdp: str) -> list[tuple[str, int]]:
+    """Each `candidate:…` line of an SDP with the index of the media section it belongs to."""
+    found: list[tuple[str, int]] = []
+    index = -1
+    for line in sdp.splitlines():
+        if line.startswith("m="):
+            index += 1
+        elif line.startswith("a=candidate:") and index >= 0:
+            found.append((line.removeprefix("a="), index))
+    return found
