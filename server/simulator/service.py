@@ -15,6 +15,7 @@ from aiortc.sdp import candidate_from_sdp
 
 from server.simulator.config import SimulatorConfig
 from server.simulator.conversation import Dialogue, Reply, parse_dpp
+from server.simulator.media import AvatarVoice
 from server.simulator.session import SimSession
 from server.simulator.speech import Synthesizer, chunks, tone
 
@@ -327,15 +328,35 @@ class Simulator:
             await session.send("asr-ice-candidate", {"candidate": candidate, "sdpMLineIndex": index})
 
     async def on_asr_webrtc_ice_candidate(self, session: SimSession, payload: dict[str, Any]) -> None:
-        peer = session.asr_peer
-        candidate = payload.get("candidate") or {}
-        line = candidate.get("candidate") if isinstance(candidate, dict) else None
-        if peer is None or not isinstance(line, str) or not line:
+        await add_candidate(session.asr_peer, payload)
+
+    async def on_webrtc_create_offer(self, session: SimSession, payload: dict[str, Any]) -> None:
+        """The SDK's audio fallback (after a WHEP failure, or audio-only): here the service makes the offer,
+        with the avatar's voice, and listens to the microphone the SDK adds."""
+        if session.fallback_peer is not None:  # one per session; a second request gets the same offer again
+            offer = session.fallback_peer.localDescription
+        else:
+            peer = session.fallback_peer = RTCPeerConnection()
+            session.peers.append(peer)
+            peer.addTransceiver(AvatarVoice(session.voice), direction="sendrecv")
+
+            @peer.on("track")
+            def on_track(track: Any) -> None:
+                session.spawn(self._measure_mic(session, track))
+
+            await peer.setLocalDescription(await peer.createOffer())
+            offer = peer.localDescription
+        await session.send("webrtc-offer", {"offer": {"type": offer.type, "sdp": offer.sdp}})
+
+    async def on_webrtc_answer(self, session: SimSession, payload: dict[str, Any]) -> None:
+        peer = session.fallback_peer
+        answer = payload["answer"]
+        if peer is None or peer.remoteDescription is not None:
             return
-        parsed = candidate_from_sdp(line.removeprefix("candidate:"))
-        parsed.sdpMid = candidate.get("sdpMid")
-        parsed.sdpMLineIndex = candidate.get("sdpMLineIndex")
-        await peer.addIceCandidate(parsed)
+        await peer.setRemoteDescription(RTCSessionDescription(sdp=str(answer["sdp"]), type="answer"))
+
+    async def on_webrtc_ice_candidate(self, session: SimSession, payload: dict[str, Any]) -> None:
+        await add_candidate(session.fallback_peer, payload)
 
     async def _measure_mic(self, session: SimSession, track: Any) -> None:
         frames = 0
@@ -357,3 +378,15 @@ def sdp_candidates(sdp: str) -> list[tuple[str, int]]:
         elif line.startswith("a=candidate:") and index >= 0:
             found.append((line.removeprefix("a="), index))
     return found
+
+
+async def add_candidate(peer: RTCPeerConnection | None, payload: dict[str, Any]) -> None:
+    """A trickled browser candidate (`{candidate: RTCIceCandidate as JSON}`) for `peer`, if both exist."""
+    candidate = payload.get("candidate") or {}
+    line = candidate.get("candidate") if isinstance(candidate, dict) else None
+    if peer is None or not isinstance(line, str) or not line:
+        return
+    parsed = candidate_from_sdp(line.removeprefix("candidate:"))
+    parsed.sdpMid = candidate.get("sdpMid")
+    parsed.sdpMLineIndex = candidate.get("sdpMLineIndex")
+    await peer.addIceCandidate(parsed)

@@ -47,6 +47,7 @@ class SimSession:
     peers: list[Any] = field(default_factory=list)
     asr: dict[str, Any] = field(default_factory=dict)  # what introspection shows of the mic path
     asr_peer: Any = None
+    fallback_peer: Any = None  # the audio fallback's peer connection (webrtc-create-offer)
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     speech_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     available: bool | None = None  # a test's answer to checkAvailability; None: by capacity

@@ -1,4 +1,4 @@
-"""The simulator's test hooks (/_sim/…), each driving a real python-socketio client the way the SDK listens."""
+"""The simulator's test hooks (/_sim/…), seen by a real python-socketio client listening like the SDK."""
 
 from __future__ import annotations
 
@@ -33,9 +33,13 @@ def hook(sim: ServerThread, session_id: str, name: str, body: Any = None) -> htt
     return httpx.post(f"{sim.url}/_sim/sessions/{session_id}/{name}", json=body)
 
 
-async def test_hear_reports_voice_then_the_words_so_far_then_the_turn_and_the_reply(sim: ServerThread) -> None:
+async def test_hear_reports_voice_then_the_words_so_far_then_the_turn_and_the_reply(
+    sim: ServerThread,
+) -> None:
     caller = await conversation(sim.url)
-    assert hook(sim, session_of(sim, caller), "hear", {"text": "show me a chart please"}).json() == {"ok": True}
+    assert hook(sim, session_of(sim, caller), "hear", {"text": "show me a chart please"}).json() == {
+        "ok": True
+    }
     assert (await caller.wait_for("agentTurnToTalk"))["userTranscription"] == "show me a chart please"
     await caller.wait_for("stvFinishedTalking", 2)
     names = caller.names()
@@ -94,7 +98,7 @@ async def test_admission_queues_callers_until_a_slot_frees_and_can_refuse_the_ti
     httpx.post(admission, json={"mode": "open", "flow_id": "queued"})
     await queued.client.emit("checkAvailability", {})
     assert (await queued.wait_for("availabilityResult", 2))["available"] is True
-    await queued.client.emit("join", {"client": "c1"})  # the SDK's rejoin: the conversation goes on from there
+    await queued.client.emit("join", {"client": "c1"})  # the SDK's rejoin: on from there
     await queued.wait_for("showAgent")
 
     httpx.post(admission, json={"mode": "tier-exceeded", "flow_id": "small-plan"})
@@ -120,7 +124,7 @@ async def test_a_session_can_be_told_what_to_answer_on_availability(sim: ServerT
 async def test_genui_shows_every_builtin_kind_and_hides(sim: ServerThread) -> None:
     caller = await conversation(sim.url)
     session_id = session_of(sim, caller)
-    for n, kind in enumerate(SHOW_EVENTS, start=1):
+    for kind in SHOW_EVENTS:
         answer = hook(sim, session_id, "genui", {"show": kind}).json()
         assert answer["event"] == kind and answer["data"]
         await caller.wait_for(kind)
