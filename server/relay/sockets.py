@@ -34,6 +34,7 @@ from server.relay.events import (
     upstream_query,
 )
 from server.relay.upstream import UpstreamError, UpstreamSocket, socket_url
+from server.relay.waiting import WaitingRoom
 from server.relay.whep import whep_proxy_path
 from server.security.limits import RequestLimitsMiddleware
 from server.security.signing import Signer
@@ -48,7 +49,7 @@ END_EVENTS = {"conversationEnded": "conversation_ended", "conversationTimeExpire
 EARLY_PACKETS = 256  # upstream packets held while the browser's connect is still being acknowledged
 PER_CONVERSATION = 2  # sockets one page token may hold: an SDK-level reconnect may overlap the old socket
 MAX_ATTACHMENTS = 4  # binary attachments one browser packet may declare (the SDK itself sends none)
-CAPACITY_GOODBYE_SECONDS = 1.0  # a socket refused for capacity is closed this long after `throwToNoAgent`
+CAPACITY_GOODBYE_SECONDS = 1.0  # with the waiting room full, a refused socket is closed this long after
 
 
 class Refused(socketio.exceptions.ConnectionRefusedError):  # type: ignore[misc]
@@ -77,6 +78,7 @@ class Bridge:
     dpp: str | None = None  # the server-rendered DPP, until it is injected upstream
     page_context: dict[str, int] | None = None  # the flow's limits on live context from the page; None: none
     page_context_sent: list[float] = field(default_factory=list)  # when, within the last minute
+    rejoin: dict[str, Any] | None = None  # a queued SDK's `join`, sent up once upstream greets
     tokens: float = 0.0
     byte_tokens: float = 0.0
     refilled: float = field(default_factory=time.monotonic)
@@ -155,8 +157,12 @@ class RelayHub:
         self.connecting = 0  # connects past the capacity check, not yet bridges: their slots are taken
         self.dropped: Counter[str] = Counter()  # browser packets not relayed, by reason
         self.tap = TranscriptTap(db, settings.transcript_max_lines, settings.transcript_max_bytes)
+        self.waiting = WaitingRoom(lambda sid: asyncio.ensure_future(self.sio.disconnect(sid)))
         self.sio.on("connect", self._on_connect)
         self.sio.on("disconnect", self._on_disconnect)
+        # Bridged sockets' events go upstream before python-socketio sees them: these are queued sockets'.
+        self.sio.on("checkAvailability", self._on_poll)
+        self.sio.on("join", self._on_rejoin)
 
     @property
     def open_upstreams(self) -> int:
@@ -166,6 +172,7 @@ class RelayHub:
         self.tap.start()
 
     async def stop(self) -> None:
+        self.waiting.clear()
         await asyncio.gather(*(self._close(sid) for sid in list(self.bridges)))
         await self.tap.stop()
 
@@ -190,15 +197,22 @@ class RelayHub:
         query = dict(parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True))
         query = {k: v for k, v in query.items() if k not in ("EIO", "transport", "t", "sid")}
         slug = query.get("flowId", "")
+        # An SDK reconnecting leaves its queued socket behind (S:3327-3333): the new one takes over.
+        for stale in self.waiting.with_token(query.get("client", "")):
+            await self.sio.disconnect(stale.sid)
         # Capacity first: a caller turned away starts no conversation. The slot is taken before anything is
         # awaited, so parallel connects cannot all pass the check.
-        if (
-            len(self.bridges) + self.connecting >= settings.relay_max_total
-            or self.per_flow[slug] >= settings.relay_max_per_flow
-        ):
-            # The SDK understands this as "no agent available" (error 6001, or its queue when enabled).
+        if not self._has_room(slug):
+            # The SDK understands this as "no agent available": its queue polls this socket (or error 6001).
             self.dropped["capacity"] += 1
-            asyncio.get_running_loop().call_later(0.05, lambda: asyncio.ensure_future(self._no_agent(sid)))
+            if len(self.waiting) < settings.relay_max_total:
+                self.waiting.add(sid, slug, query)
+                goodbye = None
+            else:  # too many waiting already: the SDK tries again later with a new socket
+                goodbye = CAPACITY_GOODBYE_SECONDS
+            asyncio.get_running_loop().call_later(
+                0.05, lambda: asyncio.ensure_future(self._no_agent(sid, goodbye))
+            )
             return
         self.connecting += 1
         self.per_flow[slug] += 1
@@ -210,7 +224,48 @@ class RelayHub:
             if not bridged:
                 _release(self.per_flow, slug)
 
-    async def _bridge(self, sid: str, query: dict[str, str], slug: str) -> bool:
+    def _has_room(self, slug: str) -> bool:
+        settings = self.settings
+        return (
+            len(self.bridges) + self.connecting < settings.relay_max_total
+            and self.per_flow[slug] < settings.relay_max_per_flow
+        )
+
+    async def _on_poll(self, sid: str, *_args: Any) -> None:
+        """A queued SDK's `checkAvailability`: a slot is held for it as soon as there is one."""
+        entry = self.waiting.get(sid)
+        if entry is None:
+            return
+        if not entry.admitted and self._has_room(entry.slug):
+            self.connecting += 1
+            self.per_flow[entry.slug] += 1
+            self.waiting.admit(entry)
+        else:
+            self.waiting.heard(entry)
+        await self.sio.emit("availabilityResult", {"available": entry.admitted}, to=sid)
+
+    async def _on_rejoin(self, sid: str, payload: Any = None, *_args: Any) -> None:
+        """The SDK's `join` after `available: true`: the socket is bridged now, with the slot held for it."""
+        entry = self.waiting.get(sid)
+        if entry is None or not entry.admitted:
+            return
+        self.waiting.remove(sid)
+        bridged = False
+        try:
+            rejoin = payload if isinstance(payload, dict) else {}
+            bridged = await self._bridge(sid, entry.query, entry.slug, rejoin)
+        except Refused as exc:
+            # The SDK hears of it as a lost connection and connects again, which is refused with the reason.
+            log.info("relay: a queued socket of flow %s could not join: %s", entry.slug, exc)
+            await self.sio.disconnect(sid)
+        finally:
+            self.connecting -= 1
+            if not bridged:
+                _release(self.per_flow, entry.slug)
+
+    async def _bridge(
+        self, sid: str, query: dict[str, str], slug: str, rejoin: dict[str, Any] | None = None
+    ) -> bool:
         """Join the conversation and open its upstream; refusals raise. The flow's slot is already taken."""
         conversation_id, flow, dpp = await self._join(query.get("client", ""), slug)
         if self.per_conversation[conversation_id] >= PER_CONVERSATION:
@@ -223,7 +278,7 @@ class RelayHub:
             if self.sio.manager.eio_sid_from_sid(sid, "/") is None:  # the browser left meanwhile
                 await upstream.disconnect()
                 raise Refused("The connection closed while the avatar service was being reached.")
-            self._open(sid, conversation_id, flow, dpp, slug, upstream)
+            self._open(sid, conversation_id, flow, dpp, slug, upstream, rejoin)
         except BaseException:
             _release(self.per_conversation, conversation_id)
             raise
@@ -262,7 +317,14 @@ class RelayHub:
         return upstream
 
     def _open(
-        self, sid: str, conversation_id: str, flow: Flow, dpp: str | None, slug: str, upstream: UpstreamSocket
+        self,
+        sid: str,
+        conversation_id: str,
+        flow: Flow,
+        dpp: str | None,
+        slug: str,
+        upstream: UpstreamSocket,
+        rejoin: dict[str, Any] | None = None,
     ) -> None:
         """Register the bridge; no await here, so no packet from upstream is delivered before it exists."""
         bridge = Bridge(
@@ -274,6 +336,8 @@ class RelayHub:
             byte_tokens=2 * self.settings.relay_max_payload_bytes,
             dpp=dpp,
             page_context=flow.page_context,
+            rejoin=rejoin,
+            live=rejoin is not None,  # a queued socket's connect was acknowledged long ago
         )
         signer = self.signer
         bridge.context = RelayContext(
@@ -286,12 +350,12 @@ class RelayHub:
         self.bridges[sid] = bridge
         self.by_eio[bridge.eio_sid] = bridge
 
-    async def _no_agent(self, sid: str) -> None:
-        """The SDK's capacity path: `throwToNoAgent`, then the socket is closed, which makes the SDK try again
-        later with a new one (its queue, if enabled, ends on the disconnect)."""
+    async def _no_agent(self, sid: str, goodbye: float | None) -> None:
+        """The SDK's capacity path: `throwToNoAgent`; with `goodbye`, the socket is closed that much later."""
         await self.sio.emit("throwToNoAgent", {}, to=sid)
-        await asyncio.sleep(CAPACITY_GOODBYE_SECONDS)
-        await self.sio.disconnect(sid)
+        if goodbye is not None:
+            await asyncio.sleep(goodbye)
+            await self.sio.disconnect(sid)
 
     async def browser_connected(self, eio_sid: str) -> None:
         """Deliver what upstream said before the browser's connect was acknowledged, then go live."""
@@ -324,11 +388,32 @@ class RelayHub:
             return
         if isinstance(data, str):
             packet = parse_packet(data)
+            if packet is not None and bridge.rejoin is not None and packet.event == "onServerConnected":
+                await self._rejoined(bridge)
+                return
             if packet is not None and bridge.context is not None:
                 data, event = upstream_packet_for_browser(packet, data, bridge.context)
                 if event is not None:
                     self._tap_upstream(bridge, event)
         await self.sio.eio.send(bridge.eio_sid, data)
+
+    async def _rejoined(self, bridge: Bridge) -> None:
+        """Upstream greets a socket that left the queue: the SDK already sent its `join` and will not answer
+        a greeting again, so the relay sends what the SDK sends on one (S:3750-3783), from that `join`."""
+        join, bridge.rejoin = bridge.rejoin or {}, None
+        valid = {
+            "client": join.get("client", ""),
+            "debugMode": True,
+            "room": join.get("room", ""),
+            "userAgent": join.get("userAgent", ""),
+            "referrer": "",
+            "clickId": join.get("room", ""),
+            "hashClickId": None,
+            "level": "published",
+            "flowId": bridge.flow_slug,
+        }
+        for name, payload in (("isValidSession", valid), ("join", join)):
+            await self.from_browser(bridge, EVENT + json.dumps([name, payload], separators=(",", ":")))
 
     def _tap_upstream(self, bridge: Bridge, event: list[Any]) -> None:
         name, payload = event[0], event[1] if len(event) > 1 and isinstance(event[1], dict) else {}
@@ -425,6 +510,10 @@ class RelayHub:
             await self.sio.disconnect(bridge.browser_sid)
 
     async def _on_disconnect(self, sid: str, *_reason: Any) -> None:
+        entry = self.waiting.remove(sid)
+        if entry is not None and entry.admitted:  # the slot held for it is free again
+            self.connecting -= 1
+            _release(self.per_flow, entry.slug)
         await self._close(sid)
 
     async def _close(self, sid: str) -> None:

@@ -524,7 +524,7 @@ async def websocket_upstream(talk: Talk, tls: ssl.SSLContext | None = None) -> A
         yield f"{'https' if tls else 'http'}://127.0.0.1:{port}"
 
 
-async def test_parallel_connects_cannot_overrun_the_caps_and_refused_sockets_are_closed(
+async def test_parallel_connects_cannot_overrun_the_caps_and_refused_sockets_wait_upstream_free(
     tmp_path: Path,
 ) -> None:
     opened = 0
@@ -548,9 +548,13 @@ async def test_parallel_connects_cannot_overrun_the_caps_and_refused_sockets_are
             assert opened == 3 and app.state.relay.open_upstreams == 3
             refused = [sdk for sdk in sdks if sdk.client.get_sid() not in app.state.relay.bridges]
             assert len(refused) == 17
-            # The SDK's capacity path: `throwToNoAgent`, then the server hangs up (the SDK retries later).
-            await asyncio.wait_for(asyncio.gather(*(sdk.disconnected.wait() for sdk in refused)), 5)
+            # The SDK's capacity path: `throwToNoAgent`; the socket stays for the SDK's queue to poll.
+            await asyncio.wait_for(asyncio.gather(*(sdk.wait_for("throwToNoAgent") for sdk in refused)), 5)
             assert all(sdk.events == [("throwToNoAgent", {})] for sdk in refused)
+            assert len(app.state.relay.waiting) == 17 and all(sdk.client.connected for sdk in refused)
+            await refused[0].client.emit("checkAvailability", {})
+            assert (await refused[0].wait_for("availabilityResult")) == {"available": False}
+            assert opened == 3  # polls open nothing upstream
             for sdk in sdks:
                 await sdk.client.disconnect()
             await no_upstream_left(app)
