@@ -47,9 +47,9 @@ SOCKET_PATH = "socket.io"
 UPSTREAM_GONE = "\0upstream-gone"  # a marker among upstream packets; no Socket.IO packet starts with NUL
 END_EVENTS = {"conversationEnded": "conversation_ended", "conversationTimeExpired": "time_expired"}
 EARLY_PACKETS = 256  # upstream packets held while the browser's connect is still being acknowledged
-PER_CONVERSATION = 2  # sockets one page token may hold: an SDK-level reconnect may overlap the old socket
+DIALLING_PER_CONVERSATION = 2  # connects of one conversation dialling at once (the SDK's, socket.io's retry)
 MAX_ATTACHMENTS = 4  # binary attachments one browser packet may declare (the SDK itself sends none)
-CAPACITY_GOODBYE_SECONDS = 1.0  # with the waiting room full, a refused socket is closed this long after
+CAPACITY_GOODBYE_SECONDS = 1.0  # waiting room full: a refused socket closes this long after `throwToNoAgent`
 
 
 class Refused(socketio.exceptions.ConnectionRefusedError):  # type: ignore[misc]
@@ -153,7 +153,11 @@ class RelayHub:
         self.bridges: dict[str, Bridge] = {}  # by browser socket id
         self.by_eio: dict[str, Bridge] = {}  # by browser Engine.IO id, for the packet path
         self.per_flow: Counter[str] = Counter()  # bridges and connects under way, by flow slug
-        self.per_conversation: Counter[str] = Counter()
+        # One live bridge per conversation: a newer connect replaces the older bridge.
+        self.by_conversation: dict[str, str] = {}  # conversation id → browser socket id of its bridge
+        self.dialling: Counter[str] = Counter()  # connects past the join, dialling upstream, by conversation
+        self.newest: dict[str, int] = {}  # conversation id → number of its newest connect still dialling
+        self.connects = 0  # connects numbered in the order they joined
         self.connecting = 0  # connects past the capacity check, not yet bridges: their slots are taken
         self.dropped: Counter[str] = Counter()  # browser packets not relayed, by reason
         self.tap = TranscriptTap(db, settings.transcript_max_lines, settings.transcript_max_bytes)
@@ -268,20 +272,31 @@ class RelayHub:
     ) -> bool:
         """Join the conversation and open its upstream; refusals raise. The flow's slot is already taken."""
         conversation_id, flow, dpp = await self._join(query.get("client", ""), slug)
-        if self.per_conversation[conversation_id] >= PER_CONVERSATION:
+        if self.dialling[conversation_id] >= DIALLING_PER_CONVERSATION:
             raise Refused(
-                "This conversation is already open in another window. Close it, or reload the page."
+                "This conversation is already connecting in another window. Close it, or reload the page."
             )
-        self.per_conversation[conversation_id] += 1
+        self.dialling[conversation_id] += 1
+        self.connects += 1
+        number = self.newest[conversation_id] = self.connects
         try:
             upstream = await self._connect_upstream(sid, query, flow)
             if self.sio.manager.eio_sid_from_sid(sid, "/") is None:  # the browser left meanwhile
                 await upstream.disconnect()
                 raise Refused("The connection closed while the avatar service was being reached.")
-            self._open(sid, conversation_id, flow, dpp, slug, upstream, rejoin)
-        except BaseException:
-            _release(self.per_conversation, conversation_id)
-            raise
+            if self.newest[conversation_id] != number:  # a newer connect of this conversation is on its way
+                await upstream.disconnect()
+                raise Refused("A newer connection to this conversation took its place.")
+            replaced = self._open(sid, conversation_id, flow, dpp, slug, upstream, rejoin)
+        finally:
+            _release(self.dialling, conversation_id)
+            if conversation_id not in self.dialling:
+                self.newest.pop(conversation_id, None)
+        if replaced is not None:
+            # Its browser socket goes first: that SDK (or its orphaned socket) hears it before this socket's
+            # connect is acknowledged, while the SDK is still `connecting` and so does not reconnect again.
+            await self.sio.disconnect(replaced.browser_sid)
+            await replaced.upstream.disconnect()
         return True
 
     async def _connect_upstream(self, sid: str, query: dict[str, str], flow: Flow) -> UpstreamSocket:
@@ -325,8 +340,13 @@ class RelayHub:
         slug: str,
         upstream: UpstreamSocket,
         rejoin: dict[str, Any] | None = None,
-    ) -> None:
-        """Register the bridge; no await here, so no packet from upstream is delivered before it exists."""
+    ) -> Bridge | None:
+        """Register the bridge, in place of the conversation's older one (returned, detached, to be closed).
+
+        No await here: no packet from upstream is delivered before the bridge exists, and none of the older
+        bridge's after it does, so the transcript never hears two upstream sessions."""
+        older = self.by_conversation.get(conversation_id)
+        replaced = self._detach(older) if older is not None else None
         bridge = Bridge(
             sid,
             conversation_id,
@@ -349,6 +369,8 @@ class RelayHub:
         bridge.eio_sid = self.sio.manager.eio_sid_from_sid(sid, "/")
         self.bridges[sid] = bridge
         self.by_eio[bridge.eio_sid] = bridge
+        self.by_conversation[conversation_id] = sid
+        return replaced
 
     async def _no_agent(self, sid: str, goodbye: float | None) -> None:
         """The SDK's capacity path: `throwToNoAgent`; with `goodbye`, the socket is closed that much later."""
@@ -517,15 +539,22 @@ class RelayHub:
         await self._close(sid)
 
     async def _close(self, sid: str) -> None:
+        bridge = self._detach(sid)
+        if bridge is not None:
+            await bridge.upstream.disconnect()
+
+    def _detach(self, sid: str) -> Bridge | None:
+        """Stop relaying for the bridge of `sid` and give back what it holds; None if it is gone already."""
         bridge = self.bridges.pop(sid, None)
         if bridge is None or bridge.closing:
-            return
+            return None
         bridge.closing = True
         self.by_eio.pop(bridge.eio_sid, None)
+        if self.by_conversation.get(bridge.conversation_id) == sid:
+            del self.by_conversation[bridge.conversation_id]
         _release(self.per_flow, bridge.flow_slug)
-        _release(self.per_conversation, bridge.conversation_id)
         bridge.early.clear()
-        await bridge.upstream.disconnect()
+        return bridge
 
 
 def _release(counter: Counter[str], key: str) -> None:
