@@ -22,6 +22,7 @@ MEET_CSP = (
     "media-src 'self' blob: mediastream:; base-uri 'none'; form-action 'none'"
 )
 MAX_MESSAGE_CHARS = 256 * 1024
+PROMPT_WAIT_SECONDS = 3.0  # how long a meeting waits for the parent's DPP before it greets without one
 # What a test may make the meeting page tell its parent (the Iframe SDK's PERMISSIONS_DENIED and
 # LOAD_AGENT_ERROR).
 MEETING_EVENTS = ("permissions-denied", "load-agent-error")
@@ -84,7 +85,9 @@ def routes(sim: Simulator) -> list[Any]:
         session.log("in", event, data)
         if event == "join" and not session.ended:
             await session.send("showing-agent")
-            sim.start_conversation(session, greeting_delay=1.0)  # the parent injects its DPP 500 ms after
+            # The parent injects its DPP 500 ms after `showing-agent` (the SDK guide); the meeting greets as
+            # soon as it is in, or without one when a page injects nothing.
+            sim.start_conversation(session, wait_for_prompt=PROMPT_WAIT_SECONDS)
         elif event == "prompt" and isinstance(data, dict):
             await sim.on_setDynamicPrompt(session, {"message": data.get("content")})
         elif (

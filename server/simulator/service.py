@@ -21,7 +21,6 @@ from server.simulator.speech import Synthesizer, chunks, tone
 
 log = logging.getLogger("avatar_bff.simulator")
 END_GRACE_SECONDS = 1.0
-GREETING_DELAY_SECONDS = 0.6
 
 
 class Simulator:
@@ -167,13 +166,16 @@ class Simulator:
         await asyncio.sleep(self.scaled(min(60.0, limit)))
         await self.end(session, "conversationTimeExpired")
 
-    def start_conversation(self, session: SimSession, greeting_delay: float = GREETING_DELAY_SECONDS) -> None:
+    def start_conversation(self, session: SimSession, wait_for_prompt: float = 0.0) -> None:
+        """The clock starts and the avatar greets: at once, or (`wait_for_prompt`) once the page's first
+        prompt is in, or that many seconds later without one."""
         session.spawn(self.run_clock(session))
-        session.spawn(self._greet(session, greeting_delay))
+        session.spawn(self._greet(session, wait_for_prompt))
 
-    async def _greet(self, session: SimSession, delay: float) -> None:
-        # Like the real service's generation latency: a DPP injected on the SDK's `ready` arrives in time.
-        await asyncio.sleep(self.scaled(delay))
+    async def _greet(self, session: SimSession, wait_for_prompt: float) -> None:
+        if wait_for_prompt > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(session.prompted.wait(), self.scaled(wait_for_prompt))
         await self.respond(session, session.dialogue.greeting())
 
     # ---- Socket.IO -------------------------------------------------------------------------------------
@@ -290,6 +292,7 @@ class Simulator:
             )
             return
         session.dialogue.dpp = dpp
+        session.prompted.set()
 
     async def on_onTextEntered(self, session: SimSession, payload: dict[str, Any]) -> None:
         if payload.get("isSpeechStart") is True:  # the SDK opens each typed turn with it: talking over

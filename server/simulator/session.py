@@ -51,6 +51,7 @@ class SimSession:
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     speech_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     available: bool | None = None  # a test's answer to checkAvailability; None: by capacity
+    prompted: asyncio.Event = field(default_factory=asyncio.Event)  # a DPP has arrived
     barge_in: asyncio.Event | None = None  # set to cut short what the avatar is saying right now
     created: float = field(default_factory=time.time)
     ended: bool = False

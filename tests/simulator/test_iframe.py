@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -51,3 +52,25 @@ async def test_a_meeting_tells_its_parent_about_failures_on_request(sim: ServerT
         httpx.post(f"{sim.url}/_sim/meetings/nope/emit", json={"event": "load-agent-error"}).status_code
         == 404
     )
+
+
+async def meeting_greeting(url: str, prompt: dict[str, Any] | None, after: float) -> str:
+    """Join a meeting as meet.js does, inject `prompt` `after` s past `showing-agent`; the greeting."""
+    async with connect(url.replace("http", "ws") + "/meet-ws?client=c1&flow=f1") as ws:
+        await next_event(ws, "session")
+        await ws.send(json.dumps({"event": "join", "data": {}}))
+        await next_event(ws, "showing-agent")
+        if prompt is not None:
+            await asyncio.sleep(after)
+            await ws.send(json.dumps({"event": "prompt", "data": {"content": json.dumps(prompt)}}))
+        return str((await next_event(ws, "generatingSpeech"))["text"])
+
+
+async def test_a_meeting_greets_as_soon_as_the_parents_dpp_is_in_every_time() -> None:
+    # Real time: the page injects 500 ms after `showing-agent`, as the SDK's guide says.
+    with ServerThread(create_app(SimulatorConfig(time_scale=1.0))) as server:
+        ana = {"user": {"first_name": "Ana"}}
+        greetings = await asyncio.gather(*(meeting_greeting(server.url, ana, 0.5) for _ in range(5)))
+        assert all(greeting.startswith("Hello Ana!") for greeting in greetings)
+        # A page that injects nothing is greeted all the same, without a name, once the wait is over.
+        assert (await meeting_greeting(server.url, None, 0)).startswith("Hello! I am")
