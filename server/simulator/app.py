@@ -45,6 +45,9 @@ def create_app(config: SimulatorConfig) -> Any:
         session = sim.sessions.get(request.query_params.get("stream", ""))
         if session is None or session.ended:
             return PlainTextResponse("unknown stream", status_code=404, headers=CORS)
+        if not sim.video_for(session):  # a test asked for a WHEP failure: the SDK falls back to audio
+            session.log("in", "whep-offer", {"refused": True})
+            return PlainTextResponse("video unavailable", status_code=503, headers=CORS)
         if request.headers.get("content-type", "").split(";")[0].strip() != "application/sdp":
             return PlainTextResponse("expected application/sdp", status_code=415, headers=CORS)
         offer = (await request.body())[:MAX_SDP_BYTES].decode(errors="replace")

@@ -116,6 +116,20 @@ def routes(sim: Simulator) -> list[Route]:
             sim.admission[flow_id] = mode
         return JSONResponse({"ok": True, "admission": sim.admission})
 
+    async def media(request: Request) -> Response:
+        try:
+            body = await _body(request)
+        except BadRequest as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        video, flow_id = body.get("video"), body.get("flow_id", "*")
+        if not isinstance(video, bool) or not isinstance(flow_id, str) or not flow_id:
+            return JSONResponse({"error": "send {video: true|false, flow_id?}"}, status_code=400)
+        if video:
+            sim.no_video.discard(flow_id)
+        else:
+            sim.no_video.add(flow_id)
+        return JSONResponse({"ok": True, "no_video": sorted(sim.no_video)})
+
     async def frame(_request: Request) -> Response:
         return HTMLResponse(FRAME_PAGE, headers={"content-security-policy": FRAME_CSP})
 
@@ -132,6 +146,7 @@ def routes(sim: Simulator) -> list[Route]:
             for name, hook in hooks.items()
         ),
         Route("/_sim/admission", admission, methods=["POST"]),
+        Route("/_sim/media", media, methods=["POST"]),
         Route("/_sim/genui/frame", frame),
     ]
 

@@ -33,6 +33,7 @@ class Simulator:
         self.waiting: set[str] = set()  # sockets told there is no agent, polling for one
         # What new connections are told, by upstream flow id ("*": any flow), set by a test hook.
         self.admission: dict[str, str] = {}
+        self.no_video: set[str] = set()  # upstream flow ids ("*": any) whose WHEP offers fail, set by a test
         self.synthesizer = Synthesizer(config.max_syntheses, config.synthesis_timeout)
         self.sio = socketio.AsyncServer(
             async_mode="asgi",
@@ -217,6 +218,9 @@ class Simulator:
                 "finalUrl": "",
             },
         )
+
+    def video_for(self, session: SimSession) -> bool:
+        return not ({session.flow_id, "*"} & self.no_video)
 
     def admission_for(self, session: SimSession) -> str:
         return self.admission.get(session.flow_id) or self.admission.get("*") or "open"
