@@ -79,6 +79,7 @@ class Bridge:
     page_context: dict[str, int] | None = None  # the flow's limits on live context from the page; None: none
     page_context_sent: list[float] = field(default_factory=list)  # when, within the last minute
     rejoin: dict[str, Any] | None = None  # a queued SDK's `join`, sent up once upstream greets
+    token: str = ""  # the page token it was opened with
     tokens: float = 0.0
     byte_tokens: float = 0.0
     refilled: float = field(default_factory=time.monotonic)
@@ -155,6 +156,7 @@ class RelayHub:
         self.per_flow: Counter[str] = Counter()  # bridges and connects under way, by flow slug
         # One live bridge per conversation: a newer connect replaces the older bridge.
         self.by_conversation: dict[str, str] = {}  # conversation id → browser socket id of its bridge
+        self.by_token: dict[str, str] = {}  # page token → browser socket id of its bridge
         self.dialling: Counter[str] = Counter()  # connects past the join, dialling upstream, by conversation
         self.newest: dict[str, int] = {}  # conversation id → number of its newest connect still dialling
         self.connects = 0  # connects numbered in the order they joined
@@ -205,8 +207,9 @@ class RelayHub:
         for stale in self.waiting.with_token(query.get("client", "")):
             await self.sio.disconnect(stale.sid)
         # Capacity first: a caller turned away starts no conversation. The slot is taken before anything is
-        # awaited, so parallel connects cannot all pass the check.
-        if not self._has_room(slug):
+        # awaited, so parallel connects cannot all pass the check. A reconnect of a bridged page needs no
+        # room: its bridge's slot comes free as the new one takes over.
+        if not self._has_room(slug) and query.get("client", "") not in self.by_token:
             # The SDK understands this as "no agent available": its queue polls this socket (or error 6001).
             self.dropped["capacity"] += 1
             if len(self.waiting) < settings.relay_max_total:
@@ -287,7 +290,8 @@ class RelayHub:
             if self.newest[conversation_id] != number:  # a newer connect of this conversation is on its way
                 await upstream.disconnect()
                 raise Refused("A newer connection to this conversation took its place.")
-            replaced = self._open(sid, conversation_id, flow, dpp, slug, upstream, rejoin)
+            token = query.get("client", "")
+            replaced = self._open(sid, conversation_id, flow, dpp, slug, upstream, token, rejoin)
         finally:
             _release(self.dialling, conversation_id)
             if conversation_id not in self.dialling:
@@ -339,6 +343,7 @@ class RelayHub:
         dpp: str | None,
         slug: str,
         upstream: UpstreamSocket,
+        token: str,
         rejoin: dict[str, Any] | None = None,
     ) -> Bridge | None:
         """Register the bridge, in place of the conversation's older one (returned, detached, to be closed).
@@ -358,6 +363,7 @@ class RelayHub:
             page_context=flow.page_context,
             rejoin=rejoin,
             live=rejoin is not None,  # a queued socket's connect was acknowledged long ago
+            token=token,
         )
         signer = self.signer
         bridge.context = RelayContext(
@@ -370,6 +376,8 @@ class RelayHub:
         self.bridges[sid] = bridge
         self.by_eio[bridge.eio_sid] = bridge
         self.by_conversation[conversation_id] = sid
+        if token:
+            self.by_token[token] = sid
         return replaced
 
     async def _no_agent(self, sid: str, goodbye: float | None) -> None:
@@ -552,6 +560,8 @@ class RelayHub:
         self.by_eio.pop(bridge.eio_sid, None)
         if self.by_conversation.get(bridge.conversation_id) == sid:
             del self.by_conversation[bridge.conversation_id]
+        if self.by_token.get(bridge.token) == sid:
+            del self.by_token[bridge.token]
         _release(self.per_flow, bridge.flow_slug)
         bridge.early.clear()
         return bridge
