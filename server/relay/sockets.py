@@ -34,6 +34,7 @@ from server.relay.events import (
     upstream_query,
 )
 from server.relay.upstream import UpstreamError, UpstreamSocket, socket_url
+from server.relay.waiting import WaitingRoom
 from server.relay.whep import whep_proxy_path
 from server.security.limits import RequestLimitsMiddleware
 from server.security.signing import Signer
@@ -46,9 +47,9 @@ SOCKET_PATH = "socket.io"
 UPSTREAM_GONE = "\0upstream-gone"  # a marker among upstream packets; no Socket.IO packet starts with NUL
 END_EVENTS = {"conversationEnded": "conversation_ended", "conversationTimeExpired": "time_expired"}
 EARLY_PACKETS = 256  # upstream packets held while the browser's connect is still being acknowledged
-PER_CONVERSATION = 2  # sockets one page token may hold: an SDK-level reconnect may overlap the old socket
+DIALLING_PER_CONVERSATION = 2  # connects of one conversation dialling at once (the SDK's, socket.io's retry)
 MAX_ATTACHMENTS = 4  # binary attachments one browser packet may declare (the SDK itself sends none)
-CAPACITY_GOODBYE_SECONDS = 1.0  # a socket refused for capacity is closed this long after `throwToNoAgent`
+CAPACITY_GOODBYE_SECONDS = 1.0  # waiting room full: a refused socket closes this long after `throwToNoAgent`
 
 
 class Refused(socketio.exceptions.ConnectionRefusedError):  # type: ignore[misc]
@@ -77,6 +78,8 @@ class Bridge:
     dpp: str | None = None  # the server-rendered DPP, until it is injected upstream
     page_context: dict[str, int] | None = None  # the flow's limits on live context from the page; None: none
     page_context_sent: list[float] = field(default_factory=list)  # when, within the last minute
+    rejoin: dict[str, Any] | None = None  # a queued SDK's `join`, sent up once upstream greets
+    token: str = ""  # the page token it was opened with
     tokens: float = 0.0
     byte_tokens: float = 0.0
     refilled: float = field(default_factory=time.monotonic)
@@ -151,12 +154,21 @@ class RelayHub:
         self.bridges: dict[str, Bridge] = {}  # by browser socket id
         self.by_eio: dict[str, Bridge] = {}  # by browser Engine.IO id, for the packet path
         self.per_flow: Counter[str] = Counter()  # bridges and connects under way, by flow slug
-        self.per_conversation: Counter[str] = Counter()
+        # One live bridge per conversation: a newer connect replaces the older bridge.
+        self.by_conversation: dict[str, str] = {}  # conversation id → browser socket id of its bridge
+        self.by_token: dict[str, str] = {}  # page token → browser socket id of its bridge
+        self.dialling: Counter[str] = Counter()  # connects past the join, dialling upstream, by conversation
+        self.newest: dict[str, int] = {}  # conversation id → number of its newest connect still dialling
+        self.connects = 0  # connects numbered in the order they joined
         self.connecting = 0  # connects past the capacity check, not yet bridges: their slots are taken
         self.dropped: Counter[str] = Counter()  # browser packets not relayed, by reason
         self.tap = TranscriptTap(db, settings.transcript_max_lines, settings.transcript_max_bytes)
+        self.waiting = WaitingRoom(lambda sid: asyncio.ensure_future(self.sio.disconnect(sid)))
         self.sio.on("connect", self._on_connect)
         self.sio.on("disconnect", self._on_disconnect)
+        # Bridged sockets' events go upstream before python-socketio sees them: these are queued sockets'.
+        self.sio.on("checkAvailability", self._on_poll)
+        self.sio.on("join", self._on_rejoin)
 
     @property
     def open_upstreams(self) -> int:
@@ -166,6 +178,7 @@ class RelayHub:
         self.tap.start()
 
     async def stop(self) -> None:
+        self.waiting.clear()
         await asyncio.gather(*(self._close(sid) for sid in list(self.bridges)))
         await self.tap.stop()
 
@@ -190,15 +203,23 @@ class RelayHub:
         query = dict(parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True))
         query = {k: v for k, v in query.items() if k not in ("EIO", "transport", "t", "sid")}
         slug = query.get("flowId", "")
+        # An SDK reconnecting leaves its queued socket behind (S:3327-3333): the new one takes over.
+        for stale in self.waiting.with_token(query.get("client", "")):
+            await self.sio.disconnect(stale.sid)
         # Capacity first: a caller turned away starts no conversation. The slot is taken before anything is
-        # awaited, so parallel connects cannot all pass the check.
-        if (
-            len(self.bridges) + self.connecting >= settings.relay_max_total
-            or self.per_flow[slug] >= settings.relay_max_per_flow
-        ):
-            # The SDK understands this as "no agent available" (error 6001, or its queue when enabled).
+        # awaited, so parallel connects cannot all pass the check. A reconnect of a bridged page needs no
+        # room: its bridge's slot comes free as the new one takes over.
+        if not self._has_room(slug) and query.get("client", "") not in self.by_token:
+            # The SDK understands this as "no agent available": its queue polls this socket (or error 6001).
             self.dropped["capacity"] += 1
-            asyncio.get_running_loop().call_later(0.05, lambda: asyncio.ensure_future(self._no_agent(sid)))
+            if len(self.waiting) < settings.relay_max_total:
+                self.waiting.add(sid, slug, query)
+                goodbye = None
+            else:  # too many waiting already: the SDK tries again later with a new socket
+                goodbye = CAPACITY_GOODBYE_SECONDS
+            asyncio.get_running_loop().call_later(
+                0.05, lambda: asyncio.ensure_future(self._no_agent(sid, goodbye))
+            )
             return
         self.connecting += 1
         self.per_flow[slug] += 1
@@ -210,23 +231,76 @@ class RelayHub:
             if not bridged:
                 _release(self.per_flow, slug)
 
-    async def _bridge(self, sid: str, query: dict[str, str], slug: str) -> bool:
+    def _has_room(self, slug: str) -> bool:
+        settings = self.settings
+        return (
+            len(self.bridges) + self.connecting < settings.relay_max_total
+            and self.per_flow[slug] < settings.relay_max_per_flow
+        )
+
+    async def _on_poll(self, sid: str, *_args: Any) -> None:
+        """A queued SDK's `checkAvailability`: a slot is held for it as soon as there is one."""
+        entry = self.waiting.get(sid)
+        if entry is None:
+            return
+        if not entry.admitted and self._has_room(entry.slug):
+            self.connecting += 1
+            self.per_flow[entry.slug] += 1
+            self.waiting.admit(entry)
+        else:
+            self.waiting.heard(entry)
+        await self.sio.emit("availabilityResult", {"available": entry.admitted}, to=sid)
+
+    async def _on_rejoin(self, sid: str, payload: Any = None, *_args: Any) -> None:
+        """The SDK's `join` after `available: true`: the socket is bridged now, with the slot held for it."""
+        entry = self.waiting.get(sid)
+        if entry is None or not entry.admitted:
+            return
+        self.waiting.remove(sid)
+        bridged = False
+        try:
+            rejoin = payload if isinstance(payload, dict) else {}
+            bridged = await self._bridge(sid, entry.query, entry.slug, rejoin)
+        except Refused as exc:
+            # The SDK hears of it as a lost connection and connects again, which is refused with the reason.
+            log.info("relay: a queued socket of flow %s could not join: %s", entry.slug, exc)
+            await self.sio.disconnect(sid)
+        finally:
+            self.connecting -= 1
+            if not bridged:
+                _release(self.per_flow, entry.slug)
+
+    async def _bridge(
+        self, sid: str, query: dict[str, str], slug: str, rejoin: dict[str, Any] | None = None
+    ) -> bool:
         """Join the conversation and open its upstream; refusals raise. The flow's slot is already taken."""
         conversation_id, flow, dpp = await self._join(query.get("client", ""), slug)
-        if self.per_conversation[conversation_id] >= PER_CONVERSATION:
+        if self.dialling[conversation_id] >= DIALLING_PER_CONVERSATION:
             raise Refused(
-                "This conversation is already open in another window. Close it, or reload the page."
+                "This conversation is already connecting in another window. Close it, or reload the page."
             )
-        self.per_conversation[conversation_id] += 1
+        self.dialling[conversation_id] += 1
+        self.connects += 1
+        number = self.newest[conversation_id] = self.connects
         try:
             upstream = await self._connect_upstream(sid, query, flow)
             if self.sio.manager.eio_sid_from_sid(sid, "/") is None:  # the browser left meanwhile
                 await upstream.disconnect()
                 raise Refused("The connection closed while the avatar service was being reached.")
-            self._open(sid, conversation_id, flow, dpp, slug, upstream)
-        except BaseException:
-            _release(self.per_conversation, conversation_id)
-            raise
+            if self.newest[conversation_id] != number:  # a newer connect of this conversation is on its way
+                await upstream.disconnect()
+                raise Refused("A newer connection to this conversation took its place.")
+            token = query.get("client", "")
+            replaced = self._open(sid, conversation_id, flow, dpp, slug, upstream, token, rejoin)
+        finally:
+            _release(self.dialling, conversation_id)
+            if conversation_id not in self.dialling:
+                self.newest.pop(conversation_id, None)
+        if replaced is not None:
+            # Its browser socket goes first: that SDK (or its orphaned socket) hears it before this socket's
+            # connect is acknowledged, while the SDK is still `connecting` and so does not reconnect again.
+            await self.sio.disconnect(replaced.browser_sid)
+            await replaced.upstream.disconnect()
         return True
 
     async def _connect_upstream(self, sid: str, query: dict[str, str], flow: Flow) -> UpstreamSocket:
@@ -262,9 +336,22 @@ class RelayHub:
         return upstream
 
     def _open(
-        self, sid: str, conversation_id: str, flow: Flow, dpp: str | None, slug: str, upstream: UpstreamSocket
-    ) -> None:
-        """Register the bridge; no await here, so no packet from upstream is delivered before it exists."""
+        self,
+        sid: str,
+        conversation_id: str,
+        flow: Flow,
+        dpp: str | None,
+        slug: str,
+        upstream: UpstreamSocket,
+        token: str,
+        rejoin: dict[str, Any] | None = None,
+    ) -> Bridge | None:
+        """Register the bridge, in place of the conversation's older one (returned, detached, to be closed).
+
+        No await here: no packet from upstream is delivered before the bridge exists, and none of the older
+        bridge's after it does, so the transcript never hears two upstream sessions."""
+        older = self.by_conversation.get(conversation_id)
+        replaced = self._detach(older) if older is not None else None
         bridge = Bridge(
             sid,
             conversation_id,
@@ -274,6 +361,9 @@ class RelayHub:
             byte_tokens=2 * self.settings.relay_max_payload_bytes,
             dpp=dpp,
             page_context=flow.page_context,
+            rejoin=rejoin,
+            live=rejoin is not None,  # a queued socket's connect was acknowledged long ago
+            token=token,
         )
         signer = self.signer
         bridge.context = RelayContext(
@@ -285,13 +375,17 @@ class RelayHub:
         bridge.eio_sid = self.sio.manager.eio_sid_from_sid(sid, "/")
         self.bridges[sid] = bridge
         self.by_eio[bridge.eio_sid] = bridge
+        self.by_conversation[conversation_id] = sid
+        if token:
+            self.by_token[token] = sid
+        return replaced
 
-    async def _no_agent(self, sid: str) -> None:
-        """The SDK's capacity path: `throwToNoAgent`, then the socket is closed, which makes the SDK try again
-        later with a new one (its queue, if enabled, ends on the disconnect)."""
+    async def _no_agent(self, sid: str, goodbye: float | None) -> None:
+        """The SDK's capacity path: `throwToNoAgent`; with `goodbye`, the socket is closed that much later."""
         await self.sio.emit("throwToNoAgent", {}, to=sid)
-        await asyncio.sleep(CAPACITY_GOODBYE_SECONDS)
-        await self.sio.disconnect(sid)
+        if goodbye is not None:
+            await asyncio.sleep(goodbye)
+            await self.sio.disconnect(sid)
 
     async def browser_connected(self, eio_sid: str) -> None:
         """Deliver what upstream said before the browser's connect was acknowledged, then go live."""
@@ -324,11 +418,32 @@ class RelayHub:
             return
         if isinstance(data, str):
             packet = parse_packet(data)
+            if packet is not None and bridge.rejoin is not None and packet.event == "onServerConnected":
+                await self._rejoined(bridge)
+                return
             if packet is not None and bridge.context is not None:
                 data, event = upstream_packet_for_browser(packet, data, bridge.context)
                 if event is not None:
                     self._tap_upstream(bridge, event)
         await self.sio.eio.send(bridge.eio_sid, data)
+
+    async def _rejoined(self, bridge: Bridge) -> None:
+        """Upstream greets a socket that left the queue: the SDK already sent its `join` and will not answer
+        a greeting again, so the relay sends what the SDK sends on one (S:3750-3783), from that `join`."""
+        join, bridge.rejoin = bridge.rejoin or {}, None
+        valid = {
+            "client": join.get("client", ""),
+            "debugMode": True,
+            "room": join.get("room", ""),
+            "userAgent": join.get("userAgent", ""),
+            "referrer": "",
+            "clickId": join.get("room", ""),
+            "hashClickId": None,
+            "level": "published",
+            "flowId": bridge.flow_slug,
+        }
+        for name, payload in (("isValidSession", valid), ("join", join)):
+            await self.from_browser(bridge, EVENT + json.dumps([name, payload], separators=(",", ":")))
 
     def _tap_upstream(self, bridge: Bridge, event: list[Any]) -> None:
         name, payload = event[0], event[1] if len(event) > 1 and isinstance(event[1], dict) else {}
@@ -425,18 +540,31 @@ class RelayHub:
             await self.sio.disconnect(bridge.browser_sid)
 
     async def _on_disconnect(self, sid: str, *_reason: Any) -> None:
+        entry = self.waiting.remove(sid)
+        if entry is not None and entry.admitted:  # the slot held for it is free again
+            self.connecting -= 1
+            _release(self.per_flow, entry.slug)
         await self._close(sid)
 
     async def _close(self, sid: str) -> None:
+        bridge = self._detach(sid)
+        if bridge is not None:
+            await bridge.upstream.disconnect()
+
+    def _detach(self, sid: str) -> Bridge | None:
+        """Stop relaying for the bridge of `sid` and give back what it holds; None if it is gone already."""
         bridge = self.bridges.pop(sid, None)
         if bridge is None or bridge.closing:
-            return
+            return None
         bridge.closing = True
         self.by_eio.pop(bridge.eio_sid, None)
+        if self.by_conversation.get(bridge.conversation_id) == sid:
+            del self.by_conversation[bridge.conversation_id]
+        if self.by_token.get(bridge.token) == sid:
+            del self.by_token[bridge.token]
         _release(self.per_flow, bridge.flow_slug)
-        _release(self.per_conversation, bridge.conversation_id)
         bridge.early.clear()
-        await bridge.upstream.disconnect()
+        return bridge
 
 
 def _release(counter: Counter[str], key: str) -> None:

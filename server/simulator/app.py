@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from server.simulator import iframe
+from server.simulator import hooks, iframe
 from server.simulator.config import SimulatorConfig
 from server.simulator.media import AvatarVideo, AvatarVoice
 from server.simulator.service import Simulator
@@ -45,6 +45,9 @@ def create_app(config: SimulatorConfig) -> Any:
         session = sim.sessions.get(request.query_params.get("stream", ""))
         if session is None or session.ended:
             return PlainTextResponse("unknown stream", status_code=404, headers=CORS)
+        if not sim.video_for(session):  # a test asked for a WHEP failure: the SDK falls back to audio
+            session.log("in", "whep-offer", {"refused": True})
+            return PlainTextResponse("video unavailable", status_code=503, headers=CORS)
         if request.headers.get("content-type", "").split(";")[0].strip() != "application/sdp":
             return PlainTextResponse("expected application/sdp", status_code=415, headers=CORS)
         offer = (await request.body())[:MAX_SDP_BYTES].decode(errors="replace")
@@ -142,6 +145,6 @@ def create_app(config: SimulatorConfig) -> Any:
         gc.freeze()
         yield
 
-    web = Starlette(routes=[*routes, *iframe.routes(sim)], lifespan=lifespan)
+    web = Starlette(routes=[*routes, *hooks.routes(sim), *iframe.routes(sim)], lifespan=lifespan)
     web.state.simulator = sim
     return socketio.ASGIApp(sim.sio, other_asgi_app=web, socketio_path="socket.io")

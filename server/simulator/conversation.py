@@ -9,7 +9,7 @@ from typing import Any
 
 END_SENTENCE = "Ending call now."
 
-# Keyword → (event, payload, what the avatar says about it). Payloads are valid for the SDK's renderers.
+# Sample payloads, valid for the SDK's built-in renderers.
 _CHART = {
     "type": "bar",
     "data": {"labels": ["Mon", "Tue", "Wed"], "datasets": [{"label": "Visits", "data": [12, 19, 7]}]},
@@ -21,33 +21,61 @@ _PHOTO = (
         b'<circle cx="32" cy="32" r="30" fill="#fd6"/></svg>'
     ).decode()
 )
-_CODE = {"code": "def greet(name):\n    return f'Hello {name}'", "language": "python"}
-GENUI: dict[str, tuple[str, dict[str, Any], str]] = {
-    "chart": ("showChart", {"mediaUrl": json.dumps(_CHART)}, "Here is a chart."),
-    "code": ("showCode", {"mediaUrl": json.dumps(_CODE)}, "Here is some code."),
-    "diagram": ("showDiagram", {"mediaUrl": "graph TD; Visitor-->Page; Page-->Avatar"}, "Here is a diagram."),
-    "table": (
-        "showVisualTable",
-        {"mediaUrl": json.dumps({"Plan": ["Basic", "Pro"], "Price": ["$0", "$20"]})},
-        "Here is a table.",
-    ),
-    "photo": (
-        "showVisualPhoto",
-        {"photoUrl": _PHOTO},
-        "Here is a photo.",
-    ),
-    "link": ("showVisualLink", {"linkUrl": "https://example.com/", "linkText": "Example"}, "Here is a link."),
-    "html": (
-        "showHtml",
-        {"mediaUrl": "<h2>Hello from the simulator</h2><p>Click me.</p>"},
-        "Here is some HTML.",
-    ),
-    "formula": ("showLatex", {"mediaUrl": "E = mc^2"}, "Here is a formula."),
-    "options": (
-        "showVisualItems",
-        {"mediaUrl": json.dumps(["Yes", "No", "Maybe"])},
-        "Here are some options.",
-    ),
+_CODE = {"code": "def greet(name):\n    return f'Hello {name}'", "question": "What does greet('Ana') return?"}
+_HTML = "<h2>Hello from the simulator</h2><p>Click me.</p>"
+FRAME_PATH = "/_sim/genui/frame"  # a page of the simulator's own, for the kinds that show a URL in an iframe
+
+
+def genui_sample(kind: str, public_url: str) -> dict[str, Any] | None:
+    """A payload the SDK's built-in renderer for `kind` (one of SHOW_EVENTS) draws; None for other names."""
+    frame = public_url.rstrip("/") + FRAME_PATH
+    samples: dict[str, dict[str, Any]] = {
+        "showMedia": {"mediaUrl": [_PHOTO]},
+        "showHtml": {"mediaUrl": _HTML},
+        "showCode": {"mediaUrl": json.dumps(_CODE)},
+        "showDiagram": {"mediaUrl": "graph TD; Visitor-->Page; Page-->Avatar"},
+        "showChart": {"mediaUrl": json.dumps(_CHART)},
+        "showIFrame": {"iframeUrl": frame},
+        "showLatex": {"mediaUrl": "E = mc^2"},
+        "showGeneratedImages": {"mediaUrl": [_PHOTO]},
+        "showVisualChart": {"mediaUrl": json.dumps(_CHART)},
+        "showVisualItems": {"mediaUrl": json.dumps(["Yes", "No", "Maybe"])},
+        "showVisualLink": {"linkUrl": "https://example.com/", "linkText": "Example"},
+        "showVisualPhoto": {"photoUrl": _PHOTO},
+        "showVisualTable": {"mediaUrl": json.dumps({"Plan": ["Basic", "Pro"], "Price": ["$0", "$20"]})},
+        "showVisualVideo": {"videoUrl": frame},
+    }
+    return samples.get(kind)
+
+
+# The Socket SDK's GenUI events (S:156-160), and the hides it listens for (S:182-184).
+SHOW_EVENTS = (
+    "showMedia",
+    "showHtml",
+    "showCode",
+    "showDiagram",
+    "showChart",
+    "showIFrame",
+    "showLatex",
+    "showGeneratedImages",
+    "showVisualChart",
+    "showVisualItems",
+    "showVisualLink",
+    "showVisualPhoto",
+    "showVisualTable",
+    "showVisualVideo",
+)
+# Keyword in the visitor's words → (event, what the avatar says about it).
+GENUI: dict[str, tuple[str, str]] = {
+    "chart": ("showChart", "Here is a chart."),
+    "code": ("showCode", "Here is some code."),
+    "diagram": ("showDiagram", "Here is a diagram."),
+    "table": ("showVisualTable", "Here is a table."),
+    "photo": ("showVisualPhoto", "Here is a photo."),
+    "link": ("showVisualLink", "Here is a link."),
+    "html": ("showHtml", "Here is some HTML."),
+    "formula": ("showLatex", "Here is a formula."),
+    "options": ("showVisualItems", "Here are some options."),
 }
 HIDE_EVENTS = ("hideVisuals", "hideCode", "hideDiagram", "hideIFrame", "hideMedia", "hideGeneratedImages")
 
@@ -77,6 +105,7 @@ class Dialogue:
     """One conversation's state: the DPP and how far through its questions we are."""
 
     closing_phrases: tuple[str, ...]
+    public_url: str = ""  # where browsers reach the simulator (GenUI frames)
     dpp: dict[str, Any] | None = None
     asked: int = 0
 
@@ -115,6 +144,7 @@ class Dialogue:
             return Reply("I have hidden the visuals.", [(name, {}) for name in HIDE_EVENTS])
         shown = next((GENUI[keyword] for keyword in GENUI if keyword in lower), None)
         follow_up = self._follow_up()
-        said = shown[2] if shown else f"You said: {user_text.strip()[:200]}."
-        events = [(shown[0], shown[1])] if shown else []
+        said = shown[1] if shown else f"You said: {user_text.strip()[:200]}."
+        sample = genui_sample(shown[0], self.public_url) if shown else None
+        events = [(shown[0], sample)] if shown and sample is not None else []
         return Reply(f"{said} {follow_up}", events, ends=follow_up == END_SENTENCE)

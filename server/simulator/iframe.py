@@ -22,6 +22,10 @@ MEET_CSP = (
     "media-src 'self' blob: mediastream:; base-uri 'none'; form-action 'none'"
 )
 MAX_MESSAGE_CHARS = 256 * 1024
+PROMPT_WAIT_SECONDS = 3.0  # how long a meeting waits for the parent's DPP before it greets without one
+# What a test may make the meeting page tell its parent (the Iframe SDK's PERMISSIONS_DENIED and
+# LOAD_AGENT_ERROR).
+MEETING_EVENTS = ("permissions-denied", "load-agent-error")
 
 
 def pronunciation_score(text: str) -> int:
@@ -39,9 +43,10 @@ def routes(sim: Simulator) -> list[Any]:
             return JSONResponse({"error": "unknown client or flow"}, status_code=404, headers=headers)
         return JSONResponse(
             {
+                # The shapes the Iframe SDK declares for its assets (sdk-iframe/kaltura-avatar-sdk.d.ts).
                 "avatar": {"given_name": config.agent_name, "images": [], "videos": []},
-                "language": "en",
-                "design": {},
+                "language": {"languageCode": "en"},
+                "design": {"logo": "", "theme": "dark", "color": "#2c3e8c"},
                 "talk_url": f"{config.public_url}/meet/{client_id}/{flow_id}",
             },
             headers=headers,
@@ -80,7 +85,9 @@ def routes(sim: Simulator) -> list[Any]:
         session.log("in", event, data)
         if event == "join" and not session.ended:
             await session.send("showing-agent")
-            sim.start_conversation(session, greeting_delay=1.0)  # the parent injects its DPP 500 ms after
+            # The parent injects its DPP 500 ms after `showing-agent` (the SDK guide); the meeting greets as
+            # soon as it is in, or without one when a page injects nothing.
+            sim.start_conversation(session, wait_for_prompt=PROMPT_WAIT_SECONDS)
         elif event == "prompt" and isinstance(data, dict):
             await sim.on_setDynamicPrompt(session, {"message": data.get("content")})
         elif (
@@ -93,7 +100,25 @@ def routes(sim: Simulator) -> list[Any]:
             await session.send("pronunciation-score", {"pronunciationScore": pronunciation_score(text)})
             session.spawn(sim.user_said(session, text))
 
+    async def emit(request: Request) -> Response:
+        """Test hook: the meeting page posts one of MEETING_EVENTS to its parent, as on a real failure."""
+        session = sim.sessions.get(request.path_params["session_id"])
+        if session is None or session.ended or session.transport != "iframe":
+            return JSONResponse({"error": "unknown or ended meeting"}, status_code=404)
+        try:
+            body = json.loads(await request.body())
+        except ValueError:
+            body = None
+        event = body.get("event") if isinstance(body, dict) else None
+        if event not in MEETING_EVENTS:
+            return JSONResponse(
+                {"error": f"send {{event}} with event one of {', '.join(MEETING_EVENTS)}"}, status_code=400
+            )
+        await session.send("to-parent", {"event": event, "data": {"reason": "simulated"}})
+        return JSONResponse({"ok": True})
+
     return [
+        Route("/_sim/meetings/{session_id}/emit", emit, methods=["POST"]),
         Route("/clients/{client_id}/flow/{flow_id}/sdk-assets", sdk_assets),
         Route("/meet/{client_id}/{flow_id}", meet_page),
         WebSocketRoute("/meet-ws", conversation),

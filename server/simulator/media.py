@@ -51,6 +51,11 @@ class Voice:
     def speaking_for(self, seconds: float) -> None:
         self.speaking_until = time.monotonic() + seconds
 
+    def stop(self) -> None:
+        """Silence at once: the visitor talked over the avatar."""
+        self.pending.clear()
+        self.speaking_until = 0.0
+
     @property
     def speaking(self) -> bool:
         return time.monotonic() < self.speaking_until

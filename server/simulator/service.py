@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from typing import Any
@@ -14,12 +15,12 @@ from aiortc.sdp import candidate_from_sdp
 
 from server.simulator.config import SimulatorConfig
 from server.simulator.conversation import Dialogue, Reply, parse_dpp
+from server.simulator.media import AvatarVoice
 from server.simulator.session import SimSession
 from server.simulator.speech import Synthesizer, chunks, tone
 
 log = logging.getLogger("avatar_bff.simulator")
 END_GRACE_SECONDS = 1.0
-GREETING_DELAY_SECONDS = 0.6
 
 
 class Simulator:
@@ -30,6 +31,9 @@ class Simulator:
         self.sessions: dict[str, SimSession] = {}  # by session id
         self.by_sid: dict[str, SimSession] = {}
         self.waiting: set[str] = set()  # sockets told there is no agent, polling for one
+        # What new connections are told, by upstream flow id ("*": any flow), set by a test hook.
+        self.admission: dict[str, str] = {}
+        self.no_video: set[str] = set()  # upstream flow ids ("*": any) whose WHEP offers fail, set by a test
         self.synthesizer = Synthesizer(config.max_syntheses, config.synthesis_timeout)
         self.sio = socketio.AsyncServer(
             async_mode="asgi",
@@ -53,7 +57,7 @@ class Simulator:
         session = SimSession(
             transport,
             send,
-            Dialogue(self.config.closing_phrases),
+            Dialogue(self.config.closing_phrases, self.config.public_url),
             query=query,
             client_id=query.get("client", ""),
             flow_id=query.get("flowId", ""),
@@ -80,7 +84,11 @@ class Simulator:
 
     # ---- speaking --------------------------------------------------------------------------------------
     async def speak(self, session: SimSession, text: str) -> None:
-        """One utterance as the service sends it: text first, then server-timed chunks paced in real time."""
+        """One utterance as the service sends it: text first, then server-timed chunks paced in real time.
+
+        The visitor talking over the avatar (`interrupt`) stops it after the chunk it is saying; what it had
+        said by then is its `agentContent`.
+        """
         async with session.speech_lock:
             speech_id = uuid.uuid4().hex[:12]
             pieces = chunks(text, self.config.words_per_minute)
@@ -91,6 +99,7 @@ class Simulator:
                 if audio is None:
                     audio = tone(planned_ms / 1000)
             stretch = (audio.size / 48 / planned_ms) if audio is not None and planned_ms else 1.0
+            barge_in = session.barge_in = asyncio.Event()
             await session.send("generatingSpeech", {"text": text, "speechId": speech_id})
             for piece in pieces:
                 await session.send(
@@ -101,15 +110,29 @@ class Simulator:
             else:
                 session.voice.speaking_for(self.scaled(planned_ms / 1000))
             await session.send("stvStartedTalking")
+            said: list[str] = []
             for piece in pieces:
                 duration = max(1, round(piece.duration_ms * stretch))
                 await session.send(
                     "stvSpeechChunk", {"text": piece.text, "speechId": speech_id, "durationMs": duration}
                 )
-                await asyncio.sleep(self.scaled(duration / 1000))
+                said.append(piece.text)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(barge_in.wait(), self.scaled(duration / 1000))
+                if barge_in.is_set():
+                    session.voice.stop()
+                    text = " ".join(said)
+                    break
+            session.barge_in = None
             await session.send("stvSpeechChunk", {"text": "", "speechId": speech_id, "durationMs": 1})
             await session.send("stvFinishedGenerating", {"speechId": speech_id})
             await session.send("stvFinishedTalking", {"agentContent": text, "speechId": speech_id})
+
+    @staticmethod
+    def interrupt(session: SimSession) -> None:
+        """Barge-in: the avatar stops talking (if it is)."""
+        if session.barge_in is not None:
+            session.barge_in.set()
 
     async def respond(self, session: SimSession, reply: Reply) -> None:
         for event, payload in reply.events:
@@ -122,6 +145,21 @@ class Simulator:
         await session.send("agentTurnToTalk", {"userTranscription": text})
         await self.respond(session, session.dialogue.reply(text))
 
+    async def hear(self, session: SimSession, text: str, interim: bool = True) -> None:
+        """The visitor says `text` into the microphone, as the service's speech recognition reports it:
+        voice detected (which cuts the avatar short), the words so far, the final transcription, the reply."""
+        await session.send("userStartedTalking")
+        self.interrupt(session)
+        words = text.split()
+        if interim:
+            for end in range(1, len(words)):
+                await session.send(
+                    "debug_vad_speech_detected",
+                    {"transcript": " ".join(words[:end]), "segmentType": "interim"},
+                )
+                await asyncio.sleep(self.scaled(60 / self.config.words_per_minute))
+        await self.user_said(session, " ".join(words))
+
     async def run_clock(self, session: SimSession) -> None:
         limit = self.config.conversation_seconds
         await asyncio.sleep(self.scaled(max(0.0, limit - 60)))
@@ -129,13 +167,16 @@ class Simulator:
         await asyncio.sleep(self.scaled(min(60.0, limit)))
         await self.end(session, "conversationTimeExpired")
 
-    def start_conversation(self, session: SimSession, greeting_delay: float = GREETING_DELAY_SECONDS) -> None:
+    def start_conversation(self, session: SimSession, wait_for_prompt: float = 0.0) -> None:
+        """The clock starts and the avatar greets: at once, or (`wait_for_prompt`) once the page's first
+        prompt is in, or that many seconds later without one."""
         session.spawn(self.run_clock(session))
-        session.spawn(self._greet(session, greeting_delay))
+        session.spawn(self._greet(session, wait_for_prompt))
 
-    async def _greet(self, session: SimSession, delay: float) -> None:
-        # Like the real service's generation latency: a DPP injected on the SDK's `ready` arrives in time.
-        await asyncio.sleep(self.scaled(delay))
+    async def _greet(self, session: SimSession, wait_for_prompt: float) -> None:
+        if wait_for_prompt > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(session.prompted.wait(), self.scaled(wait_for_prompt))
         await self.respond(session, session.dialogue.greeting())
 
     # ---- Socket.IO -------------------------------------------------------------------------------------
@@ -161,6 +202,9 @@ class Simulator:
                 "flowConfigError", {"message": "Unknown client or flow", "client": session.client_id}
             )
             return
+        if self.admission_for(session) == "tier-exceeded":
+            await session.send("throwToExceededTier")
+            return
         if self.busy_excluding(session):
             self.waiting.add(sid)
             await session.send("throwToNoAgent")
@@ -175,7 +219,15 @@ class Simulator:
             },
         )
 
+    def video_for(self, session: SimSession) -> bool:
+        return not ({session.flow_id, "*"} & self.no_video)
+
+    def admission_for(self, session: SimSession) -> str:
+        return self.admission.get(session.flow_id) or self.admission.get("*") or "open"
+
     def busy_excluding(self, session: SimSession) -> bool:
+        if self.admission_for(session) == "full":
+            return True
         active = sum(
             1
             for s in self.sessions.values()
@@ -244,14 +296,17 @@ class Simulator:
             )
             return
         session.dialogue.dpp = dpp
+        session.prompted.set()
 
     async def on_onTextEntered(self, session: SimSession, payload: dict[str, Any]) -> None:
+        if payload.get("isSpeechStart") is True:  # the SDK opens each typed turn with it: talking over
+            self.interrupt(session)
         text = payload.get("text")
         if payload.get("isFinal") is True and isinstance(text, str) and text.strip():
             session.spawn(self.user_said(session, text.strip()[:2000]))
 
     async def on_checkAvailability(self, session: SimSession, payload: dict[str, Any]) -> None:
-        available = not self.busy_excluding(session)
+        available = session.available if session.available is not None else not self.busy_excluding(session)
         if available and session.socket_sid is not None:
             self.waiting.discard(session.socket_sid)
         await session.send("availabilityResult", {"available": available})
@@ -273,20 +328,42 @@ class Simulator:
 
         await peer.setRemoteDescription(RTCSessionDescription(sdp=str(offer["sdp"]), type="offer"))
         await peer.setLocalDescription(await peer.createAnswer())
-        await session.send(
-            "asr-webrtc-answer", {"answer": {"type": "answer", "sdp": peer.localDescription.sdp}}
-        )
+        answer = peer.localDescription.sdp
+        await session.send("asr-webrtc-answer", {"answer": {"type": "answer", "sdp": answer}})
+        # The service also trickles its candidates (already in the answer here, so they are harmless twins).
+        for candidate, index in sdp_candidates(answer):
+            await session.send("asr-ice-candidate", {"candidate": candidate, "sdpMLineIndex": index})
 
     async def on_asr_webrtc_ice_candidate(self, session: SimSession, payload: dict[str, Any]) -> None:
-        peer = session.asr_peer
-        candidate = payload.get("candidate") or {}
-        line = candidate.get("candidate") if isinstance(candidate, dict) else None
-        if peer is None or not isinstance(line, str) or not line:
+        await add_candidate(session.asr_peer, payload)
+
+    async def on_webrtc_create_offer(self, session: SimSession, payload: dict[str, Any]) -> None:
+        """The SDK's audio fallback (after a WHEP failure, or audio-only): here the service makes the offer,
+        with the avatar's voice, and listens to the microphone the SDK adds."""
+        if session.fallback_peer is not None:  # one per session; a second request gets the same offer again
+            offer = session.fallback_peer.localDescription
+        else:
+            peer = session.fallback_peer = RTCPeerConnection()
+            session.peers.append(peer)
+            peer.addTransceiver(AvatarVoice(session.voice), direction="sendrecv")
+
+            @peer.on("track")
+            def on_track(track: Any) -> None:
+                session.spawn(self._measure_mic(session, track))
+
+            await peer.setLocalDescription(await peer.createOffer())
+            offer = peer.localDescription
+        await session.send("webrtc-offer", {"offer": {"type": offer.type, "sdp": offer.sdp}})
+
+    async def on_webrtc_answer(self, session: SimSession, payload: dict[str, Any]) -> None:
+        peer = session.fallback_peer
+        answer = payload["answer"]
+        if peer is None or peer.remoteDescription is not None:
             return
-        parsed = candidate_from_sdp(line.removeprefix("candidate:"))
-        parsed.sdpMid = candidate.get("sdpMid")
-        parsed.sdpMLineIndex = candidate.get("sdpMLineIndex")
-        await peer.addIceCandidate(parsed)
+        await peer.setRemoteDescription(RTCSessionDescription(sdp=str(answer["sdp"]), type="answer"))
+
+    async def on_webrtc_ice_candidate(self, session: SimSession, payload: dict[str, Any]) -> None:
+        await add_candidate(session.fallback_peer, payload)
 
     async def _measure_mic(self, session: SimSession, track: Any) -> None:
         frames = 0
@@ -296,3 +373,27 @@ class Simulator:
             frames += 1
             session.asr["frames"] = frames
             session.asr["level"] = float(abs(samples.astype("float64")).mean())
+
+
+def sdp_candidates(sdp: str) -> list[tuple[str, int]]:
+    """Each `candidate:…` line of an SDP with the index of the media section it belongs to."""
+    found: list[tuple[str, int]] = []
+    index = -1
+    for line in sdp.splitlines():
+        if line.startswith("m="):
+            index += 1
+        elif line.startswith("a=candidate:") and index >= 0:
+            found.append((line.removeprefix("a="), index))
+    return found
+
+
+async def add_candidate(peer: RTCPeerConnection | None, payload: dict[str, Any]) -> None:
+    """A trickled browser candidate (`{candidate: RTCIceCandidate as JSON}`) for `peer`, if both exist."""
+    candidate = payload.get("candidate") or {}
+    line = candidate.get("candidate") if isinstance(candidate, dict) else None
+    if peer is None or not isinstance(line, str) or not line:
+        return
+    parsed = candidate_from_sdp(line.removeprefix("candidate:"))
+    parsed.sdpMid = candidate.get("sdpMid")
+    parsed.sdpMLineIndex = candidate.get("sdpMLineIndex")
+    await peer.addIceCandidate(parsed)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 import uuid
 from collections import deque
@@ -14,6 +15,7 @@ from typing import Any
 from server.simulator.conversation import Dialogue
 from server.simulator.media import Voice
 
+log = logging.getLogger("avatar_bff.simulator")
 LOG_LIMIT = 500
 LOGGED_PAYLOAD_CHARS = 2000
 
@@ -47,8 +49,12 @@ class SimSession:
     peers: list[Any] = field(default_factory=list)
     asr: dict[str, Any] = field(default_factory=dict)  # what introspection shows of the mic path
     asr_peer: Any = None
+    fallback_peer: Any = None  # the audio fallback's peer connection (webrtc-create-offer)
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     speech_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    available: bool | None = None  # a test's answer to checkAvailability; None: by capacity
+    prompted: asyncio.Event = field(default_factory=asyncio.Event)  # a DPP has arrived
+    barge_in: asyncio.Event | None = None  # set to cut short what the avatar is saying right now
     created: float = field(default_factory=time.time)
     ended: bool = False
 
@@ -63,7 +69,12 @@ class SimSession:
     def spawn(self, work: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(work)
         self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("simulator: a task of session %s failed", self.id, exc_info=task.exception())
 
     async def close(self) -> None:
         self.ended = True

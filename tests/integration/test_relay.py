@@ -524,7 +524,7 @@ async def websocket_upstream(talk: Talk, tls: ssl.SSLContext | None = None) -> A
         yield f"{'https' if tls else 'http'}://127.0.0.1:{port}"
 
 
-async def test_parallel_connects_cannot_overrun_the_caps_and_refused_sockets_are_closed(
+async def test_parallel_connects_cannot_overrun_the_caps_and_refused_sockets_wait_upstream_free(
     tmp_path: Path,
 ) -> None:
     opened = 0
@@ -548,15 +548,19 @@ async def test_parallel_connects_cannot_overrun_the_caps_and_refused_sockets_are
             assert opened == 3 and app.state.relay.open_upstreams == 3
             refused = [sdk for sdk in sdks if sdk.client.get_sid() not in app.state.relay.bridges]
             assert len(refused) == 17
-            # The SDK's capacity path: `throwToNoAgent`, then the server hangs up (the SDK retries later).
-            await asyncio.wait_for(asyncio.gather(*(sdk.disconnected.wait() for sdk in refused)), 5)
+            # The SDK's capacity path: `throwToNoAgent`; the socket stays for the SDK's queue to poll.
+            await asyncio.wait_for(asyncio.gather(*(sdk.wait_for("throwToNoAgent") for sdk in refused)), 5)
             assert all(sdk.events == [("throwToNoAgent", {})] for sdk in refused)
+            assert len(app.state.relay.waiting) == 17 and all(sdk.client.connected for sdk in refused)
+            await refused[0].client.emit("checkAvailability", {})
+            assert (await refused[0].wait_for("availabilityResult")) == {"available": False}
+            assert opened == 3  # polls open nothing upstream
             for sdk in sdks:
                 await sdk.client.disconnect()
             await no_upstream_left(app)
 
 
-async def test_one_page_token_holds_at_most_two_sockets(tmp_path: Path) -> None:
+async def test_one_page_token_keeps_one_bridge_however_many_connect_at_once(tmp_path: Path) -> None:
     opened = 0
 
     async def count(_ws: ServerConnection) -> None:
@@ -565,21 +569,28 @@ async def test_one_page_token_holds_at_most_two_sockets(tmp_path: Path) -> None:
 
     async with websocket_upstream(count) as url:
         app = create_app(prepared_settings(tmp_path, simulator_url=url))
+        hub: RelayHub = app.state.relay
         with ServerThread(app) as server:
             _, token = page_session(server)
             sdks = [FakeSdk() for _ in range(10)]
-            outcomes = await asyncio.gather(
-                *(sdk.connect(server.url, token) for sdk in sdks), return_exceptions=True
+            await asyncio.gather(*(sdk.connect(server.url, token) for sdk in sdks), return_exceptions=True)
+            # At most two dial upstream at once; each newer one takes the conversation from the older.
+            await eventually_async(lambda: hub.open_upstreams, lambda n: n == 1, what="open upstreams")
+            assert opened >= 1 and len(hub.bridges) == 1 and not hub.dialling
+            await eventually_async(
+                lambda: sum(sdk.client.connected for sdk in sdks), lambda n: n == 1, what="connected sockets"
             )
-            assert sum(outcome is None for outcome in outcomes) == 2 and opened == 2
-            assert all(
-                "already open in another window" in sdk.refusal for sdk in sdks if not sdk.client.connected
-            )
+            reasons = {sdk.refusal for sdk in sdks if sdk.refusal}
+            assert reasons <= {
+                "This conversation is already connecting in another window. Close it, or reload the page.",
+                "A newer connection to this conversation took its place.",
+            }
             for sdk in sdks:
                 await sdk.client.disconnect()
             await no_upstream_left(app)
-            again = FakeSdk()  # the slots are given back when the sockets close
+            again = FakeSdk()  # nothing is left held when the sockets close
             await again.connect(server.url, token)
+            assert again.client.connected
             await again.client.disconnect()
 
 

@@ -11,10 +11,10 @@ import httpx
 import numpy as np
 import pytest
 import socketio
-from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc import AudioStreamTrack, RTCPeerConnection, RTCSessionDescription
 
 from server.simulator import SimulatorConfig, create_app
-from tests.support import ServerThread
+from tests.support import ServerThread, eventually_async
 
 
 class Caller:
@@ -228,5 +228,51 @@ async def test_whep_answers_with_real_video_and_voice() -> None:
         assert loudest > 500  # the voice is audible
         async with httpx.AsyncClient() as http:
             assert (await http.delete(f"{server.url}{answer.headers['location']}")).status_code == 200
+        await peer.close()
+        await caller.client.disconnect()
+
+
+async def test_the_audio_fallback_offer_carries_the_voice_and_takes_the_microphone() -> None:
+    with ServerThread(create_app(SimulatorConfig(time_scale=1.0))) as server:
+        caller = Caller()
+        await caller.connect(server.url)
+        await caller.wait_for("showAgent")
+        # The SDK's side (S:2257-2297): it asks, the service offers, the SDK answers with its microphone.
+        await caller.client.emit("webrtc-create-offer")
+        offer = (await caller.wait_for("webrtc-offer"))["offer"]
+        assert offer["type"] == "offer" and "m=audio" in offer["sdp"]
+        peer = RTCPeerConnection()
+        heard: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+        @peer.on("track")
+        def on_track(track: Any) -> None:
+            if not heard.done():
+                heard.set_result(track)
+
+        await peer.setRemoteDescription(RTCSessionDescription(offer["sdp"], offer["type"]))
+        microphone = peer.getTransceivers()[0]
+        microphone.direction = "sendrecv"
+        microphone.sender.replaceTrack(AudioStreamTrack())  # silence, but frames all the same
+        await peer.setLocalDescription(await peer.createAnswer())
+        answer = {"type": "answer", "sdp": peer.localDescription.sdp}
+        await caller.client.emit("webrtc-answer", {"answer": answer})
+        track = await asyncio.wait_for(heard, 10)
+        await caller.client.emit("approvedPermissions", {})  # the greeting starts speaking
+        loudest = 0.0
+        for _ in range(250):
+            samples = (await asyncio.wait_for(track.recv(), 5)).to_ndarray()
+            loudest = max(loudest, float(np.abs(samples).max()))
+            if loudest > 500:
+                break
+        assert loudest > 500  # the avatar's voice comes down the fallback peer
+        sid = caller.client.get_sid()
+
+        async def microphone_frames() -> int:
+            async with httpx.AsyncClient() as http:
+                sessions = (await http.get(f"{server.url}/_sim/sessions")).json()
+            return int(next(s for s in sessions if s["socket_sid"] == sid)["asr"].get("frames", 0))
+
+        # And the microphone goes up it.
+        await eventually_async(microphone_frames, lambda frames: frames > 0, what="microphone frames")
         await peer.close()
         await caller.client.disconnect()

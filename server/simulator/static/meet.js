@@ -37,6 +37,7 @@
     else if (event === 'stvFinishedTalking') toParent('agent-talked', { agentContent: data.agentContent });
     else if (event === 'agentTurnToTalk') toParent('user-transcription', { userTranscription: data.userTranscription });
     else if (event === 'pronunciation-score') toParent('pronunciation-score', data);
+    else if (event === 'to-parent') toParent(data.event, data.data);
     else if (event === 'conversationEnded' || event === 'conversationTimeExpired') {
       toParent('conversation-ended', {});
       $('say').hidden = true;

@@ -1,0 +1,53 @@
+"""The real Socket SDK's audio fallback against the simulator: no video, the avatar heard and talking."""
+
+from __future__ import annotations
+
+import httpx
+from playwright.sync_api import expect
+
+from server.settings import Settings
+from tests.browser.conftest import PageWatch
+from tests.browser.test_conversation import demo, simulator  # noqa: F401 - fixtures
+from tests.support import ServerThread
+
+FALLBACK_AUDIO_LEVEL = """async () => {
+  const audio = document.querySelector('body > audio');
+  const tracks = audio && audio.srcObject ? audio.srcObject.getAudioTracks() : [];
+  if (!tracks.length) return -1;
+  const context = new AudioContext();
+  const analyser = context.createAnalyser();
+  context.createMediaStreamSource(new MediaStream(tracks)).connect(analyser);
+  const samples = new Float32Array(analyser.fftSize);
+  let peak = 0;
+  for (let i = 0; i < 60; i++) {
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    analyser.getFloatTimeDomainData(samples);
+    for (const s of samples) peak = Math.max(peak, Math.abs(s));
+  }
+  return peak;
+}"""
+
+
+def test_without_video_the_sdk_falls_back_to_audio_and_the_conversation_goes_on(
+    demo: tuple[ServerThread, Settings],  # noqa: F811
+    simulator: ServerThread,  # noqa: F811
+    watch: PageWatch,
+) -> None:
+    server, _ = demo
+    media = f"{simulator.url}/_sim/media"
+    httpx.post(media, json={"video": False, "flow_id": "demo-flow"}).raise_for_status()
+    try:
+        page = watch.page
+        page.goto(f"{server.url}/a/demo?first_name=Ana")
+        page.get_by_role("button", name="Start conversation").click()
+        # The SDK approves (and the service greets) only once the fallback peer has the avatar's track.
+        expect(page.locator("#transcript")).to_contain_text("Hello Ana!", timeout=30_000)
+        page.get_by_label("Type a message").fill("tell me something long enough to hear")
+        page.get_by_role("button", name="Send").click()
+        assert page.evaluate(FALLBACK_AUDIO_LEVEL) > 0.01  # heard over the fallback peer
+        upstream = httpx.get(f"{simulator.url}/_sim/sessions").json()[-1]
+        events = [(e["dir"], e["event"]) for e in upstream["events"]]
+        assert ("in", "whep-offer") in events and ("in", "webrtc-create-offer") in events
+        assert ("out", "webrtc-offer") in events and ("in", "webrtc-answer") in events
+    finally:
+        httpx.post(media, json={"video": True, "flow_id": "demo-flow"})
