@@ -18,6 +18,8 @@ from urllib.parse import parse_qsl
 import socketio
 
 from server.conversations import lifecycle as conversations
+from server.conversations.page_token import read_page_token
+from server.conversations.timeline import TimelineRecorder
 from server.db import Database
 from server.errors import AppError
 from server.models import Flow, utcnow
@@ -52,11 +54,16 @@ CAPACITY_GOODBYE_SECONDS = 1.0  # a socket refused for capacity is closed this l
 
 
 class Refused(socketio.exceptions.ConnectionRefusedError):  # type: ignore[misc]
-    """A refused browser connection; the SDK shows the message as its connection error."""
+    """A refused browser connection; the SDK shows the message as its connection error, the diagnostics
+    timeline records the reason."""
+
+    def __init__(self, message: str, reason: str = "refused") -> None:
+        super().__init__(message)
+        self.reason = reason
 
     @classmethod
     def because(cls, error: AppError) -> Refused:
-        return cls(error.message)
+        return cls(error.message, error.code)
 
 
 @dataclass
@@ -155,6 +162,7 @@ class RelayHub:
         self.connecting = 0  # connects past the capacity check, not yet bridges: their slots are taken
         self.dropped: Counter[str] = Counter()  # browser packets not relayed, by reason
         self.tap = TranscriptTap(db, settings.transcript_max_lines, settings.transcript_max_bytes)
+        self.timeline = TimelineRecorder(db)
         self.sio.on("connect", self._on_connect)
         self.sio.on("disconnect", self._on_disconnect)
 
@@ -164,10 +172,12 @@ class RelayHub:
 
     async def start(self) -> None:
         self.tap.start()
+        self.timeline.start()
 
     async def stop(self) -> None:
         await asyncio.gather(*(self._close(sid) for sid in list(self.bridges)))
         await self.tap.stop()
+        await self.timeline.stop()
 
     async def _join(self, token: str, slug: str) -> tuple[str, Flow, str | None]:
         """Start (or rejoin) the conversation the page token names: its id, flow and DPP (as the SDK would
@@ -198,6 +208,7 @@ class RelayHub:
         ):
             # The SDK understands this as "no agent available" (error 6001, or its queue when enabled).
             self.dropped["capacity"] += 1
+            self._note_refusal(query.get("client", ""), "capacity")
             asyncio.get_running_loop().call_later(0.05, lambda: asyncio.ensure_future(self._no_agent(sid)))
             return
         self.connecting += 1
@@ -205,6 +216,9 @@ class RelayHub:
         bridged = False
         try:
             bridged = await self._bridge(sid, query, slug)
+        except Refused as exc:
+            self._note_refusal(query.get("client", ""), exc.reason)
+            raise
         finally:
             self.connecting -= 1
             if not bridged:
@@ -215,14 +229,21 @@ class RelayHub:
         conversation_id, flow, dpp = await self._join(query.get("client", ""), slug)
         if self.per_conversation[conversation_id] >= PER_CONVERSATION:
             raise Refused(
-                "This conversation is already open in another window. Close it, or reload the page."
+                "This conversation is already open in another window. Close it, or reload the page.",
+                "already_open",
             )
+        self.timeline.note(conversation_id, "relay_connect")
         self.per_conversation[conversation_id] += 1
         try:
+            started = time.monotonic()
             upstream = await self._connect_upstream(sid, query, flow)
+            latency_ms = round((time.monotonic() - started) * 1000)
+            self.timeline.note(conversation_id, "upstream_connect", latency_ms=latency_ms)
             if self.sio.manager.eio_sid_from_sid(sid, "/") is None:  # the browser left meanwhile
                 await upstream.disconnect()
-                raise Refused("The connection closed while the avatar service was being reached.")
+                raise Refused(
+                    "The connection closed while the avatar service was being reached.", "browser_left"
+                )
             self._open(sid, conversation_id, flow, dpp, slug, upstream)
         except BaseException:
             _release(self.per_conversation, conversation_id)
@@ -255,7 +276,8 @@ class RelayHub:
             await upstream.disconnect()
             reason = "did not answer in time" if isinstance(exc, TimeoutError) else str(exc)
             log.warning("relay: upstream for flow %s %s", flow.slug, reason)
-            raise Refused(f"The avatar service {reason}. Please try again in a moment.") from None
+            code = "upstream_timeout" if isinstance(exc, TimeoutError) else "upstream_failed"
+            raise Refused(f"The avatar service {reason}. Please try again in a moment.", code) from None
         except BaseException:  # cancelled (the server is stopping): nothing may stay open
             await upstream.disconnect()
             raise
@@ -285,6 +307,14 @@ class RelayHub:
         bridge.eio_sid = self.sio.manager.eio_sid_from_sid(sid, "/")
         self.bridges[sid] = bridge
         self.by_eio[bridge.eio_sid] = bridge
+
+    def _note_refusal(self, token: str, reason: str) -> None:
+        """On the conversation's timeline, if the token names one (it is recorded once it exists)."""
+        try:
+            conversation_id = read_page_token(self.signer, token).conversation_id
+        except AppError:
+            return
+        self.timeline.note(conversation_id, "refused", reason=reason)
 
     async def _no_agent(self, sid: str) -> None:
         """The SDK's capacity path: `throwToNoAgent`, then the socket is closed, which makes the SDK try again
@@ -338,6 +368,7 @@ class RelayHub:
             self.tap.line(bridge.conversation_id, "User", payload["userTranscription"])
         elif name in END_EVENTS:
             self.tap.ended(bridge.conversation_id, END_EVENTS[name])
+            self.timeline.note(bridge.conversation_id, "end", reason=END_EVENTS[name], by="avatar service")
 
     async def from_browser(self, bridge: Bridge, data: str | bytes) -> None:
         """An event or ack packet (or a binary attachment) from a bridged browser."""

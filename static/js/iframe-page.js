@@ -2,6 +2,7 @@
 import {
   addTranscriptEntry, readConfig, setConversationControls, setStatus, showError,
 } from './conversation-ui.js';
+import { reportDiagnostic, reportSdkError } from './diagnostics.js';
 import { ENDED_MESSAGE, runPage } from './page-lifecycle.js';
 import { ScorePairing } from './pronunciation-scores.js';
 
@@ -17,7 +18,10 @@ const scores = new ScorePairing((entry) => page.transcript.isPending(entry));
 function createSdk() {
   const avatar = new window.KalturaAvatarSDK({ clientId: config.sdk.clientId, flowId: config.sdk.flowId,
     container: '#avatar-container', config: config.sdk.config });
-  avatar.on('error', () => showError(UNREACHABLE));
+  avatar.on('error', (error) => {
+    reportSdkError(config.session.token, error);
+    showError(UNREACHABLE);
+  });
   return avatar;
 }
 
@@ -76,6 +80,7 @@ window.addEventListener('message', (event) => {
       page.finish(ENDED_MESSAGE);
       break;
     case 'load-agent-error':
+      reportDiagnostic(config.session.token, 'sdk_error', 'load_agent_error');
       showError('The avatar could not be loaded. Please try again later.');
       break;
     default:

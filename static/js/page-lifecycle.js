@@ -1,6 +1,7 @@
 // What both hosted pages do around their SDK: the transcript sender, the missing-SDK guard, Start and End,
 // and how a call ends (final transcript flush, controls off, a closing status line).
 import { clearError, sdkMissingMessage, setConversationControls, setStatus, showError } from './conversation-ui.js';
+import { reportDiagnostic } from './diagnostics.js';
 import { TranscriptSender } from './transcript-sender.js';
 
 export const ENDED_MESSAGE = 'The conversation has ended. Thank you!';
@@ -22,6 +23,7 @@ export function runPage({ config, createSdk, connect }) {
   }
 
   function endSoon() {
+    reportDiagnostic(config.session.token, 'end', 'end_phrase');
     setTimeout(() => {
       if (sdk) sdk.end();
       finish(ENDED_MESSAGE);
@@ -40,6 +42,7 @@ export function runPage({ config, createSdk, connect }) {
   });
 
   byId('end').addEventListener('click', () => {
+    reportDiagnostic(config.session.token, 'end', 'visitor_ended');
     if (sdk) sdk.end();
     finish('You ended the conversation.');
   });

@@ -4,6 +4,7 @@ import {
   addTranscriptEntry, bindEndCommands, clearError, errorMessage, readConfig,
   setConversationControls, setStatus, showError,
 } from './conversation-ui.js';
+import { reportSdkError } from './diagnostics.js';
 import { ENDED_MESSAGE, runPage } from './page-lifecycle.js';
 
 const config = readConfig();
@@ -36,6 +37,7 @@ function createSdk() {
   avatar.on('queue-started', () => setStatus('All avatars are busy; you are in the queue…'));
   avatar.on('conversation-ended', () => page.finish(ENDED_MESSAGE));
   avatar.on('error', (error) => {
+    reportSdkError(config.session.token, error);
     showError(errorMessage(error));
     if (error && error.recoverable === false) setConversationControls(false);
   });

@@ -1,0 +1,163 @@
+"""The diagnostics timeline as the relay and the pages record it, through the simulator and real sockets."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import socketio
+from fastapi import FastAPI
+
+from server.app import create_app
+from server.conversations import timeline
+from server.conversations.listing import detail_of
+from server.settings import Settings
+from tests.integration.test_relay import FakeSdk, page_session
+from tests.support import ServerThread, database, eventually_async, prepared_settings
+
+SDP_OFFER = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
+Relay = tuple[ServerThread, FastAPI, Settings]
+
+
+async def events(settings: Settings, conversation_id: str) -> list[timeline.Event]:
+    async with database(settings) as db:
+        return await timeline.events_of(db, conversation_id)
+
+
+async def kinds_once(settings: Settings, conversation_id: str, *wanted: str) -> list[timeline.Event]:
+    """The timeline, once every wanted kind is on it (the recorder writes in batches)."""
+    return await eventually_async(
+        lambda: events(settings, conversation_id),
+        lambda found: set(wanted) <= {e.kind for e in found},
+        what=f"timeline events {wanted}",
+    )
+
+
+async def test_a_relayed_conversation_leaves_its_connects_whep_answer_and_end(
+    relay: Relay, simulator: ServerThread
+) -> None:
+    server, _, settings = relay
+    conversation_id, token = page_session(server)
+    sdk = FakeSdk()
+    await sdk.connect(server.url, token)
+    new_session = await sdk.wait_for("stvNewSession")
+    whep = httpx.post(
+        server.url + new_session["webrtc_url"],
+        content=SDP_OFFER,
+        headers={"content-type": "application/sdp"},
+    )
+    await sdk.wait_for("showAgent")
+    await sdk.client.emit("approvedPermissions", {})
+    await sdk.wait_for("stvFinishedTalking")
+    await sdk.client.emit("onTextEntered", {"isFinal": True, "text": "bye"})
+    await sdk.wait_for("conversationEnded")
+    await sdk.client.disconnect()
+
+    found = await kinds_once(settings, conversation_id, "relay_connect", "upstream_connect", "whep", "end")
+    kinds = [e.kind for e in found]
+    assert kinds.index("relay_connect") < kinds.index("upstream_connect") < kinds.index("end")
+    upstream = next(e for e in found if e.kind == "upstream_connect")
+    assert isinstance(upstream.detail["latency_ms"], int) and upstream.detail["latency_ms"] >= 0
+    answered = next(e for e in found if e.kind == "whep")
+    assert answered.detail["status"] == whep.status_code
+    assert isinstance(answered.detail["latency_ms"], int)
+    assert next(e for e in found if e.kind == "end").detail["reason"] == "conversation_ended"
+    # Never transcript text: the greeting and the visitor's words are nowhere in it.
+    assert "Hello" not in json.dumps([e.detail for e in found]) and "bye" not in json.dumps(
+        [e.detail for e in found]
+    )
+
+
+async def test_a_capacity_refusal_and_a_reconnect_are_on_the_timeline(
+    tmp_path: Path, simulator: ServerThread
+) -> None:
+    settings = prepared_settings(tmp_path, simulator_url=simulator.url, relay_max_per_flow=1)
+    with ServerThread(create_app(settings)) as server:
+        conversation_id, token = page_session(server)
+        first = FakeSdk()
+        await first.connect(server.url, token)
+        await first.wait_for("showAgent")
+        await first.client.disconnect()
+        await kinds_once(settings, conversation_id, "upstream_connect")
+
+        other = FakeSdk()
+        await other.connect(server.url, page_session(server)[1])  # takes the flow's only slot
+        await other.wait_for("showAgent")
+        again = FakeSdk()
+        await again.connect(server.url, token)
+        await again.wait_for("throwToNoAgent")
+        refused = await kinds_once(settings, conversation_id, "refused")
+        assert [e.detail for e in refused if e.kind == "refused"] == [{"reason": "capacity"}]
+
+        await other.client.disconnect()
+        await again.disconnected.wait()
+        back = FakeSdk()
+        await back.connect(server.url, token)
+        await back.wait_for("showAgent")
+        found = await kinds_once(settings, conversation_id, "reconnect")
+        assert [e.kind for e in found].count("relay_connect") == 1
+        await back.client.disconnect()
+
+
+async def test_a_connect_to_an_ended_conversation_is_recorded_as_refused(relay: Relay) -> None:
+    server, _, settings = relay
+    conversation_id, token = page_session(server)
+    line = {"seq": 1, "role": "Avatar", "text": "Bye.", "timestamp": "2026-01-01T00:00:00Z"}
+    ended = {"token": token, "entries": [line], "final": True}
+    assert httpx.post(f"{server.url}/api/v1/page/transcript", json=ended).json()["status"] == "ended"
+    sdk = FakeSdk()
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        await sdk.connect(server.url, token)
+    found = await kinds_once(settings, conversation_id, "refused")
+    assert {"reason": "conversation_ended"} in [e.detail for e in found if e.kind == "refused"]
+    assert [e.detail for e in found if e.kind == "end"] == [{"reason": "page_closed", "by": "page"}]
+
+
+def report(server: ServerThread, body: Any, **kwargs: Any) -> httpx.Response:
+    return httpx.post(f"{server.url}/api/v1/page/diagnostics", json=body, **kwargs)
+
+
+async def test_pages_report_sdk_errors_and_how_the_visitor_ended(relay: Relay) -> None:
+    server, _, settings = relay
+    conversation_id, token = page_session(server)
+    error = {"token": token, "kind": "sdk_error", "code": "6001", "message": "No agent available"}
+    assert report(server, error).status_code == 204  # an error report starts the conversation
+    line = {"seq": 1, "role": "User", "text": "hello", "timestamp": "2026-01-01T00:00:00Z"}
+    closed = {"token": token, "entries": [line], "final": True}
+    assert httpx.post(f"{server.url}/api/v1/page/transcript", json=closed).json()["status"] == "ended"
+    ended = {"token": token, "kind": "end", "code": "visitor_ended"}
+    assert report(server, ended).status_code == 204
+    found = await events(settings, conversation_id)
+    assert [(e.kind, e.detail) for e in found] == [
+        ("sdk_error", {"code": "6001", "message": "No agent available"}),
+        ("end", {"reason": "page_closed", "by": "page"}),
+        ("end", {"reason": "visitor_ended", "by": "page"}),
+    ]
+    async with database(settings) as db:
+        assert (await detail_of(db, conversation_id)).conversation.end_reason == "visitor_ended"
+
+
+async def test_the_report_endpoint_refuses_bad_tokens_big_or_malformed_reports_and_floods(
+    relay: Relay,
+) -> None:
+    server, _, settings = relay
+    conversation_id, token = page_session(server)
+    error = {"token": token, "kind": "sdk_error", "code": "4001", "message": "x"}
+    forged = report(server, {**error, "token": token[:-4] + "AAAA"})
+    assert forged.status_code == 401 and forged.json()["code"].startswith("token_")
+    huge = report(server, {**error, "message": "x" * 3000})
+    assert huge.status_code == 413 and "2048 bytes" in huge.json()["message"]
+    long_message = report(server, {**error, "message": "x" * 201})
+    assert long_message.status_code == 400 and "message" in long_message.json()["message"]
+    assert report(server, {**error, "kind": "transcript"}).status_code == 400
+    assert report(server, {**error, "kind": "end", "code": "whatever"}).status_code == 400
+    assert report(server, {**error, "extra": 1}).status_code == 400
+    as_text = httpx.post(f"{server.url}/api/v1/page/diagnostics", content=json.dumps(error))
+    assert as_text.status_code == 415
+    answers = [report(server, error).status_code for _ in range(12)]
+    assert answers[:10] == [204] * 10 and answers[-1] == 429
+    stored = await events(settings, conversation_id)
+    assert len(stored) == 10  # nothing of the refused reports
