@@ -225,10 +225,15 @@ async def erase(db: Database, conversation_id: str) -> None:
 
     Its id is remembered (nothing else) so the page that held it, still open, cannot start it again."""
     async with db.transaction() as session:
-        if await session.get(Conversation, conversation_id) is None:
-            raise NotFound("unknown_session", f"no session with id {conversation_id!r}")
-        await _delete(session, [conversation_id])
-        session.add(ErasedConversation(id=conversation_id, erased_at=utcnow()))
+        await erase_in(session, conversation_id)
+
+
+async def erase_in(session: AsyncSession, conversation_id: str) -> None:
+    """`erase` inside the caller's transaction (the console audits it in the same one)."""
+    if await session.get(Conversation, conversation_id) is None:
+        raise NotFound("unknown_session", f"no session with id {conversation_id!r}")
+    await _delete(session, [conversation_id])
+    session.add(ErasedConversation(id=conversation_id, erased_at=utcnow()))
 
 
 async def forget_erased(db: Database, now: datetime, after: timedelta) -> int:
