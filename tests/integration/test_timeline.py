@@ -14,9 +14,11 @@ from fastapi import FastAPI
 from server.app import create_app
 from server.conversations import timeline
 from server.conversations.listing import detail_of
+from server.security.signing import Signer
 from server.settings import Settings
+from tests.factories import start_conversation
 from tests.integration.test_relay import FakeSdk, page_session
-from tests.support import ServerThread, database, eventually_async, prepared_settings
+from tests.support import ServerThread, database, eventually_async, prepared_settings, run_async
 
 SDP_OFFER = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
 Relay = tuple[ServerThread, FastAPI, Settings]
@@ -161,3 +163,34 @@ async def test_the_report_endpoint_refuses_bad_tokens_big_or_malformed_reports_a
     assert answers[:10] == [204] * 10 and answers[-1] == 429
     stored = await events(settings, conversation_id)
     assert len(stored) == 10  # nothing of the refused reports
+
+
+def test_a_timeline_keeps_at_most_200_events_with_the_last_slot_for_the_end(tmp_path: Path) -> None:
+    settings = prepared_settings(tmp_path)
+
+    async def scenario() -> list[timeline.Event]:
+        async with database(settings) as db:
+            conversation = await start_conversation(db, Signer(settings.secret))
+            recorder = timeline.TimelineRecorder(db)
+            for n in range(250):
+                recorder.note(conversation.id, "sdk_error", code=str(n), message="x" * 500, nested={"a": 1})
+            recorder.note(conversation.id, "end", reason="idle_timeout")
+            recorder.note("0" * 32, "refused", reason="capacity")  # never started: nothing to attach it to
+            await recorder.flush()
+            return await timeline.events_of(db, conversation.id)
+
+    found = run_async(scenario)
+    assert len(found) == timeline.MAX_EVENTS
+    assert found[-1].kind == "end" and [e.kind for e in found].count("sdk_error") == timeline.MAX_EVENTS - 1
+    assert found[0].detail == {"code": "0", "message": "x" * timeline.MAX_TEXT}  # no nested values
+
+
+def test_details_are_short_strings_and_numbers_within_a_kilobyte() -> None:
+    detail = timeline.clean_detail({f"k{i}": "é" * 300 for i in range(10)} | {"n": 1.5, "list": [1]})
+    assert len(json.dumps(detail, ensure_ascii=False).encode()) <= timeline.MAX_DETAIL_BYTES
+    assert all(isinstance(v, str) and len(v) == timeline.MAX_TEXT for v in detail.values())
+    assert timeline.clean_detail({"ok": True, "ms": 12, "none": None, "obj": object()}) == {
+        "ok": True,
+        "ms": 12,
+        "none": None,
+    }
