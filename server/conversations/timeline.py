@@ -35,11 +35,17 @@ KINDS = {
     "upstream_connect": "the relay reached the avatar service (latency_ms)",
     "refused": "a connect was turned away (reason)",
     "whep": "the avatar video offer was answered (status, latency_ms)",
+    "whep_failed": "the avatar video offer failed: refused here or by the service (status, error)",
     "sdk_error": "the page's SDK reported an error (code, message)",
+    "page_end": "the page said how its visitor ended the call (reason)",
     "end": "the conversation ended (reason)",
 }
 PAGE_KINDS = ("sdk_error", "end")  # what a page may report itself
-PROBLEM_KINDS = ("refused", "sdk_error")  # what the overview lists as the latest refusals and errors
+PROBLEM_KINDS = (
+    "refused",
+    "whep_failed",
+    "sdk_error",
+)  # what the overview lists as the latest refusals and errors
 
 # How conversations end: the end_reason values the services store, and the category each one counts as.
 END_CATEGORIES = {
@@ -187,8 +193,9 @@ async def page_report(db: Database, signer: Signer, token: str, kind: str, code:
     """What a page reported: an SDK error, or how its visitor ended the conversation.
 
     An SDK error starts the conversation if nothing did yet (a connect that failed is what an operator
-    looks for). An `end` report ends the conversation with that reason; one the page's final transcript
-    flush already ended as `page_closed` (the same fact, less precise, and it may arrive first) takes it."""
+    looks for). An `end` report ends nothing (the page's final transcript flush does, as `page_closed`, and
+    the SDK's media teardown must still find the conversation active): it is kept as a `page_end` event, and
+    whichever of the two arrives second makes the report's reason the conversation's end reason."""
     async with db.transaction() as session:
         page = await lifecycle.resolve_page_token(
             session, signer, token, start=kind == "sdk_error", late_lines=True
@@ -199,14 +206,21 @@ async def page_report(db: Database, signer: Signer, token: str, kind: str, code:
         if kind == "sdk_error":
             await record(session, conversation.id, kind, clean_detail({"code": code, "message": message}))
             return
-        now = utcnow()
-        if conversation.status == ConversationStatus.ACTIVE:
-            lifecycle.end(conversation, code, now)
-        elif conversation.end_reason == "page_closed":
-            conversation.end_reason = code
-        else:
-            return  # ended otherwise first (the time limit, the avatar service): that reason stays
-        await record(session, conversation.id, "end", {"reason": code, "by": "page"}, now)
+        await record(session, conversation.id, "page_end", {"reason": code})
+        if conversation.status == ConversationStatus.ENDED and conversation.end_reason == "page_closed":
+            conversation.end_reason = code  # the same end, said more precisely
+
+
+async def page_end_reason(session: AsyncSession, conversation_id: str) -> str:
+    """Why the page's final flush ends a conversation: what the page reported, else `page_closed`."""
+    reported = await session.scalar(
+        select(ConversationEvent.detail)
+        .where(ConversationEvent.conversation_id == conversation_id, ConversationEvent.kind == "page_end")
+        .order_by(ConversationEvent.id.desc())
+        .limit(1)
+    )
+    reason = reported.get("reason") if isinstance(reported, dict) else None
+    return reason if reason in PAGE_END_REASONS else "page_closed"
 
 
 class TimelineRecorder:

@@ -134,9 +134,12 @@ async def post_offer(
         body = await _sdp_body(request)
         answer = await _forward(http, settings, signer, "POST", url, conversation_id, body, "application/sdp")
     except AppError as exc:
-        timeline.note(conversation_id, "whep", status=exc.status, error=exc.code, latency_ms=_ms(started))
+        timeline.note(
+            conversation_id, "whep_failed", status=exc.status, error=exc.code, latency_ms=_ms(started)
+        )
         raise
-    timeline.note(conversation_id, "whep", status=answer.status_code, latency_ms=_ms(started))
+    kind = "whep" if answer.status_code < 400 else "whep_failed"
+    timeline.note(conversation_id, kind, status=answer.status_code, latency_ms=_ms(started))
     return answer
 
 

@@ -218,9 +218,8 @@ async def ingest_page_batch(
         )
         conversations.record_activity(conversation, now)
         if batch.final and conversation.status == ConversationStatus.ACTIVE:
-            conversations.end(conversation, "page_closed", now)
-            await timeline.record(
-                session, conversation.id, "end", {"reason": "page_closed", "by": "page"}, now
-            )
+            reason = await timeline.page_end_reason(session, conversation.id)
+            conversations.end(conversation, reason, now)
+            await timeline.record(session, conversation.id, "end", {"reason": reason, "by": "page"}, now)
         status = conversation.status
     return IngestResult(len(new), contiguous_high_water(existing | {e.seq for e in new}), status)

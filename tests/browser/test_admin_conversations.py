@@ -55,7 +55,8 @@ def test_a_visitors_call_shows_on_the_overview_and_its_timeline(
     page.get_by_role("button", name="Sign in").click()
     expect(page.get_by_role("heading", name="Overview")).to_be_visible()
     drawn = "(id) => !!(window.Chart && window.Chart.getChart(document.getElementById(id)))"
-    assert page.evaluate(drawn, "chart-conversations") and page.evaluate(drawn, "chart-minutes")
+    page.wait_for_function(drawn, arg="chart-conversations")  # the scripts run after the page is shown
+    page.wait_for_function(drawn, arg="chart-minutes")
     totals = page.get_by_role("table", name="Totals per flow")
     expect(totals.get_by_role("row").filter(has_text="demo").first).to_contain_text("1")
 

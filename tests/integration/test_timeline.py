@@ -38,7 +38,7 @@ async def kinds_once(settings: Settings, conversation_id: str, *wanted: str) -> 
     )
 
 
-async def test_a_relayed_conversation_leaves_its_connects_whep_answer_and_end(
+async def test_a_relayed_conversation_leaves_its_connects_whep_refusal_and_end(
     relay: Relay, simulator: ServerThread
 ) -> None:
     server, _, settings = relay
@@ -58,13 +58,17 @@ async def test_a_relayed_conversation_leaves_its_connects_whep_answer_and_end(
     await sdk.wait_for("conversationEnded")
     await sdk.client.disconnect()
 
-    found = await kinds_once(settings, conversation_id, "relay_connect", "upstream_connect", "whep", "end")
+    # This simulator hands out a WHEP address on a host the relay does not allow: refused, and recorded.
+    assert whep.status_code == 403
+    found = await kinds_once(
+        settings, conversation_id, "relay_connect", "upstream_connect", "whep_failed", "end"
+    )
     kinds = [e.kind for e in found]
     assert kinds.index("relay_connect") < kinds.index("upstream_connect") < kinds.index("end")
     upstream = next(e for e in found if e.kind == "upstream_connect")
     assert isinstance(upstream.detail["latency_ms"], int) and upstream.detail["latency_ms"] >= 0
-    answered = next(e for e in found if e.kind == "whep")
-    assert answered.detail["status"] == whep.status_code
+    answered = next(e for e in found if e.kind == "whep_failed")
+    assert answered.detail["status"] == 403 and answered.detail["error"] == whep.json()["code"]
     assert isinstance(answered.detail["latency_ms"], int)
     assert next(e for e in found if e.kind == "end").detail["reason"] == "conversation_ended"
     # Never transcript text: the greeting and the visitor's words are nowhere in it.
@@ -122,24 +126,43 @@ def report(server: ServerThread, body: Any, **kwargs: Any) -> httpx.Response:
     return httpx.post(f"{server.url}/api/v1/page/diagnostics", json=body, **kwargs)
 
 
-async def test_pages_report_sdk_errors_and_how_the_visitor_ended(relay: Relay) -> None:
+async def end_reason(settings: Settings, conversation_id: str) -> str | None:
+    async with database(settings) as db:
+        return (await detail_of(db, conversation_id)).conversation.end_reason
+
+
+def final_flush(server: ServerThread, token: str) -> str:
+    line = {"seq": 1, "role": "User", "text": "hello", "timestamp": "2026-01-01T00:00:00Z"}
+    closed = {"token": token, "entries": [line], "final": True}
+    status: str = httpx.post(f"{server.url}/api/v1/page/transcript", json=closed).json()["status"]
+    return status
+
+
+async def test_pages_report_sdk_errors_and_how_the_visitor_ended_in_either_order(relay: Relay) -> None:
     server, _, settings = relay
     conversation_id, token = page_session(server)
     error = {"token": token, "kind": "sdk_error", "code": "6001", "message": "No agent available"}
     assert report(server, error).status_code == 204  # an error report starts the conversation
-    line = {"seq": 1, "role": "User", "text": "hello", "timestamp": "2026-01-01T00:00:00Z"}
-    closed = {"token": token, "entries": [line], "final": True}
-    assert httpx.post(f"{server.url}/api/v1/page/transcript", json=closed).json()["status"] == "ended"
-    ended = {"token": token, "kind": "end", "code": "visitor_ended"}
-    assert report(server, ended).status_code == 204
-    found = await events(settings, conversation_id)
-    assert [(e.kind, e.detail) for e in found] == [
+    assert final_flush(server, token) == "ended"
+    assert report(server, {"token": token, "kind": "end", "code": "visitor_ended"}).status_code == 204
+    assert [(e.kind, e.detail) for e in await events(settings, conversation_id)] == [
         ("sdk_error", {"code": "6001", "message": "No agent available"}),
         ("end", {"reason": "page_closed", "by": "page"}),
-        ("end", {"reason": "visitor_ended", "by": "page"}),
+        ("page_end", {"reason": "visitor_ended"}),
     ]
-    async with database(settings) as db:
-        assert (await detail_of(db, conversation_id)).conversation.end_reason == "visitor_ended"
+    assert await end_reason(settings, conversation_id) == "visitor_ended"
+
+    # The report first: it ends nothing (the SDK's media teardown still finds the conversation active).
+    conversation_id, token = page_session(server)
+    assert report(server, {**error, "token": token}).status_code == 204
+    assert report(server, {"token": token, "kind": "end", "code": "end_phrase"}).status_code == 204
+    assert await end_reason(settings, conversation_id) is None
+    assert final_flush(server, token) == "ended"
+    assert [(e.kind, e.detail) for e in await events(settings, conversation_id)][1:] == [
+        ("page_end", {"reason": "end_phrase"}),
+        ("end", {"reason": "end_phrase", "by": "page"}),
+    ]
+    assert await end_reason(settings, conversation_id) == "end_phrase"
 
 
 async def test_the_report_endpoint_refuses_bad_tokens_big_or_malformed_reports_and_floods(
