@@ -12,6 +12,9 @@
   window.Chart.defaults.color = color;
   window.Chart.defaults.borderColor = grid;
   window.Chart.defaults.font.family = styles.fontFamily;
+  // Told apart by color and by point shape, readable on the light and the dark background alike.
+  const palette = ["#3b6cf6", "#e0702b", "#1f9d6b", "#c2408f", "#8a63d2", "#b08a00"];
+  const shapes = ["circle", "rect", "triangle", "rectRot", "star", "crossRot"];
 
   function draw(id, key, label) {
     const canvas = document.getElementById(id);
@@ -20,7 +23,15 @@
       type: "line",
       data: {
         labels: data.days.map((day) => day.slice(5)),
-        datasets: data.flows.map((flow) => ({ label: flow.slug, data: flow[key], tension: 0.2, pointRadius: 2 })),
+        datasets: data.flows.map((flow, i) => ({
+          label: flow.slug,
+          data: flow[key],
+          borderColor: palette[i % palette.length],
+          backgroundColor: palette[i % palette.length],
+          pointStyle: shapes[i % shapes.length],
+          pointRadius: 3,
+          tension: 0.2,
+        })),
       },
       options: {
         responsive: true,

@@ -57,6 +57,12 @@ def test_a_visitors_call_shows_on_the_overview_and_its_timeline(
     drawn = "(id) => !!(window.Chart && window.Chart.getChart(document.getElementById(id)))"
     page.wait_for_function(drawn, arg="chart-conversations")  # the scripts run after the page is shown
     page.wait_for_function(drawn, arg="chart-minutes")
+    fits = "() => document.documentElement.scrollWidth <= window.innerWidth"
+    page.set_viewport_size({"width": 360, "height": 800})
+    # Phone width: no horizontal scroll (wide tables scroll in their box; the charts follow their box).
+    page.wait_for_function(fits, timeout=5_000)
+    page.screenshot(path=str(settings.data_dir / "overview-360.png"), full_page=True)
+    page.set_viewport_size({"width": 1280, "height": 900})
     totals = page.get_by_role("table", name="Totals per flow")
     expect(totals.get_by_role("row").filter(has_text="demo").first).to_contain_text("1")
 
@@ -72,6 +78,9 @@ def test_a_visitors_call_shows_on_the_overview_and_its_timeline(
         page.reload()
     expect(page.locator(".facts")).to_contain_text("Visitor ended")
     expect(page.locator(".transcript-lines")).to_contain_text("Hello Ana!")
+    page.set_viewport_size({"width": 360, "height": 800})
+    page.wait_for_function(fits, timeout=5_000)
+    page.screenshot(path=str(settings.data_dir / "conversation-360.png"), full_page=True)
 
     assert watch.violations() == []
     assert watch.console_errors == []
