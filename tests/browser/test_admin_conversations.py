@@ -71,11 +71,12 @@ def test_a_visitors_call_shows_on_the_overview_and_its_timeline(
     timeline = page.locator("#timeline + *")
     for kind in ("relay_connect", "upstream_connect", "whep", "end"):
         expect(timeline).to_contain_text(kind, timeout=10_000)
-    for _ in range(20):  # the page's end report and its final transcript flush may land in either order
-        if "visitor_ended" in (page.locator("#timeline + *").text_content() or ""):
+    for _ in range(20):  # the page's end report is sent with its final transcript flush
+        if "page_end" in (page.locator("#timeline + *").text_content() or ""):
             break
         page.wait_for_timeout(250)
         page.reload()
+    expect(timeline.locator("tr", has_text="page_end")).to_contain_text("visitor_ended")
     expect(page.locator(".facts")).to_contain_text("Visitor ended")
     expect(page.locator(".transcript-lines")).to_contain_text("Hello Ana!")
     page.set_viewport_size({"width": 360, "height": 800})

@@ -16,6 +16,7 @@ from server.conversations import timeline
 from server.conversations.listing import detail_of
 from server.security.signing import Signer
 from server.settings import Settings
+from tests.admin.console_client import ConsoleClient, create_admin
 from tests.factories import start_conversation
 from tests.integration.test_relay import FakeSdk, page_session
 from tests.support import ServerThread, database, eventually_async, prepared_settings, run_async
@@ -97,6 +98,17 @@ async def test_a_capacity_refusal_and_a_reconnect_are_on_the_timeline(
         await again.wait_for("throwToNoAgent")
         refused = await kinds_once(settings, conversation_id, "refused")
         assert [e.detail for e in refused if e.kind == "refused"] == [{"reason": "capacity"}]
+        # A page whose conversation never started: on no timeline, but counted on the overview.
+        unstarted_id, unstarted_token = page_session(server)
+        stranger = FakeSdk()
+        await stranger.connect(server.url, unstarted_token)
+        await stranger.wait_for("throwToNoAgent")
+        await stranger.disconnected.wait()
+        assert await events(settings, unstarted_id) == []
+        with ConsoleClient(server.url) as console:
+            assert console.sign_in(create_admin(settings, "ops@example.com")).status_code == 303
+            overview = console.get("/admin").text
+        assert "since it started): <strong>2</strong>" in overview
 
         await other.client.disconnect()
         await again.disconnected.wait()
