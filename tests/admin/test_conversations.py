@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
+import httpx
+
 from server import audit
 from server.audit import AuditFilter
 from server.conversations import timeline
@@ -158,7 +160,5 @@ def test_a_viewer_reads_conversations_but_cannot_delete_them(
 
 
 def test_without_a_session_the_pages_send_to_sign_in(console: ServerThread) -> None:
-    import httpx
-
     answer = httpx.get(f"{console.url}/admin/conversations/{'0' * 32}/transcript.json")
     assert answer.status_code == 303 and answer.headers["location"].startswith("/admin/sign-in")
