@@ -207,12 +207,23 @@ async def page_report(db: Database, signer: Signer, token: str, kind: str, code:
             await record(session, conversation.id, kind, clean_detail({"code": code, "message": message}))
             return
         await record(session, conversation.id, "page_end", {"reason": code})
+        await session.flush()  # SQLite: the write lock is ours from here, so the row read next is current
+        # PostgreSQL: a final flush ending it meanwhile has committed before this lock is granted.
+        await session.refresh(conversation, with_for_update=True)
         if conversation.status == ConversationStatus.ENDED and conversation.end_reason == "page_closed":
             conversation.end_reason = code  # the same end, said more precisely
 
 
-async def page_end_reason(session: AsyncSession, conversation_id: str) -> str:
-    """Why the page's final flush ends a conversation: what the page reported, else `page_closed`."""
+async def page_end_reason(session: AsyncSession, conversation_id: str) -> str | None:
+    """Why the page's final flush ends a conversation: what the page reported, else `page_closed`; None
+    when it has ended meanwhile.
+
+    The row is locked first, so an end report committing meanwhile is either seen here or sees the end."""
+    status = await session.scalar(
+        select(Conversation.status).where(Conversation.id == conversation_id).with_for_update()
+    )
+    if status != ConversationStatus.ACTIVE:
+        return None
     reported = await session.scalar(
         select(ConversationEvent.detail)
         .where(ConversationEvent.conversation_id == conversation_id, ConversationEvent.kind == "page_end")

@@ -217,8 +217,10 @@ async def ingest_page_batch(
             ),
         )
         conversations.record_activity(conversation, now)
+        reason = None
         if batch.final and conversation.status == ConversationStatus.ACTIVE:
             reason = await timeline.page_end_reason(session, conversation.id)
+        if reason is not None:
             conversations.end(conversation, reason, now)
             await timeline.record(session, conversation.id, "end", {"reason": reason, "by": "page"}, now)
         status = conversation.status

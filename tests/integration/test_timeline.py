@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +17,20 @@ from server.conversations import timeline
 from server.conversations.listing import detail_of
 from server.security.signing import Signer
 from server.settings import Settings
+from server.transcripts.ingest import IngestLimits, PageBatch, ingest_page_batch
 from tests.admin.console_client import ConsoleClient, create_admin
 from tests.factories import start_conversation
 from tests.integration.test_relay import FakeSdk, page_session
-from tests.support import ServerThread, database, eventually_async, prepared_settings, run_async
+from tests.support import (
+    ServerThread,
+    database,
+    eventually_async,
+    make_settings,
+    migrated_postgres_database,
+    prepared_settings,
+    run_async,
+    seed_demo,
+)
 
 SDP_OFFER = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
 Relay = tuple[ServerThread, FastAPI, Settings]
@@ -229,3 +240,35 @@ def test_details_are_short_strings_and_numbers_within_a_kilobyte() -> None:
         "ms": 12,
         "none": None,
     }
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Settings]:
+    if request.param == "sqlite":
+        yield prepared_settings(tmp_path)
+    else:
+        with migrated_postgres_database() as url:
+            settings = make_settings(tmp_path, database_url=url)
+            run_async(lambda: seed_demo(settings))
+            yield settings
+
+
+@pytest.mark.parametrize("report_first", [True, False])
+def test_the_page_end_report_and_the_final_flush_agree_on_the_reason_in_either_order(
+    backend: Settings, report_first: bool
+) -> None:
+    async def scenario() -> str | None:
+        async with database(backend) as db:
+            signer = Signer(backend.secret)
+            conversation = await start_conversation(db, signer)
+            limits = IngestLimits(backend.transcript_max_lines, backend.transcript_max_bytes)
+            final = PageBatch(token=conversation.token, final=True)
+            steps = [
+                lambda: timeline.page_report(db, signer, conversation.token, "end", "end_phrase", ""),
+                lambda: ingest_page_batch(db, signer, final, limits),
+            ]
+            for step in steps if report_first else reversed(steps):
+                await step()
+            return (await detail_of(db, conversation.id)).conversation.end_reason
+
+    assert run_async(scenario) == "end_phrase"
