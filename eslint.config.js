@@ -1,5 +1,6 @@
-// Our own scripts only. Browser code: the pages' ES modules (static/js; api-docs.js and the console's static/admin
-// are classic scripts) and the simulator's meeting page; Node code: the tests run by `node --test` and this file.
+// Our own scripts only. Browser code: the pages' ES modules (static/js; api-docs.js is a classic script), the
+// console's classic scripts (static/admin) and the simulator's meeting page; Node code: the tests run by
+// `node --test` and this file.
 import js from '@eslint/js';
 import globals from 'globals';
 
@@ -11,7 +12,7 @@ export default [
     languageOptions: { sourceType: 'module', globals: globals.browser },
   },
   {
-    files: ['static/js/api-docs.js', 'static/admin/*.js', 'server/simulator/static/*.js'],
+    files: ['static/js/api-docs.js', 'server/simulator/static/*.js', 'static/admin/**/*.js'],
     languageOptions: { sourceType: 'script', globals: globals.browser },
   },
   {

@@ -24,6 +24,7 @@ from server.api import docs, v1
 from server.db import Database
 from server.errors import AppError
 from server.housekeeping import run_housekeeping
+from server.pages import diagnostics
 from server.pages import router as pages
 from server.pages.assets import VERSIONED_PREFIX, ShortCacheStaticFiles, StaticAssets, VersionedStaticFiles
 from server.paths import STATIC_DIR, TEMPLATES_DIR
@@ -134,10 +135,12 @@ def create_app(settings: Settings, on_started: Callable[[], None] | None = None)
     app.state.templates = templates
     app.state.upstream_http = upstream_http
     app.state.relay = relay
+    app.state.timeline = relay.timeline
     # Page transcript ingest per conversation: its buckets live as long as the process.
     app.state.ingest_limiter = IngestRateLimiter(
         settings.transcript_lines_per_second, settings.transcript_line_burst
     )
+    app.state.diagnostics_limiter = diagnostics.ReportLimiter()
     app.state.pages = pages.HostedPages(settings, db, signer, templates, assets)
 
     def error_response(request: Request, status: int, code: str, message: str) -> Response:
@@ -180,6 +183,7 @@ def create_app(settings: Settings, on_started: Callable[[], None] | None = None)
     app.include_router(health.router)
     app.include_router(pages.router)
     app.include_router(v1.router)
+    app.include_router(diagnostics.router)
     app.include_router(docs.router)
     docs.install_openapi(app)
     app.include_router(whep.router)

@@ -19,7 +19,7 @@ from server.models import AuditEntry
 SECRET_FIELDS = frozenset(
     {"client_id", "flow_id", "credential", "username", "password", "password_hash", "token", "token_hash"}
 )
-TARGET_TYPES = ("flow", "template", "token", "admin")
+TARGET_TYPES = ("flow", "template", "token", "admin", "conversation")
 PAGE_SIZE = 50
 
 

@@ -12,6 +12,7 @@ from fastapi import Depends, Request
 from fastapi.templating import Jinja2Templates
 from starlette.types import Scope
 
+from server.conversations.timeline import TimelineRecorder
 from server.db import Database
 from server.security.signing import Signer
 from server.settings import Settings
@@ -51,6 +52,11 @@ def _upstream_http(request: Request) -> httpx.AsyncClient:
     return client
 
 
+def _timeline(request: Request) -> TimelineRecorder:
+    timeline: TimelineRecorder = request.app.state.timeline
+    return timeline
+
+
 def _csp_nonce(request: Request) -> str:
     nonce: str = request.scope["state"]["csp_nonce"]
     return nonce
@@ -63,3 +69,5 @@ TemplatesDep = Annotated[Jinja2Templates, Depends(_templates)]
 # Outbound calls to the upstream (WHEP, Iframe SDK assets); never follows redirects.
 UpstreamHttpDep = Annotated[httpx.AsyncClient, Depends(_upstream_http)]
 NonceDep = Annotated[str, Depends(_csp_nonce)]
+# The diagnostics timeline's recorder (queued, written in batches).
+TimelineDep = Annotated[TimelineRecorder, Depends(_timeline)]

@@ -70,7 +70,11 @@ class SessionSummary(BaseModel):
     status: str
     created_at: datetime
     ended_at: datetime | None
-    end_reason: str | None
+    end_reason: str | None = Field(
+        description="How it ended: `end_phrase` (the page heard an end phrase), `conversation_ended` (the "
+        "avatar service ended it), `visitor_ended` (the End button), `page_closed` (the page's last "
+        "transcript flush), `time_expired` (the service's time limit), `idle_timeout` (no activity)"
+    )
     duration_seconds: float | None
 
 

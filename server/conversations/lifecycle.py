@@ -18,6 +18,7 @@ from server.dpp.render import DppError, render_for_visitor
 from server.errors import Conflict, Forbidden, NotFound, Unavailable
 from server.models import (
     Conversation,
+    ConversationEvent,
     ConversationStatus,
     DppTemplateVersion,
     ErasedConversation,
@@ -184,12 +185,19 @@ async def end_by_id(session: AsyncSession, reasons: dict[str, str], when: dateti
 async def expire_idle(db: Database, now: datetime, idle_after: timedelta) -> int:
     """End conversations with no activity for `idle_after`; returns how many."""
     async with db.transaction() as session:
-        result = await session.execute(
+        ended = await session.execute(
             update(Conversation)
             .where(Conversation.status == ACTIVE, Conversation.last_activity_at < now - idle_after)
             .values(status=ENDED, end_reason="idle_timeout", ended_at=now)
+            .returning(Conversation.id)
         )
-    return int(result.rowcount)  # type: ignore[attr-defined]
+        ids = list(ended.scalars())
+        # On each diagnostics timeline (its last slot is kept for the end).
+        session.add_all(
+            ConversationEvent(conversation_id=i, at=now, kind="end", detail={"reason": "idle_timeout"})
+            for i in ids
+        )
+    return len(ids)
 
 
 async def purge_by_retention(db: Database, now: datetime) -> int:
@@ -217,10 +225,15 @@ async def erase(db: Database, conversation_id: str) -> None:
 
     Its id is remembered (nothing else) so the page that held it, still open, cannot start it again."""
     async with db.transaction() as session:
-        if await session.get(Conversation, conversation_id) is None:
-            raise NotFound("unknown_session", f"no session with id {conversation_id!r}")
-        await _delete(session, [conversation_id])
-        session.add(ErasedConversation(id=conversation_id, erased_at=utcnow()))
+        await erase_in(session, conversation_id)
+
+
+async def erase_in(session: AsyncSession, conversation_id: str) -> None:
+    """`erase` inside the caller's transaction (the console audits it in the same one)."""
+    if await session.get(Conversation, conversation_id) is None:
+        raise NotFound("unknown_session", f"no session with id {conversation_id!r}")
+    await _delete(session, [conversation_id])
+    session.add(ErasedConversation(id=conversation_id, erased_at=utcnow()))
 
 
 async def forget_erased(db: Database, now: datetime, after: timedelta) -> int:

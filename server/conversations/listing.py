@@ -22,6 +22,7 @@ class ConversationFilter:
     status: ConversationStatus | None = None
     since: datetime | None = None
     until: datetime | None = None
+    preview: bool | None = None  # None: both; the console tells admins' preview conversations apart
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,8 @@ def _query(filters: ConversationFilter) -> Select[Conversation, str]:
         query = query.where(Conversation.created_at >= filters.since)
     if filters.until:
         query = query.where(Conversation.created_at < filters.until)
+    if filters.preview is not None:
+        query = query.where(Conversation.preview.is_(filters.preview))
     return query
 
 

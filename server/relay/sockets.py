@@ -18,6 +18,8 @@ from urllib.parse import parse_qsl
 import socketio
 
 from server.conversations import lifecycle as conversations
+from server.conversations.page_token import read_page_token
+from server.conversations.timeline import TimelineRecorder
 from server.db import Database
 from server.errors import AppError
 from server.models import Flow, utcnow
@@ -53,11 +55,16 @@ CAPACITY_GOODBYE_SECONDS = 1.0  # waiting room full: a refused socket closes thi
 
 
 class Refused(socketio.exceptions.ConnectionRefusedError):  # type: ignore[misc]
-    """A refused browser connection; the SDK shows the message as its connection error."""
+    """A refused browser connection; the SDK shows the message as its connection error, the diagnostics
+    timeline records the reason."""
+
+    def __init__(self, message: str, reason: str = "refused") -> None:
+        super().__init__(message)
+        self.reason = reason
 
     @classmethod
     def because(cls, error: AppError) -> Refused:
-        return cls(error.message)
+        return cls(error.message, error.code)
 
 
 @dataclass
@@ -164,6 +171,7 @@ class RelayHub:
         self.dropped: Counter[str] = Counter()  # browser packets not relayed, by reason
         self.tap = TranscriptTap(db, settings.transcript_max_lines, settings.transcript_max_bytes)
         self.waiting = WaitingRoom(lambda sid: asyncio.ensure_future(self.sio.disconnect(sid)))
+        self.timeline = TimelineRecorder(db)
         self.sio.on("connect", self._on_connect)
         self.sio.on("disconnect", self._on_disconnect)
         # Bridged sockets' events go upstream before python-socketio sees them: these are queued sockets'.
@@ -176,11 +184,13 @@ class RelayHub:
 
     async def start(self) -> None:
         self.tap.start()
+        self.timeline.start()
 
     async def stop(self) -> None:
         self.waiting.clear()
         await asyncio.gather(*(self._close(sid) for sid in list(self.bridges)))
         await self.tap.stop()
+        await self.timeline.stop()
 
     async def _join(self, token: str, slug: str) -> tuple[str, Flow, str | None]:
         """Start (or rejoin) the conversation the page token names: its id, flow and DPP (as the SDK would
@@ -212,6 +222,7 @@ class RelayHub:
         if not self._has_room(slug) and query.get("client", "") not in self.by_token:
             # The SDK understands this as "no agent available": its queue polls this socket (or error 6001).
             self.dropped["capacity"] += 1
+            self._note_refusal(query.get("client", ""), "capacity")
             if len(self.waiting) < settings.relay_max_total:
                 self.waiting.add(sid, slug, query)
                 goodbye = None
@@ -226,6 +237,9 @@ class RelayHub:
         bridged = False
         try:
             bridged = await self._bridge(sid, query, slug)
+        except Refused as exc:
+            self._note_refusal(query.get("client", ""), exc.reason)
+            raise
         finally:
             self.connecting -= 1
             if not bridged:
@@ -277,19 +291,26 @@ class RelayHub:
         conversation_id, flow, dpp = await self._join(query.get("client", ""), slug)
         if self.dialling[conversation_id] >= DIALLING_PER_CONVERSATION:
             raise Refused(
-                "This conversation is already connecting in another window. Close it, or reload the page."
+                "This conversation is already connecting in another window. Close it, or reload the page.",
+                "already_open",
             )
+        self.timeline.note(conversation_id, "relay_connect")
         self.dialling[conversation_id] += 1
         self.connects += 1
         number = self.newest[conversation_id] = self.connects
         try:
+            started = time.monotonic()
             upstream = await self._connect_upstream(sid, query, flow)
+            latency_ms = round((time.monotonic() - started) * 1000)
+            self.timeline.note(conversation_id, "upstream_connect", latency_ms=latency_ms)
             if self.sio.manager.eio_sid_from_sid(sid, "/") is None:  # the browser left meanwhile
                 await upstream.disconnect()
-                raise Refused("The connection closed while the avatar service was being reached.")
+                raise Refused(
+                    "The connection closed while the avatar service was being reached.", "browser_left"
+                )
             if self.newest[conversation_id] != number:  # a newer connect of this conversation is on its way
                 await upstream.disconnect()
-                raise Refused("A newer connection to this conversation took its place.")
+                raise Refused("A newer connection to this conversation took its place.", "replaced")
             token = query.get("client", "")
             replaced = self._open(sid, conversation_id, flow, dpp, slug, upstream, token, rejoin)
         finally:
@@ -329,7 +350,8 @@ class RelayHub:
             await upstream.disconnect()
             reason = "did not answer in time" if isinstance(exc, TimeoutError) else str(exc)
             log.warning("relay: upstream for flow %s %s", flow.slug, reason)
-            raise Refused(f"The avatar service {reason}. Please try again in a moment.") from None
+            code = "upstream_timeout" if isinstance(exc, TimeoutError) else "upstream_failed"
+            raise Refused(f"The avatar service {reason}. Please try again in a moment.", code) from None
         except BaseException:  # cancelled (the server is stopping): nothing may stay open
             await upstream.disconnect()
             raise
@@ -379,6 +401,14 @@ class RelayHub:
         if token:
             self.by_token[token] = sid
         return replaced
+
+    def _note_refusal(self, token: str, reason: str) -> None:
+        """On the conversation's timeline, if the token names one (it is recorded once it exists)."""
+        try:
+            conversation_id = read_page_token(self.signer, token).conversation_id
+        except AppError:
+            return
+        self.timeline.note(conversation_id, "refused", reason=reason)
 
     async def _no_agent(self, sid: str, goodbye: float | None) -> None:
         """The SDK's capacity path: `throwToNoAgent`; with `goodbye`, the socket is closed that much later."""
@@ -453,6 +483,7 @@ class RelayHub:
             self.tap.line(bridge.conversation_id, "User", payload["userTranscription"])
         elif name in END_EVENTS:
             self.tap.ended(bridge.conversation_id, END_EVENTS[name])
+            self.timeline.note(bridge.conversation_id, "end", reason=END_EVENTS[name], by="avatar service")
 
     async def from_browser(self, bridge: Bridge, data: str | bytes) -> None:
         """An event or ack packet (or a binary attachment) from a bridged browser."""

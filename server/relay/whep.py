@@ -4,6 +4,7 @@ the proxy anywhere else (no open proxy, no SSRF)."""
 
 from __future__ import annotations
 
+import time
 from urllib.parse import urljoin
 
 import httpx
@@ -11,8 +12,16 @@ from fastapi import APIRouter, Request, Response
 
 from server.conversations import lifecycle as conversations
 from server.db import Database
-from server.dependencies import DbDep, SettingsDep, SignerDep, UpstreamHttpDep
-from server.errors import Forbidden, NotFound, TooLarge, UnsupportedMediaType, UpstreamFailed, UpstreamTimeout
+from server.dependencies import DbDep, SettingsDep, SignerDep, TimelineDep, UpstreamHttpDep
+from server.errors import (
+    AppError,
+    Forbidden,
+    NotFound,
+    TooLarge,
+    UnsupportedMediaType,
+    UpstreamFailed,
+    UpstreamTimeout,
+)
 from server.security.signing import WHEP_RESOURCE, WHEP_TARGET, Signer, TokenError
 from server.settings import Settings
 from server.upstreams import host_allowed, relay_allowed_hosts
@@ -30,6 +39,12 @@ def whep_proxy_path(signer: Signer, upstream_url: str, conversation_id: str) -> 
 
 async def _target(db: Database, settings: Settings, signer: Signer, kind: str, token: str) -> tuple[str, str]:
     """The upstream URL and conversation a signed id names; refused once that conversation is over."""
+    url, conversation_id = _claims(signer, kind, token)
+    await _check(db, settings, url, conversation_id)
+    return url, conversation_id
+
+
+def _claims(signer: Signer, kind: str, token: str) -> tuple[str, str]:
     try:
         claims = signer.verify(kind, token)
     except TokenError as exc:
@@ -37,6 +52,10 @@ async def _target(db: Database, settings: Settings, signer: Signer, kind: str, t
     url, conversation_id = claims.get("u"), claims.get("s")
     if not isinstance(url, str) or not isinstance(conversation_id, str):
         raise NotFound("unknown_whep_target", "no WHEP session here (not a WHEP id)")
+    return url, conversation_id
+
+
+async def _check(db: Database, settings: Settings, url: str, conversation_id: str) -> None:
     try:
         allowed = host_allowed(
             url, relay_allowed_hosts(settings.allowed_upstream_hosts, settings.simulator_url)
@@ -49,7 +68,6 @@ async def _target(db: Database, settings: Settings, signer: Signer, kind: str, t
         raise Forbidden("whep_host_not_allowed", "the upstream WHEP host is not an allowed upstream")
     # The id outlives the signaling socket: it is worth something only while its conversation is active.
     await conversations.require_active(db, conversation_id)
-    return url, conversation_id
 
 
 async def _forward(
@@ -107,10 +125,26 @@ async def post_offer(
     settings: SettingsDep,
     signer: SignerDep,
     http: UpstreamHttpDep,
+    timeline: TimelineDep,
 ) -> Response:
-    url, conversation_id = await _target(db, settings, signer, WHEP_TARGET, target)
-    body = await _sdp_body(request)
-    return await _forward(http, settings, signer, "POST", url, conversation_id, body, "application/sdp")
+    url, conversation_id = _claims(signer, WHEP_TARGET, target)
+    started = time.monotonic()
+    try:  # on the conversation's diagnostics timeline, refused or answered
+        await _check(db, settings, url, conversation_id)
+        body = await _sdp_body(request)
+        answer = await _forward(http, settings, signer, "POST", url, conversation_id, body, "application/sdp")
+    except AppError as exc:
+        timeline.note(
+            conversation_id, "whep_failed", status=exc.status, error=exc.code, latency_ms=_ms(started)
+        )
+        raise
+    kind = "whep" if answer.status_code < 400 else "whep_failed"
+    timeline.note(conversation_id, kind, status=answer.status_code, latency_ms=_ms(started))
+    return answer
+
+
+def _ms(started: float) -> int:
+    return round((time.monotonic() - started) * 1000)
 
 
 @router.patch("/resource/{resource}")

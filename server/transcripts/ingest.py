@@ -12,6 +12,7 @@ from sqlalchemy import ColumnElement, Integer, LargeBinary, cast, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.conversations import lifecycle as conversations
+from server.conversations import timeline
 from server.db import Database, insert_ignoring_conflicts
 from server.errors import Conflict, TooLarge, TooManyRequests
 from server.models import ConversationStatus, Instant, TranscriptEntry, utcnow
@@ -226,7 +227,11 @@ async def ingest_page_batch(
             ),
         )
         conversations.record_activity(conversation, now)
-        if batch.final:
-            conversations.end(conversation, "page_closed", now)
+        reason = None
+        if batch.final and conversation.status == ConversationStatus.ACTIVE:
+            reason = await timeline.page_end_reason(session, conversation.id)
+        if reason is not None:
+            conversations.end(conversation, reason, now)
+            await timeline.record(session, conversation.id, "end", {"reason": reason, "by": "page"}, now)
         status = conversation.status
     return IngestResult(len(new), contiguous_high_water(existing | {e.seq for e in new}), status)

@@ -6,10 +6,11 @@ import asyncio
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.conversations import listing
+from server import audit
+from server.conversations import lifecycle, listing
 from server.conversations.listing import ConversationFilter, Listed
 from server.db import Database
 from server.errors import NotFound
@@ -62,3 +63,30 @@ async def export(
     async with db.reading() as session:
         async for row in listing.each(session, filters):
             yield row, await _canonical(session, row.conversation.id)
+
+
+async def erase_audited(db: Database, conversation_id: str, actor: str) -> None:
+    """Erase a conversation from the console; its audit entry (what it was, never what it said) commits
+    with the erasure."""
+    async with db.transaction() as session:
+        found = (
+            await session.execute(
+                select(Conversation.created_at, Conversation.status, Conversation.preview, Flow.slug)
+                .join(Flow, Flow.id == Conversation.flow_id)
+                .where(Conversation.id == conversation_id)
+            )
+        ).one_or_none()
+        lines = await session.scalar(
+            select(func.count()).where(TranscriptEntry.conversation_id == conversation_id)
+        )
+        await lifecycle.erase_in(session, conversation_id)
+        assert found is not None  # erase_in refused an unknown id
+        created, status, preview, flow = found
+        before = {
+            "flow": flow,
+            "created_at": created.isoformat(),
+            "status": str(status),
+            "preview": preview,
+            "transcript_lines": lines,
+        }
+        audit.record(session, actor, "delete", "conversation", conversation_id, before, None)

@@ -1,5 +1,6 @@
 // Hosted page for the Iframe SDK: the meeting runs in a sandboxed iframe; we listen to its postMessages.
 import { addTranscriptEntry, readConfig } from './conversation-ui.js';
+import { reportDiagnostic, reportSdkError } from './diagnostics.js';
 import { ENDED_MESSAGE, runPage } from './page-lifecycle.js';
 import { ScorePairing } from './pronunciation-scores.js';
 import { commandMatchers, matchesAny } from './visitor-state.js';
@@ -26,7 +27,8 @@ async function connect(avatar) {
   try {
     await avatar.start();
     if (page.sdk === avatar) page.dispatch('joined');
-  } catch {
+  } catch (error) {
+    reportSdkError(config.session.token, error);
     if (page.sdk === avatar) page.dispatch('error', { text: UNREACHABLE, recoverable: false, willRetry: false });
   }
 }
@@ -70,6 +72,7 @@ window.addEventListener('message', (event) => {
       page.finish(ENDED_MESSAGE);
       break;
     case 'load-agent-error':
+      reportDiagnostic(config.session.token, 'sdk_error', 'load_agent_error');
       page.dispatch('error', { text: 'The avatar could not be loaded. Please try again.', recoverable: false,
         willRetry: false });
       break;

@@ -1,6 +1,7 @@
 // What both hosted pages do around their SDK: the transcript sender, the missing-SDK guard, Start, Retry and
 // End, the visitor state (visitor-state.js) and how a call ends (final transcript flush, controls off).
 import { clearError, renderVisitor, sdkMissingMessage, setConversationControls, showError } from './conversation-ui.js';
+import { reportDiagnostic } from './diagnostics.js';
 import { TranscriptSender } from './transcript-sender.js';
 import { describe, initialState, reduce } from './visitor-state.js';
 
@@ -58,6 +59,7 @@ export function runPage({ config, createSdk, connect }) {
   }
 
   function endSoon() {
+    reportDiagnostic(config.session.token, 'end', 'end_phrase');
     setTimeout(() => {
       if (sdk) sdk.end();
       finish(ENDED_MESSAGE);
@@ -82,6 +84,7 @@ export function runPage({ config, createSdk, connect }) {
   byId('retry').addEventListener('click', begin);
 
   byId('end').addEventListener('click', () => {
+    reportDiagnostic(config.session.token, 'end', 'visitor_ended');
     if (sdk) sdk.end();
     finish('You ended the conversation.');
   });

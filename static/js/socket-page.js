@@ -1,6 +1,7 @@
 // Hosted page for the Socket SDK: Socket.IO + WebRTC, text fallback, spoken commands, visitor states.
 // The DPP never reaches this page: the relay injects it upstream (docs/protocol.md).
 import { addTranscriptEntry, errorMessage, readConfig } from './conversation-ui.js';
+import { reportSdkError } from './diagnostics.js';
 import { ENDED_MESSAGE, runPage } from './page-lifecycle.js';
 import { commandMatchers, peerNameFrom, relayRefusal } from './visitor-state.js';
 
@@ -48,7 +49,10 @@ function createSdk() {
   avatar.on('reconnecting', (data) => { attempts = data.attempt; page.dispatch('reconnecting', data); });
   avatar.on('reconnected', () => page.dispatch('reconnected'));
   avatar.on('conversation-ended', () => { clearTimeout(fallbackTimer); page.finish(ENDED_MESSAGE); });
-  avatar.on('error', (error) => onError(avatar, error));
+  avatar.on('error', (error) => {
+    reportSdkError(config.session.token, error);
+    onError(avatar, error);
+  });
   avatar.on('genui', () => syncMuteButton(avatar)); // a pausing kind (a video) mutes the mic
   avatar.on('genui:hidden', () => {
     // The SDK unmutes when GenUI is dismissed, after this event: the visitor's mute comes back right after.
