@@ -114,7 +114,7 @@ async def test_a_capacity_refusal_and_a_reconnect_are_on_the_timeline(
         stranger = FakeSdk()
         await stranger.connect(server.url, unstarted_token)
         await stranger.wait_for("throwToNoAgent")
-        await stranger.disconnected.wait()
+        await stranger.client.disconnect()  # it waited in the queue; the visitor left
         assert await events(settings, unstarted_id) == []
         with ConsoleClient(server.url) as console:
             assert console.sign_in(create_admin(settings, "ops@example.com")).status_code == 303
@@ -122,10 +122,10 @@ async def test_a_capacity_refusal_and_a_reconnect_are_on_the_timeline(
         assert "since it started): <strong>2</strong>" in overview
 
         await other.client.disconnect()
-        await again.disconnected.wait()
-        back = FakeSdk()
+        back = FakeSdk()  # the SDK reconnects: its queued socket is let go, the new one bridged
         await back.connect(server.url, token)
         await back.wait_for("showAgent")
+        await again.disconnected.wait()
         found = await kinds_once(settings, conversation_id, "reconnect")
         assert [e.kind for e in found].count("relay_connect") == 1
         await back.client.disconnect()
