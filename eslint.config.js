@@ -11,7 +11,7 @@ export default [
     languageOptions: { sourceType: 'module', globals: globals.browser },
   },
   {
-    files: ['static/js/api-docs.js', 'server/simulator/static/*.js'],
+    files: ['static/js/api-docs.js', 'static/admin/*.js', 'server/simulator/static/*.js'],
     languageOptions: { sourceType: 'script', globals: globals.browser },
   },
   {

@@ -206,6 +206,18 @@ def version_content(version: DppTemplateVersion) -> tuple[Any, list[dict[str, An
     return version.body, version.variables or [], version.dpp_schema
 
 
+async def preview_flow(db: Database, slug: str, version_id: int) -> tuple[Flow, DppTemplateVersion]:
+    """An enabled flow and an explicit template version (an admin trying a draft on it)."""
+    async with db.reading() as session:
+        flow = await session.scalar(select(Flow).where(Flow.slug == slug, Flow.enabled))
+        if flow is None:
+            raise NotFound("unknown_flow", f"There is no enabled flow {slug!r} to try the template on.")
+        version = await session.get(DppTemplateVersion, version_id)
+        if version is None:
+            raise NotFound("unknown_version", "This template version no longer exists.")
+    return flow, version
+
+
 async def save_template(db: AsyncSession, spec: TemplateSpec, author: str = "") -> DppTemplate:
     """Create the template or add a version when the body changed (versions are never edited), and publish
     it: an import is a deployment."""

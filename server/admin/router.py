@@ -5,12 +5,12 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import Response
 
-from server.admin import overview, sign_in
+from server.admin import overview, sign_in, templates
 from server.admin.console import SignInRequired, guard, sign_in_redirect
 from server.settings import Settings
 
 router = APIRouter(dependencies=[Depends(guard)], include_in_schema=False)
-for part in (sign_in, overview):
+for part in (sign_in, overview, templates):
     router.include_router(part.router)
 
 
