@@ -144,7 +144,8 @@ async def preview(console: ConsoleDep, request: Request) -> JSONResponse:
             {"field": p.field, "message": str(p), "line": p.line, "column": p.column, "path": p.path}
             for p in exc.problems
         ]
-        return JSONResponse({"errors": errors}, status_code=422)
+        # 200: a template with mistakes is a normal answer while typing (a 4xx would log a browser error).
+        return JSONResponse({"errors": errors})
     return JSONResponse({"dpp": text})
 
 
