@@ -158,6 +158,24 @@ def test_preview_reports_json_mistakes_by_line_and_schema_breaches_by_path(admin
     assert error["path"] == "$.user.first_name" and "'Margaret' is too long" in error["message"]
 
 
+@pytest.mark.parametrize(
+    ("name", "says"),
+    [
+        ("new", "&#39;new&#39; is reserved"),
+        ("a/b", "No slashes"),
+        ("demo-welcome", "exists already"),
+        ("", "Give"),
+    ],
+)
+def test_a_bad_or_taken_name_is_refused_beside_the_name_field(
+    admin: ConsoleClient, name: str, says: str
+) -> None:
+    answer = create(admin, name)
+    assert answer.status_code in (400, 409)
+    error = re.search(r'<p class="error" id="e-name">(.*?)</p>', answer.text)
+    assert error and says in error.group(1), answer.text
+
+
 def test_every_form_on_the_editor_carries_the_session_csrf_token(admin: ConsoleClient) -> None:
     page = admin.get("/admin/templates/demo-welcome")
     tokens = re.findall(r'name="csrf_token" value="([^"]*)"', page.text)
@@ -175,6 +193,8 @@ def test_a_viewer_may_preview_but_not_save_publish_or_delete(viewer: ConsoleClie
     ]:
         assert viewer.post(path, data).status_code == 403, path
     assert viewer.get("/admin/templates/new").status_code == 403
+    editor = viewer.get("/admin/templates/demo-welcome")
+    assert ">Save</button>" not in editor.text and "Publish</button>" not in editor.text
 
 
 def test_saves_are_drafts_and_publish_and_rollback_move_the_pointer_the_page_follows(
