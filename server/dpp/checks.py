@@ -24,6 +24,7 @@ VARIABLE_FIELDS = frozenset({"name", "type", "required", "default", "example", "
 MAX_VARIABLES = 20
 MAX_VALUE_CHARS = 200
 MAX_ERRORS = 20
+RENDER_PATH = re.compile(r"^(\$(?:\.[^.\[:]+|\[[0-9]+\])*): ")
 # The flow a template is checked with when no flow is named (slug, display name, page URL).
 SAMPLE_FLOW = ("sample", "Sample avatar", "https://example.com/a/sample")
 
@@ -184,7 +185,10 @@ def render_checked(
     try:
         dpp = render_bounded(body, context)
     except DppError as exc:
-        raise TemplateInvalid([Problem("body", f"the template does not render: {exc}")]) from None
+        # A leaf's failure reads "$.path: why": keep the path apart, so it can be pointed at.
+        found = RENDER_PATH.match(str(exc))
+        path = found.group(1) if found else None
+        raise TemplateInvalid([Problem("body", f"the template does not render: {exc}", path=path)]) from None
     if schema is not None:
         problems = schema_problems(schema, dpp)
         if problems:

@@ -34,6 +34,12 @@ def test_editing_a_template_with_codemirror_and_the_live_preview(
     server: ServerThread, watch: PageWatch
 ) -> None:
     page = watch.page
+    page.set_viewport_size({"width": 360, "height": 800})  # a phone: nothing may scroll sideways
+
+    def clean() -> None:
+        assert watch.violations() == [], page.url
+        assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), page.url
+
     page.goto(f"{server.url}/admin/templates/demo-welcome")
     page.get_by_label("Email").fill("admin@example.com")
     page.get_by_label("Password").fill(PASSWORD)
@@ -74,7 +80,17 @@ def test_editing_a_template_with_codemirror_and_the_live_preview(
     expect(page.get_by_role("status").first).to_contain_text("Saved as a new draft version")
     expect(page.get_by_role("link", name="Version 2")).to_be_visible()
     expect(page.locator(".tpl-status")).to_contain_text("published: version 1")
+    clean()
 
-    assert watch.violations() == []
+    page.get_by_role("button", name="Compare").click()
+    expect(page.locator("pre.diff .add").first).to_contain_text('"first_name": "Hi {{ visitor.first_name }}"')
+    clean()
+    page.get_by_role("link", name="Templates", exact=True).click()
+    expect(page.get_by_role("row", name=re.compile("demo-welcome"))).to_contain_text("draft")
+    clean()
+    page.get_by_role("link", name="New template").click()
+    expect(page.get_by_role("heading", name="New template")).to_be_visible()
+    expect(page.locator("#preview-output")).to_contain_text('"first_name":"Ada"')
+    clean()
     assert watch.console_errors == []
     assert all(re.match(rf"{re.escape(server.url)}/", url) for url in watch.requests), watch.requests

@@ -98,6 +98,13 @@ def test_the_rendered_dpp_is_held_to_the_schema_with_the_declared_examples() -> 
     assert problem.path == "$.user.age" and "does not match" in problem.message
 
 
+def test_a_leaf_that_does_not_render_is_named_by_its_path() -> None:
+    with pytest.raises(TemplateInvalid) as caught:
+        check_template({"user": {"names": ["ok", "{{ visitor.n "]}}, None, None)
+    (problem,) = caught.value.problems
+    assert problem.path == "$.user.names[1]" and "does not render" in problem.message
+
+
 def test_preview_is_the_compact_text_the_relay_sends() -> None:
     text = preview('{"a": "{{ visitor.n }}", "b": [1, "é"]}', '[{"name": "n"}]', "", {"n": "Zoë"})
     assert text == '{"a":"Zoë","b":[1,"é"]}'
