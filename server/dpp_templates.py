@@ -179,11 +179,16 @@ async def create_template(
         raise Conflict("template_exists", f"A template named {name!r} exists already.") from None
 
 
+@dataclass(frozen=True)
+class Saved:
+    version: int | None  # the new version's number; None when the content did not change
+    described: bool  # the description changed
+
+
 async def save_version(
     db: Database, actor: str, name: str, description: str, checked: CheckedTemplate
-) -> int | None:
-    """Add a draft version when the content changed (the published one stays); the new number, or None
-    when only the description (or nothing) changed."""
+) -> Saved:
+    """Add a draft version when the content changed (the published one stays) and keep the description."""
     try:
         async with db.transaction() as session:
             template = await _template(session, name)
@@ -195,8 +200,9 @@ async def save_version(
                 checked.schema,
             )
             number = ((latest.version if latest else 0) + 1) if changed else None
-            if number is None and description == template.description:
-                return None
+            described = description != template.description
+            if number is None and not described:
+                return Saved(None, False)
             template.description = description
             if number is not None:
                 session.add(_new_version(template, number, checked, actor))
@@ -204,7 +210,7 @@ async def save_version(
                     template.published_version = number
             after = {"description": description, "version": number or before["version"]}
             audit.record(session, actor, "save", "template", name, before=before, after=after)
-            return number
+            return Saved(number, described)
     except IntegrityError:  # a version of the same number saved meanwhile
         raise Conflict(
             "version_conflict", "Someone saved this template at the same moment. Reload it and try again."

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 from typing import Annotated, Any, Protocol
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -17,7 +17,15 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from server import dpp_templates
 from server.admin.console import ConsoleDep, read_only_post
 from server.dependencies import SignerDep
-from server.dpp.checks import SAMPLE_FLOW, CheckedTemplate, TemplateInvalid, check_template, parse_texts
+from server.dpp.checks import (
+    MAX_VALUE_CHARS,
+    SAMPLE_FLOW,
+    VARIABLE_NAME,
+    CheckedTemplate,
+    TemplateInvalid,
+    check_template,
+    parse_texts,
+)
 from server.dpp.checks import preview as render_preview
 from server.errors import Conflict, Forbidden, Invalid
 from server.security.headers import ADMIN_PREFIX
@@ -244,6 +252,7 @@ async def edit_template(
 async def save_template(
     console: ConsoleDep,
     signer: SignerDep,
+    request: Request,
     name: str,
     description: Annotated[str, Form(max_length=2000)] = "",
     body: Text = "",
@@ -258,16 +267,25 @@ async def save_template(
         checked = await _checked(body, variables, schema)
     except TemplateInvalid as exc:
         return await _editor_for(console, name, None, form=form, errors=_problems(exc), status=400)
-    number = await dpp_templates.save_version(console.db, console.admin.email, name, description, checked)
-    if then == "try":
-        detail = await dpp_templates.template_detail(console.db, name)
-        if not detail.versions:
-            raise Invalid("no_version", "This template has no version to try.")
-        return await _open_preview(console, signer, name, number or detail.versions[0].version, flow)
-    if number is None:
-        changed = description != (await dpp_templates.template_detail(console.db, name)).description
-        return console.redirect(f"{_path(name)}?done={'described' if changed else 'unchanged'}")
+    saved = await dpp_templates.save_version(console.db, console.admin.email, name, description, checked)
+    if then == "try":  # saved as a draft (when changed), then opened: the newest version is what was typed
+        newest = (await dpp_templates.template_detail(console.db, name)).versions[0].version
+        samples = await _sample_values(request)
+        return await _open_preview(console, signer, name, saved.version or newest, flow, samples)
+    if saved.version is None:
+        return console.redirect(f"{_path(name)}?done={'described' if saved.described else 'unchanged'}")
     return console.redirect(f"{_path(name)}?done=saved")
+
+
+async def _sample_values(request: Request) -> dict[str, str]:
+    """The live preview's sample values the editor form carries (`sample.<name>`): the preview page's
+    visitor values."""
+    values = {}
+    for key, value in (await request.form()).multi_items():
+        name = key.removeprefix("sample.")
+        if key.startswith("sample.") and isinstance(value, str) and VARIABLE_NAME.match(name) and value:
+            values[name] = value[:MAX_VALUE_CHARS]
+    return values
 
 
 @router.post(f"{BASE}/{{name}}/publish")
@@ -298,13 +316,19 @@ async def diff_versions(console: ConsoleDep, name: str, a: int, b: int) -> HTMLR
 
 
 async def _open_preview(
-    console: ConsoleDep, signer: SignerDep, name: str, version: int, flow: str
+    console: ConsoleDep,
+    signer: SignerDep,
+    name: str,
+    version: int,
+    flow: str,
+    samples: dict[str, str] | None = None,
 ) -> Response:
     if not flow:
         raise Invalid("no_flow", "Choose the flow to try the template on.")
     version_id = await dpp_templates.version_id(console.db, name, version)
     token = signer.sign(ADMIN_PREVIEW, {"flow": flow, "v": version_id}, PREVIEW_LINK_SECONDS)
-    return console.redirect(f"{ADMIN_PREFIX}/preview/{token}")
+    query = f"?{urlencode(samples)}" if samples else ""
+    return console.redirect(f"{ADMIN_PREFIX}/preview/{token}{query}")
 
 
 @router.post(f"{BASE}/{{name}}/try")

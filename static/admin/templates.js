@@ -77,6 +77,9 @@
       input.id = id;
       input.type = "text";
       input.dataset.sample = variable.name;
+      // Part of the editor form too: "Try as draft" opens the page with these values.
+      input.name = `sample.${variable.name}`;
+      input.setAttribute("form", "template-form");
       const fixed = variable.source === "fixed";
       const initial = fixed ? variable.default : (variable.example ?? variable.default ?? "");
       input.value = typed.has(variable.name) && !fixed ? typed.get(variable.name) : String(initial ?? "");

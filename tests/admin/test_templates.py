@@ -209,6 +209,8 @@ def test_saves_are_drafts_and_publish_and_rollback_move_the_pointer_the_page_fol
     assert (
         save(admin, "welcome", body=changed).headers["location"] == "/admin/templates/welcome?done=unchanged"
     )
+    described = save(admin, "welcome", body=changed, description="Greets")
+    assert described.headers["location"] == "/admin/templates/welcome?done=described"
     editor = admin.get("/admin/templates/welcome")
     assert "published: version 1" in editor.text and "Version 2" in editor.text
     assert page_dpp(console, "demo-iframe", "?first_name=Ann")["user"]["first_name"] == "Ann"  # still v1
@@ -230,6 +232,7 @@ def test_saves_are_drafts_and_publish_and_rollback_move_the_pointer_the_page_fol
     entries = with_database(console_settings, lambda db: audit.entries(db, AuditFilter(target="welcome")))
     assert [(e.action, e.actor) for e in reversed(entries)] == [
         ("create", "admin@example.com"),
+        ("save", "admin@example.com"),
         ("save", "admin@example.com"),
         ("publish", "admin@example.com"),
         ("rollback", "admin@example.com"),
@@ -286,6 +289,18 @@ def test_the_preview_link_opens_only_for_a_signed_in_admin_and_marks_its_convers
     plain = with_database(console_settings, lambda db: lifecycle.join(db, signer, ordinary, "demo-iframe"))
     assert plain.conversation is not None and plain.conversation.preview is False
     assert plain.conversation.template_version_id != conversation.template_version_id
+
+    # "Try as draft" from the editor: what was typed becomes a draft, opened with the sample values.
+    typed = form(body={"user": {"first_name": "Tried {{ visitor.first_name }}"}})
+    tried = admin.post(
+        "/admin/templates/drafty",
+        {**typed, "then": "try", "flow": "demo-iframe", "sample.first_name": "Lin"},
+    )
+    assert tried.status_code == 303 and tried.headers["location"].endswith("?first_name=Lin")
+    opened = admin.get(tried.headers["location"]).text
+    tried_config = json.loads(PAGE_CONFIG.search(opened).group(1))  # type: ignore[union-attr]
+    assert tried_config["dpp"]["user"]["first_name"] == "Tried Lin"
+    assert "Version 3" in admin.get("/admin/templates/drafty").text
 
     stranger = httpx.get(f"{console.url}{link.headers['location']}", follow_redirects=False)
     assert stranger.status_code == 303 and stranger.headers["location"].startswith("/admin/sign-in")

@@ -37,8 +37,9 @@ async def scenario(settings: Settings) -> None:
         await dpp_templates.create_template(db, "a@example.com", "t", "", one)
         with pytest.raises(Conflict):
             await dpp_templates.create_template(db, "a@example.com", "t", "", one)
-        assert await dpp_templates.save_version(db, "a@example.com", "t", "", two) == 2
-        assert await dpp_templates.save_version(db, "a@example.com", "t", "", two) is None
+        assert (await dpp_templates.save_version(db, "a@example.com", "t", "", two)).version == 2
+        again = await dpp_templates.save_version(db, "a@example.com", "t", "new words", two)
+        assert (again.version, again.described) == (None, True)
         await factories.create_flow(db, "f")
         await factories.change_flow(db, "f", dpp_template="t")
         _, served = await page_flow(db, "f")
@@ -59,6 +60,6 @@ async def scenario(settings: Settings) -> None:
         assert conversation.template_version_id is None
         assert conversation.rendered_dpp == {"greeting": "Hello Bo"}
         actions = [e.action for e in await audit.entries(db, AuditFilter(target="t"))]
-        assert actions == ["delete", "rollback", "publish", "save", "create"]
+        assert actions == ["delete", "rollback", "publish", "save", "save", "create"]
     finally:
         await db.dispose()
