@@ -1,8 +1,8 @@
 """What a DPP template must pass before it is saved, imported or previewed.
 
 Three checks, each reporting where: the JSON text parses (line and column), the declared variables and the
-JSON Schema are well formed, and the template renders in the sandboxed worker with the variables' examples
-into a DPP the schema accepts (each error with its JSON path).
+JSON Schema are well formed, and the template renders (the pages' own renderer, in a worker kept for checks)
+with the variables' examples into a DPP the schema accepts (each error with its JSON path).
 """
 
 from __future__ import annotations
@@ -179,11 +179,11 @@ def render_checked(
     visitor: dict[str, str],
     flow: tuple[str, str, str] = SAMPLE_FLOW,
 ) -> dict[str, Any]:
-    """Render as a page does (the same context, the same sandboxed worker; blocking) and hold the result to
+    """Render as a page does (the same context and renderer, in the checks' worker; blocking) and hold it to
     the schema."""
     context = page_context(visitor, *flow, variables)
     try:
-        dpp = render_bounded(body, context)
+        dpp = render_bounded(body, context, checking=True)
     except DppError as exc:
         # A leaf's failure reads "$.path: why": keep the path apart, so it can be pointed at.
         found = RENDER_PATH.match(str(exc))

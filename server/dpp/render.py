@@ -183,12 +183,17 @@ class _Renderer:
 
 
 _renderer = _Renderer()
+# Checks and the console's live preview get a worker of their own: an admin typing a template that overruns
+# (the worker is killed and restarted) never holds up a visitor's page.
+_checks_renderer = _Renderer()
 atexit.register(_renderer.close)
+atexit.register(_checks_renderer.close)
 
 
-def render_bounded(body: Any, context: dict[str, Any]) -> dict[str, Any]:
-    """`render_dpp` in the worker, within RENDER_TIMEOUT_SECONDS and WORKER_MEMORY_BYTES (blocking)."""
-    return _renderer.render(body, context)
+def render_bounded(body: Any, context: dict[str, Any], *, checking: bool = False) -> dict[str, Any]:
+    """`render_dpp` in the worker, within RENDER_TIMEOUT_SECONDS and WORKER_MEMORY_BYTES (blocking);
+    `checking`: in the worker kept for checks and previews."""
+    return (_checks_renderer if checking else _renderer).render(body, context)
 
 
 def validate_template(body: Any) -> None:
