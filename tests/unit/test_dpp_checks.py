@@ -178,3 +178,19 @@ def test_a_kaltura_sample_with_one_field_of_another_type_is_refused_naming_its_p
         FlowsDocument.model_validate(_document(example, broken, schema))
     json_path = "$" + "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in path)
     assert f"the rendered DPP at {json_path}: 12345 is not of type 'string'" in str(caught.value)
+
+
+def test_a_check_that_overruns_leaves_the_visitors_renderer_running() -> None:
+    from server.dpp import render
+
+    assert render.render_bounded({"x": "{{ 1 }}"}, {}) == {"x": "1"}
+    visitors = render._renderer._process
+    assert visitors is not None
+    with pytest.raises(TemplateInvalid) as caught:
+        check_template(
+            {"x": "{% for i in range(99999) %}{% for j in range(99999) %}{% endfor %}{% endfor %}"},
+            None,
+            None,
+        )
+    assert "longer than 1 s" in str(caught.value)
+    assert render._renderer._process is visitors and visitors.poll() is None
