@@ -51,13 +51,6 @@ class TemplateInvalid(Exception):
         super().__init__("; ".join(f"{p.field}: {p}" for p in problems))
         self.problems = problems
 
-    def by_field(self) -> dict[str, str]:
-        """The first message per field, for a form that shows one error beside each field."""
-        found: dict[str, str] = {}
-        for problem in self.problems:
-            found.setdefault(problem.field, str(problem))
-        return found
-
 
 def parse_json(text: str, field: str) -> Any:
     """The JSON value of `text`, or TemplateInvalid with the line and column of the first mistake."""

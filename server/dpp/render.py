@@ -196,11 +196,6 @@ def render_bounded(body: Any, context: dict[str, Any], *, checking: bool = False
     return (_checks_renderer if checking else _renderer).render(body, context)
 
 
-def validate_template(body: Any) -> None:
-    """Check a template compiles and renders in time (with empty context) before it is saved."""
-    render_bounded(body, {"visitor": {}, "flow": {}, "session": {}})
-
-
 def text_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
