@@ -118,8 +118,21 @@
       item.textContent = field ? `${field}: ${error.message}` : error.message;
       errorList.append(item);
       const editor = editors.get(error.field);
-      if (editor && error.line) editor.addLineClass(error.line - 1, "background", "tpl-error-line");
+      const line = error.line ? error.line - 1 : editor && error.path ? lineOfPath(editor, error.path) : null;
+      if (editor && line !== null) editor.addLineClass(line, "background", "tpl-error-line");
     }
+  }
+
+  // The line of a JSON path like $.user.names[1] in the editor's text, found key by key going down; a
+  // good guess for pretty-printed JSON (null when a key is not found).
+  function lineOfPath(editor, path) {
+    const keys = [...path.matchAll(/\.([^.[]+)/g)].map((match) => JSON.stringify(match[1]));
+    let line = 0;
+    for (const key of keys) {
+      while (line < editor.lineCount() && !editor.getLine(line).includes(`${key}:`)) line += 1;
+      if (line >= editor.lineCount()) return null;
+    }
+    return keys.length ? line : null;
   }
 
   let timer = null;

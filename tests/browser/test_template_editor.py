@@ -76,6 +76,17 @@ def test_editing_a_template_with_codemirror_and_the_live_preview(
     expect(output).to_have_text(json.dumps({"user": {"first_name": "Hi Grace"}}, separators=(",", ":")))
     expect(page.locator("#preview-errors li")).to_have_count(0)
 
+    # A schema the DPP breaks: the error names the path, and the template's line for it is marked.
+    schema = page.get_by_label("JSON Schema", exact=True)
+    schema.focus()
+    page.keyboard.insert_text('{"properties": {"user": {"properties": {"first_name": {"maxLength": 5}}}}}')
+    expect(page.locator("#preview-errors")).to_contain_text("$.user.first_name: 'Hi Grace' is too long")
+    expect(page.locator(".tpl-error-line")).to_have_count(1)
+    schema.focus()
+    page.keyboard.press("Control+A")
+    page.keyboard.press("Delete")
+    expect(page.locator("#preview-errors li")).to_have_count(0)
+
     page.get_by_role("button", name="Save", exact=True).click()
     expect(page.get_by_role("status").first).to_contain_text("Saved as a new draft version")
     expect(page.get_by_role("link", name="Version 2")).to_be_visible()
