@@ -13,7 +13,7 @@ from sqlalchemy.orm import selectinload
 
 from server import audit
 from server.db import Database
-from server.dpp.render import DppError, validate_template
+from server.dpp.checks import TemplateInvalid, check_template
 from server.errors import InvalidField, NotFound
 from server.models import Conversation, DppTemplate, DppTemplateVersion, Flow, TranscriptEntry
 from server.sdk import DEFAULT_SDK_VERSION, SUPPORTED_VERSIONS
@@ -62,17 +62,25 @@ class TurnOverride(BaseModel):
 
 
 class TemplateSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """A DPP template: its body, the visitor variables it declares, and the JSON Schema its DPP must meet."""
+
+    model_config = ConfigDict(
+        extra="forbid", validate_by_name=True, validate_by_alias=True, serialize_by_alias=True
+    )
     name: str = Field(min_length=1, max_length=120)
     description: str = ""
     body: dict[str, Any]
+    variables: list[dict[str, Any]] = Field(default_factory=list)
+    # "schema" in the document; named otherwise here because BaseModel has a `schema` of its own.
+    dpp_schema: dict[str, Any] | None = Field(default=None, alias="schema")
 
     @model_validator(mode="after")
-    def _renders(self) -> TemplateSpec:
+    def _checks(self) -> TemplateSpec:
         try:
-            validate_template(self.body)
-        except DppError as exc:
+            checked = check_template(self.body, self.variables, self.dpp_schema)
+        except TemplateInvalid as exc:
             raise ValueError(f"template {self.name!r}: {exc}") from None
+        self.variables = checked.variables
         return self
 
 
@@ -193,6 +201,23 @@ async def page_flow(db: Database, slug: str) -> tuple[Flow, DppTemplateVersion |
     return flow, version
 
 
+def version_content(version: DppTemplateVersion) -> tuple[Any, list[dict[str, Any]], Any]:
+    """What makes two versions the same: body, variables and schema."""
+    return version.body, version.variables or [], version.dpp_schema
+
+
+async def preview_flow(db: Database, slug: str, version_id: int) -> tuple[Flow, DppTemplateVersion]:
+    """An enabled flow and an explicit template version (an admin trying a draft on it)."""
+    async with db.reading() as session:
+        flow = await session.scalar(select(Flow).where(Flow.slug == slug, Flow.enabled))
+        if flow is None:
+            raise NotFound("unknown_flow", f"There is no enabled flow {slug!r} to try the template on.")
+        version = await session.get(DppTemplateVersion, version_id)
+        if version is None:
+            raise NotFound("unknown_version", "This template version no longer exists.")
+    return flow, version
+
+
 async def save_template(db: AsyncSession, spec: TemplateSpec, author: str = "") -> DppTemplate:
     """Create the template or add a version when the body changed (versions are never edited), and publish
     it: an import is a deployment."""
@@ -205,9 +230,18 @@ async def save_template(db: AsyncSession, spec: TemplateSpec, author: str = "") 
         await db.flush()
     template.description = spec.description
     latest = await latest_version(db, template.id)
-    if latest is None or latest.body != spec.body:
+    if latest is None or version_content(latest) != (spec.body, spec.variables, spec.dpp_schema):
         version = (latest.version + 1) if latest else 1
-        db.add(DppTemplateVersion(template_id=template.id, version=version, body=spec.body, author=author))
+        db.add(
+            DppTemplateVersion(
+                template_id=template.id,
+                version=version,
+                body=spec.body,
+                variables=spec.variables,
+                dpp_schema=spec.dpp_schema,
+                author=author,
+            )
+        )
         template.published_version = version
     else:
         template.published_version = latest.version
@@ -290,7 +324,13 @@ async def export_document(db: Database, slugs: list[str] | None = None) -> Flows
             latest = await published_version(session, template.id)
             if latest is not None:
                 templates.append(
-                    TemplateSpec(name=template.name, description=template.description, body=latest.body)
+                    TemplateSpec(
+                        name=template.name,
+                        description=template.description,
+                        body=latest.body,
+                        variables=latest.variables or [],
+                        dpp_schema=latest.dpp_schema,
+                    )
                 )
     return FlowsDocument(dpp_templates=templates, flows=specs)
 

@@ -99,6 +99,7 @@ async def _start(session: AsyncSession, flow: Flow, claims: PageClaims) -> Conve
                 flow_slug=flow.slug,
                 flow_name=flow.display_name,
                 page_url=claims.page_url,
+                variables=version.variables,
             )
         except DppError as exc:
             raise Unavailable(
@@ -111,6 +112,7 @@ async def _start(session: AsyncSession, flow: Flow, claims: PageClaims) -> Conve
         "template_version_id": version.id if version else None,
         "rendered_dpp": dpp,
         "visitor_context": claims.visitor,
+        "preview": claims.preview,
         "status": ACTIVE,
         "created_at": now,
         "last_activity_at": now,

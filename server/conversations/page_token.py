@@ -25,6 +25,7 @@ class PageClaims:
     template_version_id: int | None
     visitor: dict[str, str]
     page_url: str
+    preview: bool = False  # opened from an admin's preview link: kept out of the flow's statistics
 
 
 def issue_page_token(
@@ -34,12 +35,15 @@ def issue_page_token(
     visitor: dict[str, str],
     page_url: str,
     ttl_seconds: int,
+    preview: bool = False,
 ) -> tuple[str, str]:
     """A fresh conversation id and the token that lets a page start it."""
     if len(json.dumps(visitor, ensure_ascii=False).encode()) > MAX_VISITOR_BYTES:
         raise Invalid("visitor_too_large", f"the visitor values exceed {MAX_VISITOR_BYTES} bytes in all")
     conversation_id = new_id()
     claims = {"sid": conversation_id, "flow": flow_slug, "v": template_version_id, "ctx": visitor}
+    if preview:
+        claims["pv"] = True
     return conversation_id, signer.sign(PAGE_SESSION, {**claims, "url": page_url[:512]}, ttl_seconds)
 
 
@@ -63,4 +67,5 @@ def read_page_token(signer: Signer, token: str) -> PageClaims:
         raise Unauthenticated(
             "token_invalid", "This page's session is not valid (not a page token). Reload the page."
         )
-    return PageClaims(conversation_id, flow, version, {str(k): str(v) for k, v in visitor.items()}, url)
+    visitor_values = {str(k): str(v) for k, v in visitor.items()}
+    return PageClaims(conversation_id, flow, version, visitor_values, url, claims.get("pv") is True)

@@ -22,6 +22,7 @@ import time
 from typing import IO, Any
 
 from jinja2 import TemplateError
+from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 MAX_RENDERED_BYTES = 64 * 1024
@@ -30,7 +31,16 @@ RENDER_TIMEOUT_SECONDS = 1.0  # a real template renders in about a millisecond
 WORKER_START_SECONDS = 30.0  # starting Python under load; not counted against the template
 WORKER_MEMORY_BYTES = 1024 * 1024 * 1024
 
-_env = ImmutableSandboxedEnvironment(autoescape=False, trim_blocks=True)
+
+class _Sandbox(ImmutableSandboxedEnvironment):
+    """Refuses an unsafe attribute outright: Jinja's sandbox would render `{{ x.__class__ }}` as an empty
+    string, hiding from the author that the template reached for Python internals."""
+
+    def unsafe_undefined(self, obj: Any, attribute: str) -> Any:
+        raise SecurityError(f"access to attribute {attribute!r} of {type(obj).__name__!r} object is unsafe")
+
+
+_env = _Sandbox(autoescape=False, trim_blocks=True)
 # Compiling a leaf costs far more than rendering it, and each page view renders the same few leaves.
 _compile = functools.lru_cache(maxsize=1024)(_env.from_string)
 
@@ -173,22 +183,59 @@ class _Renderer:
 
 
 _renderer = _Renderer()
+# Checks and the console's live preview get a worker of their own: an admin typing a template that overruns
+# (the worker is killed and restarted) never holds up a visitor's page.
+_checks_renderer = _Renderer()
 atexit.register(_renderer.close)
+atexit.register(_checks_renderer.close)
 
 
-def render_bounded(body: Any, context: dict[str, Any]) -> dict[str, Any]:
-    """`render_dpp` in the worker, within RENDER_TIMEOUT_SECONDS and WORKER_MEMORY_BYTES (blocking)."""
-    return _renderer.render(body, context)
+def render_bounded(body: Any, context: dict[str, Any], *, checking: bool = False) -> dict[str, Any]:
+    """`render_dpp` in the worker, within RENDER_TIMEOUT_SECONDS and WORKER_MEMORY_BYTES (blocking);
+    `checking`: in the worker kept for checks and previews."""
+    return (_checks_renderer if checking else _renderer).render(body, context)
 
 
-def validate_template(body: Any) -> None:
-    """Check a template compiles and renders in time (with empty context) before it is saved."""
-    render_bounded(body, {"visitor": {}, "flow": {}, "session": {}})
+def text_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def visitor_values(variables: list[dict[str, Any]] | None, given: dict[str, str]) -> dict[str, str]:
+    """The visitor values a template renders with: a fixed variable's value wins over the query string; a
+    declared default fills a value the query string did not give."""
+    values = dict(given)
+    for variable in variables or []:
+        name = variable["name"]
+        fixed = variable.get("source") == "fixed"
+        if fixed or (name not in values and variable.get("default") is not None):
+            values[name] = text_value(variable["default"])
+    return values
+
+
+def page_context(
+    visitor: dict[str, str],
+    flow_slug: str,
+    flow_name: str,
+    page_url: str,
+    variables: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """What a template sees on a page: the visitor's values (with the template's declared fixed values and
+    defaults) and the flow's."""
+    flow = {"slug": flow_slug, "display_name": flow_name, "url": page_url}
+    return {"visitor": visitor_values(variables, visitor), "flow": flow}
 
 
 async def render_for_visitor(
-    body: Any, *, visitor: dict[str, str], flow_slug: str, flow_name: str, page_url: str
+    body: Any,
+    *,
+    visitor: dict[str, str],
+    flow_slug: str,
+    flow_name: str,
+    page_url: str,
+    variables: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The DPP a visitor's conversation gets: the template rendered with their values and the page's."""
-    context = {"visitor": visitor, "flow": {"slug": flow_slug, "display_name": flow_name, "url": page_url}}
+    context = page_context(visitor, flow_slug, flow_name, page_url, variables)
     return await asyncio.to_thread(render_bounded, body, context)

@@ -20,7 +20,7 @@ from server.dependencies import page_base_url
 from server.dpp.render import DppError, render_for_visitor
 from server.errors import Invalid, Unavailable
 from server.flows import SLUG as FLOW_SLUG
-from server.flows import page_flow
+from server.flows import page_flow, preview_flow
 from server.models import DppTemplateVersion, Flow
 from server.pages.assets import StaticAssets
 from server.pages.cache import (
@@ -86,6 +86,7 @@ class LoadedPage:
     display_name: str
     template_version_id: int | None
     template_body: Any
+    template_variables: list[dict[str, Any]] | None
     shell: PageShell
 
 
@@ -107,17 +108,20 @@ class HostedPages:
         self.dpps: Lru[tuple[object, ...], str] = Lru(DPP_CACHE_SIZE)
         self.limiter = PageViewLimiter(settings.page_views_per_second, settings.page_views_burst)
 
+    def loaded(self, flow: Flow, version: DppTemplateVersion | None) -> LoadedPage:
+        sdk = script_source(pin_for(flow.sdk_version, flow.sdk_mode), self.settings.sdk_dir)
+        return LoadedPage(
+            flow.slug,
+            flow.display_name,
+            version.id if version else None,
+            version.body if version else None,
+            version.variables if version else None,
+            self.shell(flow, version, sdk),
+        )
+
     async def page(self, slug: str) -> LoadedPage:
         async def load() -> LoadedPage:
-            flow, version = await page_flow(self.db, slug)
-            sdk = script_source(pin_for(flow.sdk_version, flow.sdk_mode), self.settings.sdk_dir)
-            return LoadedPage(
-                flow.slug,
-                flow.display_name,
-                version.id if version else None,
-                version.body if version else None,
-                self.shell(flow, version, sdk),
-            )
+            return self.loaded(*await page_flow(self.db, slug))
 
         return await self.flows.get(slug, load)
 
@@ -172,6 +176,7 @@ class HostedPages:
                 flow_slug=page.slug,
                 flow_name=page.display_name,
                 page_url=page_url,
+                variables=page.template_variables,
             )
         except DppError as exc:
             raise Unavailable(
@@ -184,13 +189,29 @@ class HostedPages:
 
     async def view(self, scope: Scope, slug: str, nonce: str) -> tuple[str, dict[str, str]]:
         """One page view: its HTML and the headers that are its own (CSP, permissions, caching)."""
-        settings = self.settings
         client = scope.get("client")
         self.limiter.check(client[0] if client else "unknown")
+        return await self._view(scope, await self.page(slug), nonce, preview=False)
+
+    def page_url(self, scope: Scope, slug: str) -> str:
+        """The address visitors open a flow's page at (what templates see as `flow.url`)."""
+        return f"{page_base_url(scope, self.settings)}/a/{slug}"
+
+    async def preview_view(
+        self, scope: Scope, slug: str, version_id: int, nonce: str
+    ) -> tuple[str, dict[str, str]]:
+        """A flow's page with an explicit template version (an admin's preview link): not cached, and the
+        conversation it starts is marked as a preview."""
+        page = self.loaded(*await preview_flow(self.db, slug, version_id))
+        return await self._view(scope, page, nonce, preview=True)
+
+    async def _view(
+        self, scope: Scope, page: LoadedPage, nonce: str, preview: bool
+    ) -> tuple[str, dict[str, str]]:
+        settings = self.settings
         query = scope.get("query_string", b"")
         visitor = visitor_context(dict(QueryParams(query))) if query else {}
-        page = await self.page(slug)
-        page_url = f"{page_base_url(scope, settings)}/a/{page.slug}"
+        page_url = self.page_url(scope, page.slug)
         dpp_json = None
         if page.template_version_id is not None and page.shell.has_dpp:
             dpp_json = await self.dpp_json(page, visitor, page_url)
@@ -202,6 +223,7 @@ class HostedPages:
             visitor,
             page_url,
             settings.session_token_ttl_seconds,
+            preview=preview,
         )
         shell = page.shell
         html, csp = shell.fill(nonce, conversation_id, token, dpp_json)

@@ -16,6 +16,7 @@ WHEP_TARGET = "whep-target"  # an upstream WHEP URL handed to one session
 WHEP_RESOURCE = "whep-resource"  # the session resource (Location) an upstream WHEP answer named
 ADMIN_SESSION = "admin-session"  # the admin console's session cookie
 SIGN_IN_FORM = "sign-in-form"  # the sign-in form's CSRF pair (cookie + hidden field)
+ADMIN_PREVIEW = "admin-preview"  # a console link to a flow's page with an unpublished template version
 
 
 class TokenError(Exception):

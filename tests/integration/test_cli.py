@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -135,6 +136,33 @@ def test_flows_export_import_round_trip(cli: Cli, settings: Settings, tmp_path: 
     assert shown["flows"][0]["dpp_template"] == "demo-welcome"
     missing = cli("flows", "show", "nope")
     assert missing.code == 2 and "no flow with slug 'nope'" in missing.err
+
+
+def test_flows_import_and_export_carry_a_templates_schema_and_variables(
+    cli: Cli, settings: Settings, tmp_path: Path
+) -> None:
+    schema: dict[str, Any] = {
+        "type": "object",
+        "properties": {"user": {"type": "object", "required": ["first_name"]}},
+    }
+    variables = [
+        {"name": "first_name", "type": "string", "required": True, "example": "Ada", "source": "query"}
+    ]
+    template = {"name": "greet", "body": {"user": {"first_name": "{{ visitor.first_name }}"}}}
+    flow = {"slug": "greeter", "display_name": "G", "client_id": "c", "flow_id": "f", "dpp_template": "greet"}
+    path = tmp_path / "flows.json"
+    path.write_text(
+        json.dumps(
+            {"dpp_templates": [{**template, "schema": schema, "variables": variables}], "flows": [flow]}
+        )
+    )
+    assert cli("flows", "import", str(path)).code == 0
+    (exported,) = json.loads(cli("flows", "show", "greeter").out)["dpp_templates"]
+    assert exported["schema"] == schema and exported["variables"] == variables
+    schema["properties"]["user"]["properties"] = {"first_name": {"type": "integer"}}
+    path.write_text(json.dumps({"dpp_templates": [{**template, "schema": schema}], "flows": [flow]}))
+    refused = cli("flows", "import", str(path))
+    assert refused.code == 2 and "the rendered DPP at $.user.first_name" in refused.err
 
 
 @pytest.mark.parametrize(
