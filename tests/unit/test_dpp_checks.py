@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from server.dpp.checks import (
 )
 from server.dpp.render import visitor_values
 from server.flows import FlowsDocument
+from tests.kaltura_examples import FILES, examples_dir
 
 
 def test_a_json_mistake_names_its_line_and_column() -> None:
@@ -110,19 +110,11 @@ def test_preview_is_the_compact_text_the_relay_sends() -> None:
     assert text == '{"a":"Zoë","b":[1,"é"]}'
 
 
-# Kaltura's published examples (the SDK repository, not committed here): AVATAR_BFF_SDK_CHECKOUT names a
-# checkout of it (tag v2.7.4 or later).
-EXAMPLES = ("hr_avatar", "code_interview", "att_lily")
+EXAMPLES = tuple(FILES)
 
 
 def _examples() -> Path:
-    root = os.environ.get("AVATAR_BFF_SDK_CHECKOUT")
-    if not root:
-        pytest.skip("set AVATAR_BFF_SDK_CHECKOUT to a checkout of Kaltura's SDK repository to run this")
-    base = Path(root) / "sdk-iframe" / "examples"
-    if not all((base / name / "dynamic_page_prompt.schema.json").is_file() for name in EXAMPLES):
-        pytest.skip(f"{base} does not hold the {', '.join(EXAMPLES)} examples' schemas")
-    return base
+    return examples_dir()
 
 
 def _samples(base: Path, name: str) -> tuple[dict[str, Any], list[tuple[str, dict[str, Any]]]]:
