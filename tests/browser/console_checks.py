@@ -3,12 +3,14 @@ critical axe-core finding, no horizontal scroll at phone width. axe-core comes f
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import pytest
 from playwright.sync_api import Page
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from tests.browser.conftest import PageWatch
 
@@ -52,6 +54,8 @@ def check_page(watch: PageWatch, url: str) -> list[str]:
     assert watch.console_errors == [], (url, watch.console_errors)
     assert serious_axe_findings(page) == [], url
     page.set_viewport_size({"width": 360, "height": 740})
+    with contextlib.suppress(PlaywrightTimeout):  # charts follow their box a frame or two later
+        page.wait_for_function("() => document.documentElement.scrollWidth <= 360", timeout=3000)
     overflow = page.evaluate("document.documentElement.scrollWidth")
     assert overflow <= 360, (url, f"scrolls sideways at 360 px: {overflow} px wide")
     origin = "{0.scheme}://{0.netloc}".format(urlsplit(url))
