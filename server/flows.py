@@ -21,6 +21,7 @@ from server.sdk_options import SdkOptions, SpokenCommand, stored_options
 from server.upstreams import ENDPOINT_FIELDS, clean_origin, host_allowed
 
 SLUG = r"^[a-z0-9][a-z0-9-]{0,63}$"
+IMPORT_ACTOR = "command line"  # who `flows import` changes things as, in the audit log
 END_PHRASE = "Ending call now."
 
 
@@ -243,7 +244,19 @@ async def save_template(db: AsyncSession, spec: TemplateSpec, author: str = "") 
             )
         )
         template.published_version = version
-    else:
+        audit.record(
+            db, author, "import", "template", spec.name, None, {"version": version, "published": True}
+        )
+    elif template.published_version != latest.version:
+        audit.record(
+            db,
+            author,
+            "publish",
+            "template",
+            spec.name,
+            {"published": template.published_version},
+            {"published": latest.version},
+        )
         template.published_version = latest.version
     return template
 
@@ -252,7 +265,7 @@ async def apply_document(db: AsyncSession, document: FlowsDocument, allowed_host
     """Upsert templates and flows in the caller's transaction; return the flow slugs written."""
     templates: dict[str, int] = {}
     for template_spec in document.dpp_templates:
-        template = await save_template(db, template_spec, author="import")
+        template = await save_template(db, template_spec, author=IMPORT_ACTOR)
         templates[template.name] = template.id
     for spec in document.flows:
         check_upstream_hosts(spec, allowed_hosts)
@@ -269,9 +282,13 @@ async def apply_document(db: AsyncSession, document: FlowsDocument, allowed_host
         flow = (await db.execute(select(Flow).where(Flow.slug == spec.slug))).scalar_one_or_none()
         if flow is None:
             db.add(Flow(**values))
+            audit.record(db, IMPORT_ACTOR, "import", "flow", spec.slug, None, values)
         else:
+            before = {key: getattr(flow, key) for key in values}
             for key, value in values.items():
                 setattr(flow, key, value)
+            if before != values:  # an import that changes nothing records nothing
+                audit.record(db, IMPORT_ACTOR, "import", "flow", spec.slug, before, values)
     await db.flush()
     return [spec.slug for spec in document.flows]
 
