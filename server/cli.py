@@ -38,6 +38,9 @@ class CommandError(Exception):
 
 
 def _with_db(settings: Settings, work: Callable[[Database], Awaitable[T]]) -> T:
+    """Run `work` on the database, migrated first (as `serve` does), so any command works on a new one."""
+    migrate.upgrade(settings.effective_database_url)
+
     async def runner() -> T:
         db = Database(settings.effective_database_url)
         try:

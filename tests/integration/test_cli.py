@@ -103,6 +103,13 @@ def test_create_token_refuses_unknown_scopes(cli: Cli) -> None:
     assert result.code == 2 and "invalid choice" in result.err
 
 
+def test_the_first_admin_can_be_made_on_a_brand_new_data_dir(cli: Cli, tmp_path: Path) -> None:
+    assert not (tmp_path / "avatar-bff.db").exists()  # nothing migrated yet: the command does it
+    result = cli("create-admin", "first@example.com", "--role", "viewer", stdin="a long enough secret\n")
+    assert result.code == 0, result.err
+    assert "first@example.com created with role viewer" in result.out
+
+
 def test_create_admin_reads_the_password_from_stdin(cli: Cli, settings: Settings) -> None:
     result = cli("create-admin", "Ops@Example.com", stdin="a long enough secret\n")
     assert result.code == 0, result.err
