@@ -9,7 +9,7 @@ from datetime import timedelta
 from sqlalchemy.exc import SQLAlchemyError
 
 from server import admins
-from server.conversations import lifecycle
+from server.conversations import lifecycle, timeline
 from server.db import Database
 from server.models import utcnow
 
@@ -31,6 +31,7 @@ async def housekeeping_pass(
     ended = await lifecycle.expire_idle(db, now, idle_after)
     purged = await lifecycle.purge_by_retention(db, now)
     await lifecycle.forget_erased(db, now, token_lifetime)
+    await timeline.forget_unstarted(db, now - timeline.UNSTARTED_KEPT)
     if console_sessions is not None:
         await admins.purge_sessions(db, *console_sessions)
     return ended, purged

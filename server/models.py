@@ -224,8 +224,12 @@ class ConversationEvent(Base):
     __tablename__ = "conversation_events"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    conversation_id: Mapped[str] = mapped_column(
-        ForeignKey("conversations.id", ondelete="CASCADE"), index=True
+    # None: a refusal before any conversation started (a capacity refusal), kept on its flow instead.
+    conversation_id: Mapped[str | None] = mapped_column(
+        ForeignKey("conversations.id", ondelete="CASCADE"), index=True, nullable=True
+    )
+    flow_id: Mapped[int | None] = mapped_column(
+        ForeignKey("flows.id", ondelete="CASCADE"), index=True, nullable=True
     )
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     kind: Mapped[str] = mapped_column(String(40))

@@ -28,9 +28,6 @@ async def overview(console: ConsoleDep) -> HTMLResponse:
             {"slug": f.slug, "conversations": f.conversations, "minutes": f.minutes} for f in usage.flows
         ],
     }
-    # Turned away before any conversation existed, so on no timeline: this instance's count since it started.
-    relay = getattr(console.request.app.state, "relay", None)
-    capacity_refusals = relay.dropped["capacity"] if relay is not None else 0
     return console.render(
         "overview.html",
         section="overview",
@@ -38,5 +35,4 @@ async def overview(console: ConsoleDep) -> HTMLResponse:
         chart=chart,
         endings=ENDINGS,
         problems=problems,
-        capacity_refusals=capacity_refusals,
     )

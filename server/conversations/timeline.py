@@ -10,14 +10,16 @@ batches, as the transcript tap does for lines.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import time
 from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, or_, select
 from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -72,6 +74,10 @@ MAX_DETAIL_BYTES = 1024
 MAX_TEXT = 200  # characters of one detail string
 MAX_QUEUE = 10_000
 FLUSH_INTERVAL = 0.25
+# Refusals before a conversation started are counted, and written per flow and reason at most this often: a
+# flood of refused sockets makes a few rows a minute, not one each.
+UNSTARTED_INTERVAL = 10.0
+UNSTARTED_KEPT = timedelta(days=31)
 _UNAVAILABLE = (OperationalError, InterfaceError, DisconnectionError)
 
 
@@ -104,8 +110,14 @@ async def record(
     return bool(await _insert(session, [(conversation_id, kind, detail, at or utcnow())]))
 
 
-async def _insert(session: AsyncSession, events: list[tuple[str, str, dict[str, Any], datetime]]) -> int:
-    """Store what fits (conversations that exist, under their cap); a second relay_connect is a reconnect."""
+async def _insert(
+    session: AsyncSession,
+    events: list[tuple[str, str, dict[str, Any], datetime]],
+    unstarted: list[tuple[str, str, dict[str, Any]]] | None = None,
+) -> int:
+    """Store what fits (conversations that exist, under their cap); a second relay_connect is a reconnect.
+
+    Events of conversations that do not exist (never started, or erased) go to `unstarted` when given."""
     ids = {event[0] for event in events}
     stored = dict(
         (
@@ -132,7 +144,9 @@ async def _insert(session: AsyncSession, events: list[tuple[str, str, dict[str, 
     written = 0
     for conversation_id, kind, detail, at in events:
         if conversation_id not in existing:
-            continue  # never started (a capacity refusal) or erased meanwhile
+            if unstarted is not None:  # never started (a capacity refusal) or erased meanwhile
+                unstarted.append((conversation_id, kind, detail))
+            continue
         count = stored.get(conversation_id, 0)
         if count >= MAX_EVENTS or (count == MAX_EVENTS - 1 and kind != "end"):
             continue
@@ -161,7 +175,7 @@ async def events_of(db: Database, conversation_id: str) -> list[Event]:
 @dataclass(frozen=True)
 class Problem:
     at: datetime
-    conversation_id: str
+    conversation_id: str | None  # None: turned away before any conversation started (`count` of them)
     flow_slug: str
     kind: str
     detail: dict[str, Any]
@@ -179,14 +193,44 @@ async def latest_problems(db: Database, limit: int = 20) -> list[Problem]:
                     ConversationEvent.kind,
                     ConversationEvent.detail,
                 )
-                .join(Conversation, Conversation.id == ConversationEvent.conversation_id)
-                .join(Flow, Flow.id == Conversation.flow_id)
-                .where(ConversationEvent.kind.in_(PROBLEM_KINDS), Conversation.preview.is_(False))
+                .outerjoin(Conversation, Conversation.id == ConversationEvent.conversation_id)
+                .join(Flow, Flow.id == func.coalesce(ConversationEvent.flow_id, Conversation.flow_id))
+                .where(
+                    ConversationEvent.kind.in_(PROBLEM_KINDS),
+                    or_(ConversationEvent.conversation_id.is_(None), Conversation.preview.is_(False)),
+                )
                 .order_by(ConversationEvent.at.desc(), ConversationEvent.id.desc())
                 .limit(limit)
             )
         ).all()
     return [Problem(at, cid, slug, kind, detail or {}) for at, cid, slug, kind, detail in rows]
+
+
+async def _insert_unstarted(session: AsyncSession, counts: Counter[tuple[str, str]]) -> None:
+    """One `refused` event per flow and reason, with how many, on the flow (there is no conversation)."""
+    slugs = {slug for slug, _ in counts}
+    flow_ids = dict((await session.execute(select(Flow.slug, Flow.id).where(Flow.slug.in_(slugs)))).all())
+    for (slug, reason), count in counts.items():
+        if slug in flow_ids:
+            session.add(
+                ConversationEvent(
+                    conversation_id=None,
+                    flow_id=flow_ids[slug],
+                    kind="refused",
+                    detail={"reason": reason, "count": count},
+                )
+            )
+
+
+async def forget_unstarted(db: Database, before: datetime) -> int:
+    """Housekeeping: flow-level refusals older than `before` (conversations' events go with them)."""
+    async with db.transaction() as session:
+        result = await session.execute(
+            delete(ConversationEvent).where(
+                ConversationEvent.conversation_id.is_(None), ConversationEvent.at < before
+            )
+        )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
 async def page_report(db: Database, signer: Signer, token: str, kind: str, code: str, message: str) -> None:
@@ -244,6 +288,9 @@ class TimelineRecorder:
         self._flushing = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self.dropped: Counter[str] = Counter()  # queue_full, rejected
+        self._flows: dict[str, str] = {}  # conversation id -> flow slug, for refusals still queued
+        self._unstarted: Counter[tuple[str, str]] = Counter()  # (flow slug, reason) -> refusals to write
+        self._unstarted_written = time.monotonic()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run())
@@ -252,7 +299,7 @@ class TimelineRecorder:
         if self._task is not None:
             self._task.cancel()
             self._task = None
-        await self.flush()
+        await self.flush(final=True)
 
     def note(self, conversation_id: str, kind: str, **detail: Any) -> None:
         if len(self._queue) >= MAX_QUEUE:  # the database is far behind: the relay comes first
@@ -261,14 +308,31 @@ class TimelineRecorder:
         self._queue.append((conversation_id, kind, clean_detail(detail), utcnow()))
         self._wake.set()
 
-    async def flush(self) -> None:
+    def refused(self, conversation_id: str, flow_slug: str, reason: str) -> None:
+        """A connect turned away: on its conversation's timeline, or counted on the flow if none started."""
+        if len(self._flows) < MAX_QUEUE:
+            self._flows[conversation_id] = flow_slug
+        self.note(conversation_id, "refused", reason=reason)
+
+    async def flush(self, final: bool = False) -> None:
         async with self._flushing:
             events, self._queue = self._queue, []
-            if not events:
+            if not events and not (final and self._unstarted) and not self._unstarted_due():
                 return
+            unstarted: list[tuple[str, str, dict[str, Any]]] = []
             try:
                 async with self._db.transaction() as session:
-                    await _insert(session, events)
+                    await _insert(session, events, unstarted)
+                    for conversation_id, kind, detail in unstarted:
+                        slug = self._flows.get(conversation_id)
+                        if kind == "refused" and slug is not None:
+                            self._unstarted[(slug, str(detail.get("reason", "refused")))] += 1
+                    for conversation_id, *_ in events:
+                        self._flows.pop(conversation_id, None)
+                    if self._unstarted and (final or self._unstarted_due()):
+                        await _insert_unstarted(session, self._unstarted)
+                        self._unstarted.clear()
+                        self._unstarted_written = time.monotonic()
             except _UNAVAILABLE as exc:
                 log.error(
                     "timeline: could not write %d event(s) (%s); will retry", len(events), type(exc).__name__
@@ -278,9 +342,14 @@ class TimelineRecorder:
                 self.dropped["rejected"] += len(events)
                 log.warning("timeline: dropped %d event(s) (%s)", len(events), type(exc).__name__)
 
+    def _unstarted_due(self) -> bool:
+        return bool(self._unstarted) and time.monotonic() - self._unstarted_written >= UNSTARTED_INTERVAL
+
     async def _run(self) -> None:
         while True:
-            await self._wake.wait()
+            # Counted refusals are written within UNSTARTED_INTERVAL even when nothing else happens.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), UNSTARTED_INTERVAL if self._unstarted else None)
             self._wake.clear()
             await asyncio.sleep(FLUSH_INTERVAL)
             await asyncio.shield(self.flush())

@@ -403,12 +403,12 @@ class RelayHub:
         return replaced
 
     def _note_refusal(self, token: str, reason: str) -> None:
-        """On the conversation's timeline, if the token names one (it is recorded once it exists)."""
+        """On its conversation's timeline, or its flow's when none started (a forged token: nowhere)."""
         try:
-            conversation_id = read_page_token(self.signer, token).conversation_id
+            page = read_page_token(self.signer, token)
         except AppError:
             return
-        self.timeline.note(conversation_id, "refused", reason=reason)
+        self.timeline.refused(page.conversation_id, page.flow_slug, reason)
 
     async def _no_agent(self, sid: str, goodbye: float | None) -> None:
         """The SDK's capacity path: `throwToNoAgent`; with `goodbye`, the socket is closed that much later."""

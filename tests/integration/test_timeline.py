@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ from fastapi import FastAPI
 from server.app import create_app
 from server.conversations import timeline
 from server.conversations.listing import detail_of
+from server.models import utcnow
 from server.security.signing import Signer
 from server.settings import Settings
 from server.transcripts.ingest import IngestLimits, PageBatch, ingest_page_batch
@@ -90,8 +93,9 @@ async def test_a_relayed_conversation_leaves_its_connects_whep_refusal_and_end(
 
 
 async def test_a_capacity_refusal_and_a_reconnect_are_on_the_timeline(
-    tmp_path: Path, simulator: ServerThread
+    tmp_path: Path, simulator: ServerThread, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(timeline, "UNSTARTED_INTERVAL", 0.2)  # counted refusals written at once
     settings = prepared_settings(tmp_path, simulator_url=simulator.url, relay_max_per_flow=1)
     with ServerThread(create_app(settings)) as server:
         conversation_id, token = page_session(server)
@@ -109,7 +113,7 @@ async def test_a_capacity_refusal_and_a_reconnect_are_on_the_timeline(
         await again.wait_for("throwToNoAgent")
         refused = await kinds_once(settings, conversation_id, "refused")
         assert [e.detail for e in refused if e.kind == "refused"] == [{"reason": "capacity"}]
-        # A page whose conversation never started: on no timeline, but counted on the overview.
+        # A page whose conversation never started: on no timeline, but counted on its flow, for the overview.
         unstarted_id, unstarted_token = page_session(server)
         stranger = FakeSdk()
         await stranger.connect(server.url, unstarted_token)
@@ -118,8 +122,18 @@ async def test_a_capacity_refusal_and_a_reconnect_are_on_the_timeline(
         assert await events(settings, unstarted_id) == []
         with ConsoleClient(server.url) as console:
             assert console.sign_in(create_admin(settings, "ops@example.com")).status_code == 303
-            overview = console.get("/admin").text
-        assert "since it started): <strong>2</strong>" in overview
+
+            def unstarted_row() -> str | None:
+                rows = re.findall(r"<tr>(.*?)</tr>", console.get("/admin").text, re.S)
+                found = [
+                    " ".join(re.sub(r"<[^>]+>", " ", row).split()) for row in rows if "not started" in row
+                ]
+                return found[0] if found else None
+
+            row = await eventually_async(
+                unstarted_row, lambda found: found is not None, what="the unstarted refusal on the overview"
+            )
+        assert row is not None and "demo refused reason capacity count 1 not started" in row
 
         await other.client.disconnect()
         back = FakeSdk()  # the SDK reconnects: its queued socket is let go, the new one bridged
@@ -229,6 +243,32 @@ def test_a_timeline_keeps_at_most_200_events_with_the_last_slot_for_the_end(tmp_
     assert len(found) == timeline.MAX_EVENTS
     assert found[-1].kind == "end" and [e.kind for e in found].count("sdk_error") == timeline.MAX_EVENTS - 1
     assert found[0].detail == {"code": "0", "message": "x" * timeline.MAX_TEXT}  # no nested values
+
+
+def test_a_flood_of_refusals_before_any_conversation_makes_one_row_per_flow_and_reason(
+    tmp_path: Path,
+) -> None:
+    settings = prepared_settings(tmp_path)
+
+    async def scenario() -> tuple[list[timeline.Problem], list[timeline.Problem]]:
+        async with database(settings) as db:
+            recorder = timeline.TimelineRecorder(db)
+            for n in range(500):  # 500 refused sockets whose visitors never started a conversation
+                recorder.refused(f"{n:032x}", "demo", "capacity")
+            recorder.refused("f" * 32, "demo-iframe", "upstream_failed")
+            await recorder.flush()  # within the interval: counted, not written yet
+            assert await timeline.latest_problems(db) == []
+            await recorder.flush(final=True)  # stopping writes what was counted
+            written = await timeline.latest_problems(db)
+            await timeline.forget_unstarted(db, utcnow() + timedelta(seconds=1))  # housekeeping, later on
+            return written, await timeline.latest_problems(db)
+
+    written, forgotten = run_async(scenario)
+    assert sorted((p.flow_slug, p.detail["reason"], p.detail["count"]) for p in written) == [
+        ("demo", "capacity", 500),
+        ("demo-iframe", "upstream_failed", 1),
+    ]
+    assert all(p.conversation_id is None for p in written) and forgotten == []
 
 
 def test_details_are_short_strings_and_numbers_within_a_kilobyte() -> None:
