@@ -34,6 +34,7 @@ class Simulator:
         # What new connections are told, by upstream flow id ("*": any flow), set by a test hook.
         self.admission: dict[str, str] = {}
         self.no_video: set[str] = set()  # upstream flow ids ("*": any) whose WHEP offers fail, set by a test
+        self.no_fallback: set[str] = set()  # upstream flow ids whose audio-fallback requests go unanswered
         self.synthesizer = Synthesizer(config.max_syntheses, config.synthesis_timeout)
         self.sio = socketio.AsyncServer(
             async_mode="asgi",
@@ -222,6 +223,9 @@ class Simulator:
     def video_for(self, session: SimSession) -> bool:
         return not ({session.flow_id, "*"} & self.no_video)
 
+    def fallback_for(self, session: SimSession) -> bool:
+        return not ({session.flow_id, "*"} & self.no_fallback)
+
     def admission_for(self, session: SimSession) -> str:
         return self.admission.get(session.flow_id) or self.admission.get("*") or "open"
 
@@ -340,6 +344,8 @@ class Simulator:
     async def on_webrtc_create_offer(self, session: SimSession, payload: dict[str, Any]) -> None:
         """The SDK's audio fallback (after a WHEP failure, or audio-only): here the service makes the offer,
         with the avatar's voice, and listens to the microphone the SDK adds."""
+        if not self.fallback_for(session):  # a test wants the fallback to hang
+            return
         if session.fallback_peer is not None:  # one per session; a second request gets the same offer again
             offer = session.fallback_peer.localDescription
         else:
