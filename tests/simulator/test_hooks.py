@@ -161,3 +161,20 @@ async def test_the_asr_answer_is_followed_by_trickled_candidates_in_the_sdks_sha
     assert f"a={candidate['candidate']}" in answer
     await peer.close()
     await caller.client.disconnect()
+
+
+async def test_media_hook_can_leave_the_audio_fallback_unanswered(sim: ServerThread) -> None:
+    media = f"{sim.url}/_sim/media"
+    assert httpx.post(media, json={"video": False, "fallback": "no"}).status_code == 400
+    answer = httpx.post(media, json={"video": False, "fallback": False, "flow_id": "f1"})
+    assert answer.json() == {"ok": True, "no_video": ["f1"], "no_fallback": ["f1"]}
+    try:
+        caller = await conversation(sim.url)
+        await caller.client.emit("webrtc-create-offer")
+        httpx.post(media, json={"video": True, "flow_id": "f1"})  # answered again from now on
+        await caller.client.emit("webrtc-create-offer")
+        await caller.wait_for("webrtc-offer")
+        assert caller.names().count("webrtc-offer") == 1  # the first request went unanswered
+    finally:
+        httpx.post(media, json={"video": True, "flow_id": "f1"})
+    await caller.client.disconnect()
