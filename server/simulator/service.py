@@ -124,10 +124,10 @@ class Simulator:
                     session.voice.stop()
                     text = " ".join(said)
                     break
-            session.barge_in = None
             await session.send("stvSpeechChunk", {"text": "", "speechId": speech_id, "durationMs": 1})
             await session.send("stvFinishedGenerating", {"speechId": speech_id})
             await session.send("stvFinishedTalking", {"agentContent": text, "speechId": speech_id})
+            session.barge_in = None  # only now: a turn that cut it short waits for the lines above
 
     @staticmethod
     def interrupt(session: SimSession) -> None:
@@ -143,6 +143,11 @@ class Simulator:
             await self.end(session)
 
     async def user_said(self, session: SimSession, text: str) -> None:
+        if session.barge_in is not None and session.barge_in.is_set():
+            # The utterance cut short ends (its stvFinishedTalking) before the turn that cut it: a typed turn
+            # arrives right behind its isSpeechStart, while the avatar is still mid-chunk.
+            async with session.speech_lock:
+                pass
         await session.send("agentTurnToTalk", {"userTranscription": text})
         await self.respond(session, session.dialogue.reply(text))
 

@@ -61,6 +61,10 @@ async def test_talking_over_the_avatar_cuts_it_short(sim: ServerThread) -> None:
     said = (await caller.wait_for("stvFinishedTalking", 2))["agentContent"]
     assert LONG_SPEECH.startswith(said) and 0 < len(said) < len(LONG_SPEECH) // 2
     assert (await caller.wait_for("stvFinishedTalking", 3))["agentContent"].startswith("You said: stop.")
+    # The cut utterance ends before the typed turn that cut it: the SDK's transcript follows this order.
+    names = caller.names()
+    finished = [i for i, name in enumerate(names) if name == "stvFinishedTalking"]
+    assert finished[1] < names.index("agentTurnToTalk") < finished[2]
 
     hook(sim, session_id, "say", {"text": LONG_SPEECH})
     await caller.wait_for("stvStartedTalking", 4)
