@@ -240,7 +240,11 @@ def test_iframe_permissions_denied_and_load_agent_error_are_shown(
         assert answer.json() == {"ok": True}
 
     emit("permissions-denied")
-    expect(page.locator("#notices")).to_contain_text("Your microphone is off or blocked")
+    expect(page.locator("#notices")).to_have_text(
+        "Your microphone is off or blocked, so the avatar cannot hear you."
+        " To talk, allow the microphone for this site and reload the page."
+    )
+    expect(page.locator("#status")).to_have_text("In conversation.")
     screenshots(page, tmp_path, "iframe-permissions-denied")
     emit("load-agent-error")
     expect(page.get_by_role("alert")).to_have_text("The avatar could not be loaded. Please try again.")

@@ -93,6 +93,14 @@ test('a denied microphone explains the text-only mode', () => {
   assert.equal(view.status, 'In conversation. Type below.');
 });
 
+test('without a text box of its own (iframe) the page does not promise typing', () => {
+  const view = describe(run([['mic-denied'], ['ready'], ['ended'], ['start'], ['mic-denied'], ['ready']],
+    { typing: false }));
+  assert.deepEqual(view.notices, ['Your microphone is off or blocked, so the avatar cannot hear you. To talk, '
+    + 'allow the microphone for this site and reload the page.']);
+  assert.equal(view.status, 'In conversation.');
+});
+
 test('time remaining counts down from the SDK\'s warning', () => {
   const state = run([['ready'], ['time-warning', { remainingSeconds: 90 }, 1000]]);
   assert.equal(describe(state, 1000).remaining, 'Time remaining: 1 min 30 s.');
