@@ -109,6 +109,10 @@ function onError(next, error) {
   // `willRetry`: the page knows whether the SDK schedules another attempt (auto reconnect, attempts left).
   if (error.willRetry) {
     next.error = null;
+    if (error.code === 1003 && next.phase === 'live') {
+      // Lost: the SDK waits out its first back-off before it says `reconnecting`; the call is not on meanwhile.
+      return { ...next, phase: 'reconnecting', reconnect: null, speaking: false, interim: '' };
+    }
     return next;
   }
   next.phase = next.phase === 'live' && error.recoverable !== false && error.code !== 1003 ? 'live' : 'failed';
@@ -152,8 +156,9 @@ export function describe(state, now = 0) {
       else status = state.micDenied ? 'In conversation. Type below.' : 'In conversation. Speak, or type below.';
       break;
     case 'reconnecting': {
-      const r = state.reconnect || {};
-      status = `Connection lost. Reconnecting (attempt ${r.attempt} of ${r.maxAttempts})…`;
+      const r = state.reconnect;
+      status = r ? `Connection lost. Reconnecting (attempt ${r.attempt} of ${r.maxAttempts})…`
+        : 'Connection lost. Reconnecting…';
       break;
     }
     case 'failed':

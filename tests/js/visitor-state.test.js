@@ -53,6 +53,14 @@ test('reconnecting counts attempts, and exhaustion says so and offers Retry', ()
   assert.equal(view.retry, true);
 });
 
+test('a lost call says so at once, before the SDK\'s first reconnect attempt', () => {
+  const view = describe(run([['ready'], ['avatar-speaking-start'], ['error', { code: 1003, text: 'lost', willRetry: true }]]));
+  assert.equal(view.status, 'Connection lost. Reconnecting…');
+  assert.equal(view.active, false);
+  assert.equal(view.speaking, false);
+  assert.equal(view.error, null);
+});
+
 test('a successful reconnect clears the reconnecting state', () => {
   const state = run([['ready'], ['reconnecting', { attempt: 1, maxAttempts: 5 }], ['reconnected']]);
   assert.equal(describe(state).active, true);
