@@ -8,7 +8,7 @@ time with a message naming the field, not discovered by a visitor.
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -119,6 +119,10 @@ class QueueOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     enabled: bool = True
     max_wait_seconds: int = Field(default=0, ge=0, le=3600)  # 0: wait as long as the visitor stays
+    # The waits between availability checks, used in turn and round again; None: the SDK's (30 s, 45 s, …).
+    poll_seconds: list[Annotated[int, Field(ge=1, le=600)]] | None = Field(
+        default=None, min_length=1, max_length=10
+    )
 
 
 class ReconnectOptions(BaseModel):

@@ -84,12 +84,22 @@ def genui_config(enabled: bool, options: SdkOptions) -> dict[str, Any]:
     return config
 
 
+def queue_config(options: SdkOptions) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "enabled": options.queue.enabled,
+        "maxWaitMs": options.queue.max_wait_seconds * 1000,
+    }
+    if options.queue.poll_seconds is not None:
+        config["delays"] = [seconds * 1000 for seconds in options.queue.poll_seconds]
+    return config
+
+
 def socket_sdk_options(flow: Flow, options: SdkOptions, socket_url: str) -> dict[str, Any]:
     """The Socket SDK constructor options a flow's settings produce (without credentials and endpoints)."""
     config: dict[str, Any] = {
         "genui": genui_config(flow.genui_enabled, options),
         "captions": captions_config(options),
-        "queue": {"enabled": options.queue.enabled, "maxWaitMs": options.queue.max_wait_seconds * 1000},
+        "queue": queue_config(options),
         "autoReconnect": options.reconnect.auto,
         "maxReconnectAttempts": options.reconnect.attempts,
         "reconnectBaseDelay": options.reconnect.base_delay_ms,

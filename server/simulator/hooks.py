@@ -122,13 +122,24 @@ def routes(sim: Simulator) -> list[Route]:
         except BadRequest as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
         video, flow_id = body.get("video"), body.get("flow_id", "*")
-        if not isinstance(video, bool) or not isinstance(flow_id, str) or not flow_id:
-            return JSONResponse({"error": "send {video: true|false, flow_id?}"}, status_code=400)
-        if video:
-            sim.no_video.discard(flow_id)
-        else:
-            sim.no_video.add(flow_id)
-        return JSONResponse({"ok": True, "no_video": sorted(sim.no_video)})
+        fallback = body.get("fallback", True)
+        if (
+            not isinstance(video, bool)
+            or not isinstance(fallback, bool)
+            or not isinstance(flow_id, str)
+            or not flow_id
+        ):
+            return JSONResponse(
+                {"error": "send {video: true|false, fallback?: true|false, flow_id?}"}, status_code=400
+            )
+        for switched_off, on in ((sim.no_video, video), (sim.no_fallback, fallback)):
+            if on:
+                switched_off.discard(flow_id)
+            else:
+                switched_off.add(flow_id)
+        return JSONResponse(
+            {"ok": True, "no_video": sorted(sim.no_video), "no_fallback": sorted(sim.no_fallback)}
+        )
 
     async def frame(_request: Request) -> Response:
         return HTMLResponse(FRAME_PAGE, headers={"content-security-policy": FRAME_CSP})

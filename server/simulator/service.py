@@ -34,6 +34,7 @@ class Simulator:
         # What new connections are told, by upstream flow id ("*": any flow), set by a test hook.
         self.admission: dict[str, str] = {}
         self.no_video: set[str] = set()  # upstream flow ids ("*": any) whose WHEP offers fail, set by a test
+        self.no_fallback: set[str] = set()  # upstream flow ids whose audio-fallback requests go unanswered
         self.synthesizer = Synthesizer(config.max_syntheses, config.synthesis_timeout)
         self.sio = socketio.AsyncServer(
             async_mode="asgi",
@@ -123,10 +124,10 @@ class Simulator:
                     session.voice.stop()
                     text = " ".join(said)
                     break
-            session.barge_in = None
             await session.send("stvSpeechChunk", {"text": "", "speechId": speech_id, "durationMs": 1})
             await session.send("stvFinishedGenerating", {"speechId": speech_id})
             await session.send("stvFinishedTalking", {"agentContent": text, "speechId": speech_id})
+            session.barge_in = None  # only now: a turn that cut it short waits for the lines above
 
     @staticmethod
     def interrupt(session: SimSession) -> None:
@@ -142,6 +143,11 @@ class Simulator:
             await self.end(session)
 
     async def user_said(self, session: SimSession, text: str) -> None:
+        if session.barge_in is not None and session.barge_in.is_set():
+            # The utterance cut short ends (its stvFinishedTalking) before the turn that cut it: a typed turn
+            # arrives right behind its isSpeechStart, while the avatar is still mid-chunk.
+            async with session.speech_lock:
+                pass
         await session.send("agentTurnToTalk", {"userTranscription": text})
         await self.respond(session, session.dialogue.reply(text))
 
@@ -221,6 +227,9 @@ class Simulator:
 
     def video_for(self, session: SimSession) -> bool:
         return not ({session.flow_id, "*"} & self.no_video)
+
+    def fallback_for(self, session: SimSession) -> bool:
+        return not ({session.flow_id, "*"} & self.no_fallback)
 
     def admission_for(self, session: SimSession) -> str:
         return self.admission.get(session.flow_id) or self.admission.get("*") or "open"
@@ -340,6 +349,8 @@ class Simulator:
     async def on_webrtc_create_offer(self, session: SimSession, payload: dict[str, Any]) -> None:
         """The SDK's audio fallback (after a WHEP failure, or audio-only): here the service makes the offer,
         with the avatar's voice, and listens to the microphone the SDK adds."""
+        if not self.fallback_for(session):  # a test wants the fallback to hang
+            return
         if session.fallback_peer is not None:  # one per session; a second request gets the same offer again
             offer = session.fallback_peer.localDescription
         else:

@@ -10,7 +10,7 @@ const DPP_DELAY_MS = 500; // the meeting page needs a moment after showing the a
 
 const config = readConfig();
 const meetOrigin = new URL(config.sdk.config.meetBaseUrl).origin;
-const page = runPage({ config, createSdk, connect });
+const page = runPage({ config, createSdk, connect, typing: false });
 const scores = new ScorePairing((entry) => page.transcript.isPending(entry));
 const endMatchers = commandMatchers(config.commands);
 const recording = !config.options || config.options.recordTranscript !== false;

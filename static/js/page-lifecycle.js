@@ -12,7 +12,8 @@ const UNDER_WAY = ['connecting', 'joining', 'queued', 'reconnecting', 'live']; /
 
 // createSdk() builds a fresh SDK for each Start or Retry (a failed one is destroyed: neither SDK can be
 // started again from every failure); connect(sdk) starts the call.
-export function runPage({ config, createSdk, connect }) {
+// `typing`: the page has its own text box (the Iframe SDK's meeting may or may not offer one).
+export function runPage({ config, createSdk, connect, typing = true }) {
   const byId = (id) => document.getElementById(id);
   const sdkLoaded = () => typeof window.KalturaAvatarSDK === 'function';
   const options = config.options || {};
@@ -20,7 +21,7 @@ export function runPage({ config, createSdk, connect }) {
   const transcript = new TranscriptSender(config.session.token);
   transcript.watchPageLifecycle();
   let sdk = null;
-  let state = initialState({ audioOnly: options.audioOnly,
+  let state = initialState({ audioOnly: options.audioOnly, typing,
     queueMaxWaitMs: config.sdk && config.sdk.queue ? config.sdk.queue.maxWaitMs : 0 });
   let clock = null;
 

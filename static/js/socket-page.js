@@ -77,12 +77,17 @@ function watchAudio(avatar) {
   }, AUDIO_TIMEOUT_MS);
 }
 
+// No free avatar (queue off), the plan's minutes used up, the queue's limit reached: the SDK would go on
+// reconnecting (into the queue again) behind a page that already gave the visitor the reason.
+const CAPACITY_CODES = [6001, 6002, 6003];
+
 function onError(avatar, error) {
   if (page.sdk !== avatar) return;
-  const refusal = relayRefusal(error);
+  const refusal = relayRefusal(error) || (CAPACITY_CODES.includes(error.code) ? errorMessage(error) : null);
   if (refusal) {
-    // Our relay refused (ended, already open elsewhere, unknown page…): the SDK's own retries cannot
-    // change that. It schedules them right after this event, so the instance goes on the next tick.
+    // Our relay refused (ended, already open elsewhere, unknown page…) or no avatar is free: the SDK's own
+    // retries cannot change that soon. It schedules them right after this event, so the instance goes on
+    // the next tick.
     page.dispatch('refused', { message: refusal });
     setTimeout(() => { if (page.sdk === avatar) page.discard(); }, 0);
     return;

@@ -7,11 +7,15 @@ const TRANSPORT_MESSAGES = ['xhr poll error', 'websocket error', 'timeout', 'ser
 
 const TEXT_ONLY = 'Your microphone is off or blocked, so this is a text conversation: type below and the avatar '
   + 'answers aloud. To talk instead, allow the microphone for this site and reload the page.';
+// The Iframe SDK's meeting has no text box of ours: the page cannot promise typing.
+const MIC_OFF = 'Your microphone is off or blocked, so the avatar cannot hear you. To talk, allow the microphone '
+  + 'for this site and reload the page.';
 
 export function initialState(options = {}) {
   return {
     phase: 'idle', // idle, connecting, queued, joining, live, reconnecting, failed, ended
     audioOnly: Boolean(options.audioOnly), // the flow's choice: no video at all
+    typing: options.typing !== false, // the page has its own text box (socket pages)
     queueMaxWaitMs: options.queueMaxWaitMs || 0,
     fallback: null, // null, 'waiting' (video failed, audio not up yet), 'audio', 'hung'
     micDenied: false,
@@ -37,8 +41,8 @@ export function reduce(state, event, data = {}, now = 0) {
   const next = { ...state };
   switch (event) {
     case 'start':
-      return { ...initialState({ audioOnly: state.audioOnly, queueMaxWaitMs: state.queueMaxWaitMs }),
-        phase: 'connecting' };
+      return { ...initialState({ audioOnly: state.audioOnly, queueMaxWaitMs: state.queueMaxWaitMs,
+        typing: state.typing }), phase: 'connecting' };
     case 'connecting':
       if (state.phase !== 'reconnecting') next.phase = 'connecting';
       next.error = null;
@@ -105,6 +109,10 @@ function onError(next, error) {
   // `willRetry`: the page knows whether the SDK schedules another attempt (auto reconnect, attempts left).
   if (error.willRetry) {
     next.error = null;
+    if (error.code === 1003 && next.phase === 'live') {
+      // Lost: the SDK waits out its first back-off before it says `reconnecting`; the call is not on meanwhile.
+      return { ...next, phase: 'reconnecting', reconnect: null, speaking: false, interim: '' };
+    }
     return next;
   }
   next.phase = next.phase === 'live' && error.recoverable !== false && error.code !== 1003 ? 'live' : 'failed';
@@ -130,7 +138,7 @@ export function describe(state, now = 0) {
   const notices = [];
   if (state.audioOnly) notices.push('Audio only: this avatar speaks without video.');
   else if (state.fallback) notices.push('Video unavailable — audio only.');
-  if (state.micDenied) notices.push(TEXT_ONLY);
+  if (state.micDenied) notices.push(state.typing ? TEXT_ONLY : MIC_OFF);
   let status;
   switch (state.phase) {
     case 'idle': status = 'Ready to start.'; break;
@@ -143,10 +151,14 @@ export function describe(state, now = 0) {
       if (state.queueMaxWaitMs) status += ` We give up after ${minutes(state.queueMaxWaitMs)}.`;
       break;
     }
-    case 'live': status = state.micDenied ? 'In conversation. Type below.' : 'In conversation. Speak, or type below.'; break;
+    case 'live':
+      if (!state.typing) status = 'In conversation.';
+      else status = state.micDenied ? 'In conversation. Type below.' : 'In conversation. Speak, or type below.';
+      break;
     case 'reconnecting': {
-      const r = state.reconnect || {};
-      status = `Connection lost. Reconnecting (attempt ${r.attempt} of ${r.maxAttempts})…`;
+      const r = state.reconnect;
+      status = r ? `Connection lost. Reconnecting (attempt ${r.attempt} of ${r.maxAttempts})…`
+        : 'Connection lost. Reconnecting…';
       break;
     }
     case 'failed':

@@ -1,8 +1,9 @@
 """The hosted Socket SDK page against the real pinned SDK, our relay and the simulator: what a visitor sees
 when commands, GenUI, captions, the audio fallback and reconnects happen (issue: SDK fidelity).
 
-States the simulator can produce today are driven through its `/_sim/sessions/{id}/say` hook (any event
-upstream could send) and `/drop`; Playwright's routing stands in for a network that fails.
+Upstream's events come through the simulator's `/_sim/…` hooks (`say` sends any event upstream could send);
+Playwright's routing stands in for a network that fails. The visitor states reached through the dedicated
+hooks are in test_visitor_states.py.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from server.simulator import SimulatorConfig
 from server.simulator import create_app as create_simulator
 from tests import factories
 from tests.browser.conftest import PageWatch
+from tests.browser.test_audio_fallback import FALLBACK_AUDIO_LEVEL
 from tests.support import ServerThread, eventually, free_port, prepared_settings, with_database
 
 LOCAL_TURN = {"urls": ["stun:127.0.0.1:3478"], "iceTransportPolicy": "all"}  # as the demo flow's
@@ -128,22 +130,51 @@ def test_caption_button_works_without_a_reload(
     assert watch.violations() == []
 
 
-def test_video_failure_says_audio_only_and_a_hung_fallback_offers_retry(
-    server: tuple[ServerThread, Settings], watch: PageWatch
+def test_video_failure_says_audio_only_and_the_avatar_is_heard(
+    server: tuple[ServerThread, Settings], simulator: ServerThread, watch: PageWatch, tmp_path: Path
 ) -> None:
     running, settings = server
-    add_flow(settings, "fallback", sdk_options={"connection_timeout_ms": 3000})
+    add_flow(settings, "fallback")
     page = watch.page
     page.route("**/relay/whep/**", lambda route: route.abort())  # the video service cannot be reached
-    page.goto(f"{running.url}/a/fallback")
-    page.get_by_role("button", name="Start conversation").click()
-    expect(page.locator("#notices")).to_contain_text("Video unavailable — audio only", timeout=30_000)
-    # Either the audio comes up over the socket, or after the time-out the visitor is told and can retry;
-    # never a page that waits in silence.
-    outcome = page.locator("#status:has-text('In conversation'), #retry:visible")
-    expect(outcome.first).to_be_visible(timeout=15_000)
-    if page.locator("#retry").is_visible():
-        expect(page.get_by_role("alert")).to_contain_text("audio connection could not be set up")
+    start(page, f"{running.url}/a/fallback")  # the simulator answers the SDK's fallback offer
+    expect(page.locator("#notices")).to_contain_text("Video unavailable — audio only")
+    expect(page.locator("#transcript li.avatar")).to_have_count(1, timeout=30_000)  # the greeting
+    screenshots(page, tmp_path, "audio-fallback")
+    upstream_says(simulator, sim_session(simulator), {"text": "Can you hear me without the video?"})
+    assert page.evaluate(FALLBACK_AUDIO_LEVEL) > 0.01  # heard over the fallback peer
+    expect(page.locator("#transcript")).to_contain_text("Can you hear me without the video?", timeout=15_000)
+    events = [
+        (e["dir"], e["event"]) for e in httpx.get(f"{simulator.url}/_sim/sessions").json()[-1]["events"]
+    ]
+    assert ("in", "webrtc-create-offer") in events and ("in", "webrtc-answer") in events
+    assert watch.violations() == []
+
+
+def test_a_hung_audio_fallback_says_so_and_offers_retry(
+    server: tuple[ServerThread, Settings], simulator: ServerThread, watch: PageWatch, tmp_path: Path
+) -> None:
+    running, settings = server
+    add_flow(settings, "hung", sdk_options={"connection_timeout_ms": 3000})
+    media = f"{simulator.url}/_sim/media"
+    # No video, and the fallback offer goes unanswered (as the service did before it answered it).
+    httpx.post(media, json={"video": False, "fallback": False, "flow_id": "hung-flow"}).raise_for_status()
+    try:
+        page = watch.page
+        page.goto(f"{running.url}/a/hung")
+        page.get_by_role("button", name="Start conversation").click()
+        expect(page.locator("#notices")).to_contain_text("Video unavailable — audio only", timeout=30_000)
+        expect(page.get_by_role("alert")).to_contain_text(
+            "audio connection could not be set up", timeout=15_000
+        )
+        retry = page.get_by_role("button", name="Retry")
+        expect(retry).to_be_visible()
+        screenshots(page, tmp_path, "audio-fallback-hung")
+    finally:
+        httpx.post(media, json={"video": True, "flow_id": "hung-flow"})
+    retry.click()  # video is back: the call comes up
+    expect(page.locator("#status")).to_contain_text("In conversation", timeout=30_000)
+    expect(page.locator("#notices")).to_be_hidden()
 
 
 def test_reconnect_exhaustion_offers_retry_and_retry_reconnects(
@@ -171,10 +202,11 @@ def test_reconnect_exhaustion_offers_retry_and_retry_reconnects(
     expect(retry).to_be_hidden()
 
 
-def test_visitor_states_reachable_today(
+def test_states_follow_upstreams_raw_events(
     server: tuple[ServerThread, Settings], simulator: ServerThread, watch: PageWatch, tmp_path: Path
 ) -> None:
-    """Mic denied → text only; the avatar speaking; the visitor's interim speech; time remaining."""
+    """Mic denied → text only; the avatar speaking; the visitor's interim speech; time remaining — from the
+    service's own event names as sent; and `peerName` from a visitor field."""
     running, settings = server
     add_flow(settings, "states", sdk_options={"peer_name_field": "first_name"})
     page = watch.page
@@ -271,8 +303,8 @@ EXPECTED_BLOCKED: dict[str, list[str]] = {"showDiagram": ["style-src-attr", "sty
 def test_a_full_relay_puts_the_visitor_in_the_queue(
     tmp_path: Path, simulator: ServerThread, watch: PageWatch
 ) -> None:
-    """The relay at capacity answers `throwToNoAgent`: the SDK queues, and the page says so with the limit.
-    (Answering the SDK's availability polls is the relay's part: pending on its own branch.)"""
+    """The relay at capacity answers `throwToNoAgent`: the SDK queues, and the page says so with the limit;
+    End leaves the queue. (Polls answered until a slot frees: test_visitor_states.py.)"""
     settings = prepared_settings(tmp_path, simulator_url=simulator.url, relay_max_total=1)
     add_flow(settings, "busy", sdk_options={"queue": {"max_wait_seconds": 120}})
     with ServerThread(create_app(settings)) as running:

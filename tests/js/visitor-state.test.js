@@ -53,6 +53,14 @@ test('reconnecting counts attempts, and exhaustion says so and offers Retry', ()
   assert.equal(view.retry, true);
 });
 
+test('a lost call says so at once, before the SDK\'s first reconnect attempt', () => {
+  const view = describe(run([['ready'], ['avatar-speaking-start'], ['error', { code: 1003, text: 'lost', willRetry: true }]]));
+  assert.equal(view.status, 'Connection lost. Reconnecting…');
+  assert.equal(view.active, false);
+  assert.equal(view.speaking, false);
+  assert.equal(view.error, null);
+});
+
 test('a successful reconnect clears the reconnecting state', () => {
   const state = run([['ready'], ['reconnecting', { attempt: 1, maxAttempts: 5 }], ['reconnected']]);
   assert.equal(describe(state).active, true);
@@ -91,6 +99,14 @@ test('a denied microphone explains the text-only mode', () => {
   const view = describe(run([['mic-denied'], ['ready']]));
   assert.match(view.notices[0], /text conversation/);
   assert.equal(view.status, 'In conversation. Type below.');
+});
+
+test('without a text box of its own (iframe) the page does not promise typing', () => {
+  const view = describe(run([['mic-denied'], ['ready'], ['ended'], ['start'], ['mic-denied'], ['ready']],
+    { typing: false }));
+  assert.deepEqual(view.notices, ['Your microphone is off or blocked, so the avatar cannot hear you. To talk, '
+    + 'allow the microphone for this site and reload the page.']);
+  assert.equal(view.status, 'In conversation.');
 });
 
 test('time remaining counts down from the SDK\'s warning', () => {

@@ -61,6 +61,10 @@ async def test_talking_over_the_avatar_cuts_it_short(sim: ServerThread) -> None:
     said = (await caller.wait_for("stvFinishedTalking", 2))["agentContent"]
     assert LONG_SPEECH.startswith(said) and 0 < len(said) < len(LONG_SPEECH) // 2
     assert (await caller.wait_for("stvFinishedTalking", 3))["agentContent"].startswith("You said: stop.")
+    # The cut utterance ends before the typed turn that cut it: the SDK's transcript follows this order.
+    names = caller.names()
+    finished = [i for i, name in enumerate(names) if name == "stvFinishedTalking"]
+    assert finished[1] < names.index("agentTurnToTalk") < finished[2]
 
     hook(sim, session_id, "say", {"text": LONG_SPEECH})
     await caller.wait_for("stvStartedTalking", 4)
@@ -160,4 +164,21 @@ async def test_the_asr_answer_is_followed_by_trickled_candidates_in_the_sdks_sha
     assert candidate["candidate"].startswith("candidate:") and candidate["sdpMLineIndex"] == 0
     assert f"a={candidate['candidate']}" in answer
     await peer.close()
+    await caller.client.disconnect()
+
+
+async def test_media_hook_can_leave_the_audio_fallback_unanswered(sim: ServerThread) -> None:
+    media = f"{sim.url}/_sim/media"
+    assert httpx.post(media, json={"video": False, "fallback": "no"}).status_code == 400
+    answer = httpx.post(media, json={"video": False, "fallback": False, "flow_id": "f1"})
+    assert answer.json() == {"ok": True, "no_video": ["f1"], "no_fallback": ["f1"]}
+    try:
+        caller = await conversation(sim.url)
+        await caller.client.emit("webrtc-create-offer")
+        httpx.post(media, json={"video": True, "flow_id": "f1"})  # answered again from now on
+        await caller.client.emit("webrtc-create-offer")
+        await caller.wait_for("webrtc-offer")
+        assert caller.names().count("webrtc-offer") == 1  # the first request went unanswered
+    finally:
+        httpx.post(media, json={"video": True, "flow_id": "f1"})
     await caller.client.disconnect()

@@ -77,6 +77,12 @@ CASES: list[tuple[str, dict[str, Any], str, dict[str, Any]]] = [
         {"queue": {"enabled": True, "maxWaitMs": 90000}},
     ),
     (
+        "queue polls",
+        {"sdk_options": {"queue": {"max_wait_seconds": 60, "poll_seconds": [1, 5]}}},
+        "socket",
+        {"queue": {"enabled": True, "maxWaitMs": 60000, "delays": [1000, 5000]}},
+    ),
+    (
         "queue off",
         {"sdk_options": {"queue": {"enabled": False}}},
         "socket",
@@ -177,6 +183,8 @@ def test_page_options_and_commands_reach_the_page_script() -> None:
         ({"captions": {"position": "middle"}}, "position"),
         ({"captions": {"replacements": {" ": "x"}}}, "replacement"),
         ({"queue": {"max_wait_seconds": -1}}, "max_wait_seconds"),
+        ({"queue": {"poll_seconds": []}}, "poll_seconds"),
+        ({"queue": {"poll_seconds": [0]}}, "poll_seconds"),
         ({"reconnect": {"attempts": 0}}, "attempts"),
         ({"connection_timeout_ms": 10}, "connection_timeout_ms"),
         ({"peer_name_field": "First Name"}, "peer_name_field"),
