@@ -6,8 +6,9 @@ from __future__ import annotations
 from playwright.sync_api import expect
 
 from server.settings import Settings
-from tests.admin.console_client import PASSWORD, create_admin
+from tests.admin.console_client import create_admin
 from tests.browser.conftest import PageWatch
+from tests.browser.console_checks import sign_in
 from tests.support import ServerThread
 
 
@@ -26,10 +27,7 @@ def test_a_visitors_call_shows_on_the_overview_and_its_timeline(
     expect(page.locator("#status")).to_contain_text("You ended the conversation", timeout=10_000)
 
     create_admin(settings, "ops@example.com")
-    page.goto(f"{server.url}/admin")
-    page.get_by_label("Email").fill("ops@example.com")
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
+    sign_in(page, f"{server.url}/admin", "ops@example.com")
     expect(page.get_by_role("heading", name="Overview")).to_be_visible()
     drawn = "(id) => !!(window.Chart && window.Chart.getChart(document.getElementById(id)))"
     page.wait_for_function(drawn, arg="chart-conversations")  # the scripts run after the page is shown

@@ -16,9 +16,9 @@ from playwright.sync_api import Page, expect
 
 from server.app import create_app
 from server.settings import Settings
-from tests.admin.console_client import PASSWORD, create_admin
+from tests.admin.console_client import create_admin
 from tests.browser.conftest import PageWatch
-from tests.browser.console_checks import serious_axe_findings
+from tests.browser.console_checks import serious_axe_findings, sign_in
 from tests.support import ServerThread, prepared_settings
 
 TEMPLATE = '{\n  "user": {"first_name": "{{ visitor.first_name }}"},\n  "page": {"title": "Welcome"}\n}'
@@ -61,10 +61,7 @@ def test_an_admins_day_from_template_to_conversation(
         assert watch.console_errors == [], (page.url, watch.console_errors)
         assert serious_axe_findings(page) == [], page.url
 
-    page.goto(f"{server.url}/admin")
-    page.get_by_label("Email").fill("ops@example.com")
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
+    sign_in(page, f"{server.url}/admin", "ops@example.com")
     expect(page.get_by_role("heading", name="Overview")).to_be_visible()
     clean()
 
