@@ -13,22 +13,6 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 # The Socket SDK's built-in GenUI content types (its GENUI_EVENTS at the pinned tag), plus contact forms.
-GENUI_TYPES = (
-    "showMedia",
-    "showHtml",
-    "showCode",
-    "showDiagram",
-    "showChart",
-    "showIFrame",
-    "showLatex",
-    "showGeneratedImages",
-    "showVisualChart",
-    "showVisualItems",
-    "showVisualLink",
-    "showVisualPhoto",
-    "showVisualTable",
-    "showVisualVideo",
-)
 GenuiType = Literal[
     "showMedia",
     "showHtml",

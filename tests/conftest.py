@@ -10,7 +10,16 @@ import pytest
 
 from server.app import create_app
 from server.settings import Settings
-from tests.support import ServerThread, drop_postgres_template, prepared_settings, use_template_dir
+from tests.support import (
+    ServerThread,
+    drop_postgres_template,
+    make_settings,
+    migrated_postgres_database,
+    prepared_settings,
+    run_async,
+    seed_demo,
+    use_template_dir,
+)
 
 BROWSER_TESTS = Path(__file__).parent / "browser"
 
@@ -37,6 +46,18 @@ def database_templates(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Non
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return prepared_settings(tmp_path)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Settings]:
+    """Settings of a migrated, demo-seeded database: SQLite, then PostgreSQL when one is configured."""
+    if request.param == "sqlite":
+        yield prepared_settings(tmp_path)
+    else:
+        with migrated_postgres_database() as url:
+            settings = make_settings(tmp_path, database_url=url)
+            run_async(lambda: seed_demo(settings))
+            yield settings
 
 
 @pytest.fixture

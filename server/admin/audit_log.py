@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
@@ -14,6 +13,7 @@ from fastapi.responses import HTMLResponse
 
 from server import audit
 from server.admin.console import ConsoleDep
+from server.admin.day_filter import day_span
 from server.audit import TARGET_TYPES, AuditFilter
 from server.security.headers import ADMIN_PREFIX
 
@@ -54,17 +54,6 @@ def changes(before: Any, after: Any) -> list[Change]:
     return [Change("value", _text(before), _text(after))]
 
 
-def _day(text: str) -> date:
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise ValueError("Enter a date like 2026-01-31.") from None
-
-
-def _midnight(day: date) -> datetime:
-    return datetime.combine(day, time(), tzinfo=UTC)
-
-
 def _entry_id(text: str) -> int | None:
     return int(text) if text.isdigit() and len(text) < 12 else None
 
@@ -87,15 +76,7 @@ async def audit_log(
     for name in ("target", "who"):
         if len(filters[name]) > MAX_FILTER:
             errors[name] = f"At most {MAX_FILTER} characters."
-    days: dict[str, date | None] = {}
-    for name in ("since", "until"):
-        try:
-            days[name] = _day(filters[name]) if filters[name] else None
-        except ValueError as exc:
-            errors[name] = str(exc)
-    first, last = days.get("since"), days.get("until")
-    if first and last and last < first:
-        errors["until"] = "The end date is before the start date."
+    start, end = day_span(since, until, errors)
     found: list[Any] = []
     newer = older = None
     if not errors:
@@ -103,8 +84,8 @@ async def audit_log(
             target_type=what or None,
             target=filters["target"] or None,
             actor=filters["who"] or None,
-            since=_midnight(first) if first else None,
-            until=_midnight(last + timedelta(days=1)) if last else None,
+            since=start,
+            until=end,
             before_id=_entry_id(before),
             after_id=_entry_id(after),
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, datetime
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
@@ -14,6 +14,7 @@ from fastapi.responses import HTMLResponse, Response
 
 from server import flows
 from server.admin.console import ConsoleDep
+from server.admin.day_filter import day_span
 from server.conversations import listing, timeline
 from server.conversations.listing import ConversationFilter
 from server.errors import NotFound
@@ -34,16 +35,6 @@ DOWNLOADS = {
 STATUSES = [("", "Any"), ("active", "Active"), ("ended", "Ended")]
 PREVIEWS = [("", "Any"), ("no", "Visitors only"), ("yes", "Previews only")]
 END_LABELS = {reason: timeline.END_CATEGORIES[category] for reason, category in timeline.END_REASONS.items()}
-
-
-def _day(value: str, name: str, errors: dict[str, str]) -> date | None:
-    if not value:
-        return None
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        errors[name] = "Enter a date as YYYY-MM-DD."
-        return None
 
 
 def duration_text(seconds: float | None) -> str:
@@ -73,9 +64,7 @@ async def conversations(
         errors["status"] = "Choose active or ended."
     if preview not in {value for value, _ in PREVIEWS}:
         errors["preview"] = "Choose visitors or previews."
-    first, last = _day(since, "since", errors), _day(until, "until", errors)
-    if first and last and last < first:
-        errors["until"] = "The end date is before the start date."
+    start, end = day_span(since, until, errors)
     form = {"flow": flow, "status": status, "since": since, "until": until, "preview": preview}
     context: dict[str, Any] = {
         "form": form,
@@ -92,8 +81,8 @@ async def conversations(
     filters = ConversationFilter(
         flow=flow or None,
         status=ConversationStatus(status) if status else None,
-        since=datetime.combine(first, time(), UTC) if first else None,
-        until=datetime.combine(last + timedelta(days=1), time(), UTC) if last else None,
+        since=start,
+        until=end,
         preview={"yes": True, "no": False}.get(preview),
     )
     rows, next_cursor = await listing.page_of(console.db, filters, cursor or None, PAGE_SIZE)

@@ -4,11 +4,8 @@ counted in SQL on SQLite and PostgreSQL, with previews left out."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 
-import pytest
 from sqlalchemy import update
 
 from server.conversations import lifecycle, statistics, timeline
@@ -18,7 +15,7 @@ from server.security.signing import Signer
 from server.settings import Settings
 from tests import factories
 from tests.admin.console_client import ConsoleClient
-from tests.support import make_settings, migrated_postgres_database, prepared_settings, run_async, seed_demo
+from tests.support import run_async
 
 TODAY = date(2026, 11, 30)
 
@@ -75,17 +72,6 @@ async def seed(settings: Settings) -> dict[str, str]:
     finally:
         await db.dispose()
     return ids
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Settings]:
-    if request.param == "sqlite":
-        yield prepared_settings(tmp_path)
-    else:
-        with migrated_postgres_database() as url:
-            settings = make_settings(tmp_path, database_url=url)
-            run_async(lambda: seed_demo(settings))
-            yield settings
 
 
 def test_usage_per_flow_and_day_and_endings_match_the_seeded_conversations(backend: Settings) -> None:

@@ -9,12 +9,18 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Route, sync_playwright
 
+from server.app import create_app
 from server.sdk import PINS, SdkError, SdkPin, fetch_pinned
+from server.settings import Settings
+from server.simulator import SimulatorConfig
+from server.simulator import create_app as create_simulator
+from tests.support import ServerThread, free_port, prepared_settings
 
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -104,3 +110,20 @@ def watch(context: BrowserContext) -> PageWatch:
     page.on("pageerror", lambda exc: watched.console_errors.append(f"uncaught: {exc}"))
     page.on("request", lambda request: watched.requests.append(request.url))
     return watched
+
+
+@pytest.fixture(scope="module")
+def simulator() -> Iterator[ServerThread]:
+    """The project's upstream simulator, in process on loopback."""
+    port = free_port()  # chosen first: the simulator names its own public URL in webrtc_url and talk_url
+    config = SimulatorConfig(public_url=f"http://127.0.0.1:{port}")
+    with ServerThread(create_simulator(config), port=port) as server:
+        yield server
+
+
+@pytest.fixture
+def demo(tmp_path: Path, simulator: ServerThread) -> Iterator[tuple[ServerThread, Settings]]:
+    """The app with its demo flows, talking to `simulator`."""
+    settings = prepared_settings(tmp_path, simulator_url=simulator.url)
+    with ServerThread(create_app(settings)) as server:
+        yield server, settings

@@ -12,6 +12,7 @@ import pytest
 from playwright.sync_api import Page
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
+from tests.admin.console_client import PASSWORD
 from tests.browser.conftest import PageWatch
 
 AXE = Path(__file__).resolve().parents[2] / "node_modules" / "axe-core" / "axe.min.js"
@@ -19,6 +20,14 @@ SERIOUS = ("serious", "critical")
 # Links a crawl must not follow: files to download, and pages that act (none should act on GET, but a crawl
 # of everything would also sign out).
 SKIP = ("/download", ".json", ".md", ".txt", "/sign-out")
+
+
+def sign_in(page: Page, url: str, email: str) -> None:
+    """Open `url`, a console page, and sign in as `email` on the form it shows first."""
+    page.goto(url)
+    page.get_by_label("Email").fill(email)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
 
 
 def axe_source() -> str:

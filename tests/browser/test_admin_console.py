@@ -6,13 +6,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from playwright.sync_api import Page
 
 from server.app import create_app
 from server.settings import Settings
-from tests.admin.console_client import PASSWORD, create_admin
+from tests.admin.console_client import create_admin
 from tests.browser.conftest import PageWatch
-from tests.browser.console_checks import check_page, crawl_console
+from tests.browser.console_checks import check_page, crawl_console, sign_in
 from tests.support import ServerThread
 
 
@@ -22,14 +21,6 @@ def console(settings: Settings) -> Iterator[ServerThread]:
     create_admin(settings, "viewer@example.com", role="viewer")
     with ServerThread(create_app(settings)) as server:
         yield server
-
-
-def sign_in(page: Page, base: str, email: str) -> None:
-    page.goto(f"{base}/admin")
-    page.get_by_label("Email").fill(email)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(f"{base}/admin")
 
 
 def test_sign_in_page_is_clean(console: ServerThread, watch: PageWatch) -> None:
@@ -42,7 +33,8 @@ def test_sign_in_page_is_clean(console: ServerThread, watch: PageWatch) -> None:
 
 @pytest.mark.parametrize("email", ["admin@example.com", "viewer@example.com"])
 def test_every_console_page_is_clean(console: ServerThread, watch: PageWatch, email: str) -> None:
-    sign_in(watch.page, console.url, email)
+    sign_in(watch.page, f"{console.url}/admin", email)
+    watch.page.wait_for_url(f"{console.url}/admin")
     visited = crawl_console(watch, f"{console.url}/admin")
     for section in ("flows", "templates", "conversations", "tokens", "audit"):
         assert any(url.startswith(f"{console.url}/admin/{section}") for url in visited), (section, visited)

@@ -3,35 +3,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 from playwright.sync_api import expect
 
-from server.app import create_app
 from server.settings import Settings
-from server.simulator import SimulatorConfig
-from server.simulator import create_app as create_simulator
-from tests.admin.console_client import PASSWORD, create_admin
+from tests.admin.console_client import create_admin
 from tests.browser.conftest import PageWatch
-from tests.support import ServerThread, free_port, prepared_settings
-
-
-@pytest.fixture(scope="module")
-def simulator() -> Iterator[ServerThread]:
-    port = free_port()  # the simulator names its own public URL in webrtc_url
-    with ServerThread(
-        create_simulator(SimulatorConfig(public_url=f"http://127.0.0.1:{port}")), port=port
-    ) as server:
-        yield server
-
-
-@pytest.fixture
-def demo(tmp_path: Path, simulator: ServerThread) -> Iterator[tuple[ServerThread, Settings]]:
-    settings = prepared_settings(tmp_path, simulator_url=simulator.url)
-    with ServerThread(create_app(settings)) as server:
-        yield server, settings
+from tests.browser.console_checks import sign_in
+from tests.support import ServerThread
 
 
 def test_a_visitors_call_shows_on_the_overview_and_its_timeline(
@@ -49,10 +27,7 @@ def test_a_visitors_call_shows_on_the_overview_and_its_timeline(
     expect(page.locator("#status")).to_contain_text("You ended the conversation", timeout=10_000)
 
     create_admin(settings, "ops@example.com")
-    page.goto(f"{server.url}/admin")
-    page.get_by_label("Email").fill("ops@example.com")
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
+    sign_in(page, f"{server.url}/admin", "ops@example.com")
     expect(page.get_by_role("heading", name="Overview")).to_be_visible()
     drawn = "(id) => !!(window.Chart && window.Chart.getChart(document.getElementById(id)))"
     page.wait_for_function(drawn, arg="chart-conversations")  # the scripts run after the page is shown

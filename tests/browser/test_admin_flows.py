@@ -10,8 +10,9 @@ import pytest
 from playwright.sync_api import BrowserContext, Page, expect
 
 from server.app import create_app
-from tests.admin.console_client import PASSWORD, create_admin
+from tests.admin.console_client import create_admin
 from tests.browser.conftest import PageWatch
+from tests.browser.console_checks import sign_in
 from tests.support import ServerThread, prepared_settings
 
 
@@ -36,11 +37,8 @@ def clean(watch: PageWatch, refused: bool = False) -> None:
     assert width <= page.viewport_size["width"] if page.viewport_size else True, (page.url, width)
 
 
-def sign_in(page: Page, base: str) -> None:
-    page.goto(f"{base}/admin/flows")
-    page.get_by_label("Email").fill("admin@example.com")
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
+def sign_in_to_flows(page: Page, base: str) -> None:
+    sign_in(page, f"{base}/admin/flows", "admin@example.com")
     expect(page.get_by_role("heading", name="Flows")).to_be_visible()
 
 
@@ -50,7 +48,7 @@ def test_an_admin_creates_a_flow_copies_its_link_opens_it_makes_a_token_and_read
     context.grant_permissions(["clipboard-read", "clipboard-write"], origin=console_url)
     page = watch.page
     page.set_viewport_size({"width": 360, "height": 800})
-    sign_in(page, console_url)
+    sign_in_to_flows(page, console_url)
     clean(watch)
 
     page.get_by_role("link", name="New flow").click()

@@ -16,26 +16,16 @@ from playwright.sync_api import Page, expect
 
 from server.app import create_app
 from server.settings import Settings
-from server.simulator import SimulatorConfig
-from server.simulator import create_app as create_simulator
-from tests.admin.console_client import PASSWORD, create_admin
+from tests.admin.console_client import create_admin
 from tests.browser.conftest import PageWatch
-from tests.browser.console_checks import serious_axe_findings
-from tests.support import ServerThread, free_port, prepared_settings
+from tests.browser.console_checks import serious_axe_findings, sign_in
+from tests.support import ServerThread, prepared_settings
 
 TEMPLATE = '{\n  "user": {"first_name": "{{ visitor.first_name }}"},\n  "page": {"title": "Welcome"}\n}'
 MISTAKE = '{\n  "user": {"first_name": "{{ visitor.first_name }}"},\n  "page": {"title": "Welcome",}\n}'
 VARIABLES = '[{"name": "first_name", "type": "string", "example": "Ana", "source": "query"}]'
 DRAFT = '{\n  "user": {"first_name": "Doctor {{ visitor.first_name }}"},\n  "page": {"title": "Welcome"}\n}'
 SIMULATOR_TURN = '{"urls": ["stun:127.0.0.1:3478"], "iceTransportPolicy": "all"}'
-
-
-@pytest.fixture(scope="module")
-def simulator() -> Iterator[ServerThread]:
-    port = free_port()  # the simulator names its own public URL in webrtc_url
-    config = SimulatorConfig(public_url=f"http://127.0.0.1:{port}")
-    with ServerThread(create_simulator(config), port=port) as server:
-        yield server
 
 
 @pytest.fixture
@@ -71,10 +61,7 @@ def test_an_admins_day_from_template_to_conversation(
         assert watch.console_errors == [], (page.url, watch.console_errors)
         assert serious_axe_findings(page) == [], page.url
 
-    page.goto(f"{server.url}/admin")
-    page.get_by_label("Email").fill("ops@example.com")
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
+    sign_in(page, f"{server.url}/admin", "ops@example.com")
     expect(page.get_by_role("heading", name="Overview")).to_be_visible()
     clean()
 

@@ -7,7 +7,6 @@ from playwright.sync_api import expect
 
 from server.settings import Settings
 from tests.browser.conftest import PageWatch
-from tests.browser.test_conversation import demo, simulator  # noqa: F401 - fixtures
 from tests.support import ServerThread
 
 FALLBACK_AUDIO_LEVEL = """async () => {
@@ -29,8 +28,8 @@ FALLBACK_AUDIO_LEVEL = """async () => {
 
 
 def test_without_video_the_sdk_falls_back_to_audio_and_the_conversation_goes_on(
-    demo: tuple[ServerThread, Settings],  # noqa: F811
-    simulator: ServerThread,  # noqa: F811
+    demo: tuple[ServerThread, Settings],
+    simulator: ServerThread,
     watch: PageWatch,
 ) -> None:
     server, _ = demo

@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import httpx
-import pytest
 from playwright.sync_api import expect
 
-from server.app import create_app
 from server.sdk import PINS
 from server.settings import Settings
-from server.simulator import SimulatorConfig
-from server.simulator import create_app as create_simulator
 from server.simulator.iframe import pronunciation_score
 from tests.browser.conftest import PageWatch
 from tests.support import (
     ServerThread,
     eventually,
-    free_port,
-    prepared_settings,
     run_async,
     stored_transcript,
 )
@@ -70,21 +61,6 @@ def wait_for_transcript(
         interval=0.3,
         what=f"{count} transcript lines from {sources} source(s)",
     )
-
-
-@pytest.fixture(scope="module")
-def simulator() -> Iterator[ServerThread]:
-    port = free_port()  # chosen first: the simulator names its own public URL in webrtc_url and talk_url
-    config = SimulatorConfig(public_url=f"http://127.0.0.1:{port}")
-    with ServerThread(create_simulator(config), port=port) as server:
-        yield server
-
-
-@pytest.fixture
-def demo(tmp_path: Path, simulator: ServerThread) -> Iterator[tuple[ServerThread, Settings]]:
-    settings = prepared_settings(tmp_path, simulator_url=simulator.url)
-    with ServerThread(create_app(settings)) as server:
-        yield server, settings
 
 
 def test_conversation_through_the_relay(

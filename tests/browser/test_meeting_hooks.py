@@ -9,7 +9,6 @@ from playwright.sync_api import expect
 
 from server.settings import Settings
 from tests.browser.conftest import PageWatch
-from tests.browser.test_conversation import demo, simulator  # noqa: F401 - fixtures
 from tests.support import ServerThread, eventually
 
 RECORD = """(names) => {
@@ -19,8 +18,8 @@ RECORD = """(names) => {
 
 
 def test_the_meeting_posts_permissions_denied_and_load_agent_error_to_the_iframe_sdk(
-    demo: tuple[ServerThread, Settings],  # noqa: F811
-    simulator: ServerThread,  # noqa: F811
+    demo: tuple[ServerThread, Settings],
+    simulator: ServerThread,
     watch: PageWatch,
 ) -> None:
     server, _ = demo

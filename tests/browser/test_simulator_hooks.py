@@ -10,7 +10,6 @@ from playwright.sync_api import Page, expect
 
 from server.settings import Settings
 from tests.browser.conftest import PageWatch
-from tests.browser.test_conversation import demo, simulator  # noqa: F401 - fixtures
 from tests.support import ServerThread, eventually
 
 RECORD_SDK_EVENTS = """(names) => {
@@ -29,8 +28,8 @@ def sdk_events(page: Page, name: str) -> list[Any]:
 
 
 def test_the_real_sdk_understands_every_hook(
-    demo: tuple[ServerThread, Settings],  # noqa: F811
-    simulator: ServerThread,  # noqa: F811
+    demo: tuple[ServerThread, Settings],
+    simulator: ServerThread,
     watch: PageWatch,
 ) -> None:
     server, _ = demo

@@ -13,8 +13,9 @@ from playwright.sync_api import expect
 
 from server.app import create_app
 from server.settings import Settings
-from tests.admin.console_client import PASSWORD, create_admin
+from tests.admin.console_client import create_admin
 from tests.browser.conftest import PageWatch
+from tests.browser.console_checks import sign_in
 from tests.support import ServerThread, prepared_settings
 
 
@@ -40,10 +41,7 @@ def test_editing_a_template_with_codemirror_and_the_live_preview(
         assert watch.violations() == [], page.url
         assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), page.url
 
-    page.goto(f"{server.url}/admin/templates/demo-welcome")
-    page.get_by_label("Email").fill("admin@example.com")
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
+    sign_in(page, f"{server.url}/admin/templates/demo-welcome", "admin@example.com")
     expect(page.get_by_role("heading", name="Template demo-welcome")).to_be_visible()
 
     editor = page.locator(".CodeMirror.tpl-editor").first

@@ -27,3 +27,12 @@ def relay(tmp_path: Path, simulator: ServerThread) -> Iterator[tuple[ServerThrea
     app = create_app(settings)
     with ServerThread(app) as server:
         yield server, app, settings
+
+
+@pytest.fixture
+def full_relay(tmp_path: Path, simulator: ServerThread) -> Iterator[tuple[ServerThread, FastAPI, Settings]]:
+    """A relay that lets one conversation per flow through: the second caller is refused or queued."""
+    settings = prepared_settings(tmp_path, simulator_url=simulator.url, relay_max_per_flow=1)
+    app = create_app(settings)
+    with ServerThread(app) as server:
+        yield server, app, settings

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import httpx
 from fastapi import FastAPI
 
-from server.app import create_app
 from server.relay.sockets import RelayHub
 from server.settings import Settings
 from tests.integration.test_relay import FakeSdk, no_upstream_left, page_session
-from tests.support import ServerThread, eventually_async, prepared_settings, stored_transcript
+from tests.support import ServerThread, eventually_async, stored_transcript
 
 
 def simulated(simulator: ServerThread, upstream_sid: str) -> dict[str, object]:
@@ -60,24 +58,22 @@ async def test_a_reconnect_with_the_same_token_replaces_the_older_bridge_and_the
 
 
 async def test_a_reconnect_at_full_capacity_takes_over_its_own_slot_instead_of_queueing(
-    tmp_path: Path, simulator: ServerThread
+    full_relay: tuple[ServerThread, FastAPI, Settings],
 ) -> None:
-    settings = prepared_settings(tmp_path, simulator_url=simulator.url, relay_max_per_flow=1)
-    app = create_app(settings)
+    server, app, _ = full_relay
     hub: RelayHub = app.state.relay
-    with ServerThread(app) as server:
-        _, token = page_session(server)
-        older, newer = FakeSdk(), FakeSdk()
-        await older.connect(server.url, token)
-        await older.wait_for("showAgent")
-        await newer.connect(server.url, token)
-        await newer.wait_for("showAgent")  # not `throwToNoAgent`: the flow's one slot was its own
-        assert "throwToNoAgent" not in [name for name, _ in newer.events]
-        await asyncio.wait_for(older.disconnected.wait(), 5)
-        assert hub.open_upstreams == 1 and dict(hub.per_flow) == {"demo": 1}
-        stranger = FakeSdk()  # another visitor still finds the flow full
-        await stranger.connect(server.url, page_session(server)[1])
-        await stranger.wait_for("throwToNoAgent")
-        for sdk in (newer, stranger):
-            await sdk.client.disconnect()
-        await no_upstream_left(app)
+    _, token = page_session(server)
+    older, newer = FakeSdk(), FakeSdk()
+    await older.connect(server.url, token)
+    await older.wait_for("showAgent")
+    await newer.connect(server.url, token)
+    await newer.wait_for("showAgent")  # not `throwToNoAgent`: the flow's one slot was its own
+    assert "throwToNoAgent" not in [name for name, _ in newer.events]
+    await asyncio.wait_for(older.disconnected.wait(), 5)
+    assert hub.open_upstreams == 1 and dict(hub.per_flow) == {"demo": 1}
+    stranger = FakeSdk()  # another visitor still finds the flow full
+    await stranger.connect(server.url, page_session(server)[1])
+    await stranger.wait_for("throwToNoAgent")
+    for sdk in (newer, stranger):
+        await sdk.client.disconnect()
+    await no_upstream_left(app)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -28,11 +27,8 @@ from tests.support import (
     ServerThread,
     database,
     eventually_async,
-    make_settings,
-    migrated_postgres_database,
     prepared_settings,
     run_async,
-    seed_demo,
 )
 
 SDP_OFFER = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
@@ -280,17 +276,6 @@ def test_details_are_short_strings_and_numbers_within_a_kilobyte() -> None:
         "ms": 12,
         "none": None,
     }
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Settings]:
-    if request.param == "sqlite":
-        yield prepared_settings(tmp_path)
-    else:
-        with migrated_postgres_database() as url:
-            settings = make_settings(tmp_path, database_url=url)
-            run_async(lambda: seed_demo(settings))
-            yield settings
 
 
 @pytest.mark.parametrize("report_first", [True, False])
