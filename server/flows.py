@@ -220,8 +220,8 @@ async def preview_flow(db: Database, slug: str, version_id: int) -> tuple[Flow, 
 
 
 async def save_template(db: AsyncSession, spec: TemplateSpec, author: str = "") -> DppTemplate:
-    """Create the template or add a version when the body changed (versions are never edited), and publish
-    it: an import is a deployment."""
+    """Publish this content: an import is a deployment. A template already serving it is left alone; an
+    existing version with it is published; otherwise it becomes a new version (versions are never edited)."""
     template = (
         await db.execute(select(DppTemplate).where(DppTemplate.name == spec.name))
     ).scalar_one_or_none()
@@ -230,24 +230,12 @@ async def save_template(db: AsyncSession, spec: TemplateSpec, author: str = "") 
         db.add(template)
         await db.flush()
     template.description = spec.description
+    content = (spec.body, spec.variables, spec.dpp_schema)
+    published = await published_version(db, template.id) if template.published_version else None
+    if published is not None and version_content(published) == content:
+        return template  # what it serves already: an export imported again changes nothing
     latest = await latest_version(db, template.id)
-    if latest is None or version_content(latest) != (spec.body, spec.variables, spec.dpp_schema):
-        version = (latest.version + 1) if latest else 1
-        db.add(
-            DppTemplateVersion(
-                template_id=template.id,
-                version=version,
-                body=spec.body,
-                variables=spec.variables,
-                dpp_schema=spec.dpp_schema,
-                author=author,
-            )
-        )
-        template.published_version = version
-        audit.record(
-            db, author, "import", "template", spec.name, None, {"version": version, "published": True}
-        )
-    elif template.published_version != latest.version:
+    if latest is not None and version_content(latest) == content:
         audit.record(
             db,
             author,
@@ -258,6 +246,20 @@ async def save_template(db: AsyncSession, spec: TemplateSpec, author: str = "") 
             {"published": latest.version},
         )
         template.published_version = latest.version
+        return template
+    version = (latest.version + 1) if latest else 1
+    db.add(
+        DppTemplateVersion(
+            template_id=template.id,
+            version=version,
+            body=spec.body,
+            variables=spec.variables,
+            dpp_schema=spec.dpp_schema,
+            author=author,
+        )
+    )
+    template.published_version = version
+    audit.record(db, author, "import", "template", spec.name, None, {"version": version, "published": True})
     return template
 
 
