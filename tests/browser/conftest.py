@@ -37,6 +37,32 @@ CHROMIUM_ARGS = [
     "--disable-features=WebRtcHideLocalIpsWithMdns",
 ]
 
+# The loudest sample an element's audio tracks play over `rounds` times 50 ms (-1: no audio track there).
+AUDIO_PEAK = """async ([selector, rounds]) => {
+  const element = document.querySelector(selector);
+  const tracks = element && element.srcObject ? element.srcObject.getAudioTracks() : [];
+  if (!tracks.length) return -1;
+  const context = new AudioContext();
+  const analyser = context.createAnalyser();
+  context.createMediaStreamSource(new MediaStream(tracks)).connect(analyser);
+  const samples = new Float32Array(analyser.fftSize);
+  let peak = 0;
+  for (let i = 0; i < rounds; i++) {
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    analyser.getFloatTimeDomainData(samples);
+    for (const s of samples) peak = Math.max(peak, Math.abs(s));
+  }
+  return peak;
+}"""
+AVATAR_VIDEO = "#avatar-container video"  # WHEP: the avatar's voice comes with its video
+FALLBACK_AUDIO = "body > audio"  # the SDK's audio-fallback peer plays here
+
+
+def audio_peak(page: Page, selector: str, rounds: int = 40) -> float:
+    peak: float = page.evaluate(AUDIO_PEAK, [selector, rounds])
+    return peak
+
+
 RECORD_VIOLATIONS = """
 window.__cspViolations = [];
 document.addEventListener('securitypolicyviolation', (e) => {

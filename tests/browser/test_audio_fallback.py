@@ -6,25 +6,8 @@ import httpx
 from playwright.sync_api import expect
 
 from server.settings import Settings
-from tests.browser.conftest import PageWatch
+from tests.browser.conftest import FALLBACK_AUDIO, PageWatch, audio_peak
 from tests.support import ServerThread
-
-FALLBACK_AUDIO_LEVEL = """async () => {
-  const audio = document.querySelector('body > audio');
-  const tracks = audio && audio.srcObject ? audio.srcObject.getAudioTracks() : [];
-  if (!tracks.length) return -1;
-  const context = new AudioContext();
-  const analyser = context.createAnalyser();
-  context.createMediaStreamSource(new MediaStream(tracks)).connect(analyser);
-  const samples = new Float32Array(analyser.fftSize);
-  let peak = 0;
-  for (let i = 0; i < 60; i++) {
-    await new Promise((resolve) => setTimeout(resolve, 50));
-    analyser.getFloatTimeDomainData(samples);
-    for (const s of samples) peak = Math.max(peak, Math.abs(s));
-  }
-  return peak;
-}"""
 
 
 def test_without_video_the_sdk_falls_back_to_audio_and_the_conversation_goes_on(
@@ -43,7 +26,7 @@ def test_without_video_the_sdk_falls_back_to_audio_and_the_conversation_goes_on(
         expect(page.locator("#transcript")).to_contain_text("Hello Ana!", timeout=30_000)
         page.get_by_label("Type a message").fill("tell me something long enough to hear")
         page.get_by_role("button", name="Send").click()
-        assert page.evaluate(FALLBACK_AUDIO_LEVEL) > 0.01  # heard over the fallback peer
+        assert audio_peak(page, FALLBACK_AUDIO, 60) > 0.01  # heard over the fallback peer
         upstream = httpx.get(f"{simulator.url}/_sim/sessions").json()[-1]
         events = [(e["dir"], e["event"]) for e in upstream["events"]]
         assert ("in", "whep-offer") in events and ("in", "webrtc-create-offer") in events

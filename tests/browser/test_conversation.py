@@ -8,7 +8,7 @@ from playwright.sync_api import expect
 from server.sdk import PINS
 from server.settings import Settings
 from server.simulator.iframe import pronunciation_score
-from tests.browser.conftest import PageWatch
+from tests.browser.conftest import AVATAR_VIDEO, PageWatch, audio_peak
 from tests.support import (
     ServerThread,
     eventually,
@@ -27,23 +27,6 @@ VIDEO_IS_DRAWN = """() => {
   let lit = 0;
   for (let i = 0; i < pixels.length; i += 4) if (pixels[i] + pixels[i + 1] + pixels[i + 2] > 60) lit++;
   return lit > pixels.length / 40;
-}"""
-
-AUDIO_LEVEL = """async () => {
-  const video = document.querySelector('#avatar-container video');
-  const tracks = video && video.srcObject ? video.srcObject.getAudioTracks() : [];
-  if (!tracks.length) return -1;
-  const context = new AudioContext();
-  const analyser = context.createAnalyser();
-  context.createMediaStreamSource(new MediaStream(tracks)).connect(analyser);
-  const samples = new Float32Array(analyser.fftSize);
-  let peak = 0;
-  for (let i = 0; i < 40; i++) {
-    await new Promise((resolve) => setTimeout(resolve, 50));
-    analyser.getFloatTimeDomainData(samples);
-    for (const s of samples) peak = Math.max(peak, Math.abs(s));
-  }
-  return peak;
 }"""
 
 
@@ -85,7 +68,7 @@ def test_conversation_through_the_relay(
 
     page.get_by_label("Type a message").fill("bye")
     page.get_by_role("button", name="Send").click()
-    assert page.evaluate(AUDIO_LEVEL) > 0.01  # the closing sentence is heard over WebRTC
+    assert audio_peak(page, AVATAR_VIDEO) > 0.01  # the closing sentence is heard over WebRTC
     expect(transcript).to_contain_text("Ending call now.", timeout=30_000)
     expect(page.locator("#status")).to_contain_text("ended", timeout=15_000)
 

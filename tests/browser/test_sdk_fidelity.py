@@ -21,8 +21,7 @@ from server.settings import Settings
 from server.simulator import SimulatorConfig
 from server.simulator import create_app as create_simulator
 from tests import factories
-from tests.browser.conftest import PageWatch
-from tests.browser.test_audio_fallback import FALLBACK_AUDIO_LEVEL
+from tests.browser.conftest import FALLBACK_AUDIO, PageWatch, audio_peak
 from tests.support import ServerThread, eventually, free_port, prepared_settings, with_database
 
 LOCAL_TURN = {"urls": ["stun:127.0.0.1:3478"], "iceTransportPolicy": "all"}  # as the demo flow's
@@ -142,7 +141,7 @@ def test_video_failure_says_audio_only_and_the_avatar_is_heard(
     expect(page.locator("#transcript li.avatar")).to_have_count(1, timeout=30_000)  # the greeting
     screenshots(page, tmp_path, "audio-fallback")
     upstream_says(simulator, sim_session(simulator), {"text": "Can you hear me without the video?"})
-    assert page.evaluate(FALLBACK_AUDIO_LEVEL) > 0.01  # heard over the fallback peer
+    assert audio_peak(page, FALLBACK_AUDIO, 60) > 0.01  # heard over the fallback peer
     expect(page.locator("#transcript")).to_contain_text("Can you hear me without the video?", timeout=15_000)
     events = [
         (e["dir"], e["event"]) for e in httpx.get(f"{simulator.url}/_sim/sessions").json()[-1]["events"]
