@@ -63,6 +63,25 @@ def audio_peak(page: Page, selector: str, rounds: int = 40) -> float:
     return peak
 
 
+# From now on, remember each of these SDK events the page's SDK emits, with its data: see `sdk_events`.
+RECORD_SDK_EVENTS = """(names) => {
+  window.__sdkEvents = [];
+  for (const name of names) {
+    window.avatarPage.sdk.on(name, (data) => window.__sdkEvents.push([name, data || null]));
+  }
+}"""
+
+
+def record_sdk_events(page: Page, names: list[str]) -> None:
+    page.evaluate(RECORD_SDK_EVENTS, names)
+
+
+def recorded_sdk_events(page: Page) -> list[tuple[str, Any]]:
+    """[(event name, data)] in the order the SDK emitted them, since `record_sdk_events`."""
+    found: list[list[Any]] = page.evaluate("() => window.__sdkEvents")
+    return [(name, data) for name, data in found]
+
+
 RECORD_VIOLATIONS = """
 window.__cspViolations = [];
 document.addEventListener('securitypolicyviolation', (e) => {

@@ -9,22 +9,15 @@ import httpx
 from playwright.sync_api import Page, expect
 
 from server.settings import Settings
-from tests.browser.conftest import PageWatch
+from tests.browser.conftest import PageWatch, record_sdk_events, recorded_sdk_events
 from tests.support import ServerThread, eventually
 
-RECORD_SDK_EVENTS = """(names) => {
-  window.__sdkEvents = [];
-  for (const name of names) {
-    window.avatarPage.sdk.on(name, (data) => window.__sdkEvents.push([name, data || null]));
-  }
-}"""
 EVENTS = ["user-speaking-start", "user-speech", "time-warning", "avatar-speech"]
 LONG = " ".join(["a long sentence"] * 60)
 
 
 def sdk_events(page: Page, name: str) -> list[Any]:
-    found: list[list[Any]] = page.evaluate("() => window.__sdkEvents")
-    return [data for event, data in found if event == name]
+    return [data for event, data in recorded_sdk_events(page) if event == name]
 
 
 def test_the_real_sdk_understands_every_hook(
@@ -37,7 +30,7 @@ def test_the_real_sdk_understands_every_hook(
     page.goto(f"{server.url}/a/demo?first_name=Ana")
     page.get_by_role("button", name="Start conversation").click()
     expect(page.locator("#transcript")).to_contain_text("Hello Ana!", timeout=30_000)
-    page.evaluate(RECORD_SDK_EVENTS, EVENTS)
+    record_sdk_events(page, EVENTS)
     session = httpx.get(f"{simulator.url}/_sim/sessions").json()[-1]["id"]
 
     def hook(name: str, body: dict[str, Any]) -> None:
