@@ -1,0 +1,122 @@
+"""State the instances of one deployment share: rate buckets, held slots, counters and one-time marks.
+
+One instance keeps it in process (`InProcessState`); several share it through Redis (`AVATAR_BFF_REDIS_URL`).
+Both answer the same questions the same way, so callers never ask which one they have.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from typing import Protocol
+
+
+class SharedState(Protocol):
+    """What every backend offers. Keys are short strings the caller namespaces (`"views:<address>"`)."""
+
+    kind: str  # "process" or "redis", for logs and /readyz
+
+    async def take(self, key: str, *, rate: float, burst: float, cost: float = 1) -> float:
+        """Take `cost` tokens from `key`'s bucket (`rate` a second, `burst` at most): 0 when taken, else the
+        seconds until there would be enough."""
+        ...
+
+    async def hold(self, key: str, member: str, *, limit: int, lease_seconds: float) -> bool:
+        """Hold (or renew) `member`'s slot among at most `limit` under `key`; False when all are held.
+
+        A slot not renewed within `lease_seconds` is free again, so an instance that dies gives its back.
+        """
+        ...
+
+    async def let_go(self, key: str, member: str) -> None:
+        """Give `member`'s slot under `key` back (nothing if it held none)."""
+        ...
+
+    async def held(self, key: str) -> int:
+        """How many slots under `key` are held now."""
+        ...
+
+    async def add(self, key: str, amount: float, *, ttl_seconds: int) -> float:
+        """Add to the counter `key` (created at 0, forgotten `ttl_seconds` after it was created); the new
+        total."""
+        ...
+
+    async def once(self, key: str, *, ttl_seconds: int) -> bool:
+        """True the first time `key` is marked within `ttl_seconds`, False after."""
+        ...
+
+
+class InProcessState:
+    """`SharedState` for a single instance: bounded tables in memory, nothing shared."""
+
+    kind = "process"
+
+    def __init__(self, max_keys: int = 100_000) -> None:
+        self.max_keys = max_keys
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # key -> (tokens, at)
+        self._slots: dict[str, dict[str, float]] = {}  # key -> member -> lease end
+        self._counters: OrderedDict[str, tuple[float, float]] = OrderedDict()  # key -> (total, expires)
+        self._marks: OrderedDict[str, float] = OrderedDict()  # key -> expires
+
+    async def take(self, key: str, *, rate: float, burst: float, cost: float = 1) -> float:
+        now = time.monotonic()
+        tokens, at = self._buckets.pop(key, (burst, now))
+        tokens = min(burst, tokens + (now - at) * rate)
+        if cost > tokens:
+            self._buckets[key] = (tokens, now)
+            return (min(cost, burst) - tokens) / rate
+        self._buckets[key] = (tokens - cost, now)
+        _bound(self._buckets, self.max_keys)
+        return 0.0
+
+    async def hold(self, key: str, member: str, *, limit: int, lease_seconds: float) -> bool:
+        now = time.monotonic()
+        slots = self._live_slots(key, now)
+        if member not in slots and len(slots) >= limit:
+            return False
+        slots[member] = now + lease_seconds
+        self._slots[key] = slots
+        return True
+
+    async def let_go(self, key: str, member: str) -> None:
+        slots = self._slots.get(key)
+        if slots is not None:
+            slots.pop(member, None)
+            if not slots:
+                del self._slots[key]
+
+    async def held(self, key: str) -> int:
+        return len(self._live_slots(key, time.monotonic()))
+
+    def _live_slots(self, key: str, now: float) -> dict[str, float]:
+        slots = {m: end for m, end in self._slots.get(key, {}).items() if end > now}
+        if slots:
+            self._slots[key] = slots
+        else:
+            self._slots.pop(key, None)
+        return slots
+
+    async def add(self, key: str, amount: float, *, ttl_seconds: int) -> float:
+        now = time.monotonic()
+        total, expires = self._counters.pop(key, (0.0, now + ttl_seconds))
+        if expires <= now:
+            total, expires = 0.0, now + ttl_seconds
+        self._counters[key] = (total + amount, expires)
+        _bound(self._counters, self.max_keys)
+        return total + amount
+
+    async def once(self, key: str, *, ttl_seconds: int) -> bool:
+        now = time.monotonic()
+        expires = self._marks.get(key)
+        if expires is not None and expires > now:
+            return False
+        self._marks.pop(key, None)
+        self._marks[key] = now + ttl_seconds
+        _bound(self._marks, self.max_keys)
+        return True
+
+
+def _bound(table: OrderedDict[str, tuple[float, float]] | OrderedDict[str, float], max_keys: int) -> None:
+    """Forget the oldest keys past `max_keys`: a flood of keys costs accuracy, never memory."""
+    while len(table) > max_keys:
+        table.popitem(last=False)
