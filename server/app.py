@@ -35,6 +35,7 @@ from server.security.headers import SecurityHeadersMiddleware
 from server.security.limits import RequestLimitsMiddleware
 from server.security.signing import Signer
 from server.settings import Settings, load_settings
+from server.shared_state import InProcessState, SharedState
 from server.transcripts.ingest import IngestRateLimiter
 
 log = logging.getLogger("avatar_bff")
@@ -94,7 +95,8 @@ def create_app(settings: Settings, on_started: Callable[[], None] | None = None)
     assets = StaticAssets(STATIC_DIR)
     templates.env.globals["static_url"] = assets.url
     upstream_http = httpx.AsyncClient(follow_redirects=False, timeout=settings.whep_timeout_seconds)
-    relay = RelayHub(settings, db, signer, [settings.public_url] if settings.public_url else None)
+    shared: SharedState = InProcessState()
+    relay = RelayHub(settings, db, signer, [settings.public_url] if settings.public_url else None, shared)
     idle_after = timedelta(seconds=settings.session_idle_seconds)
 
     @asynccontextmanager
@@ -135,6 +137,7 @@ def create_app(settings: Settings, on_started: Callable[[], None] | None = None)
     app.state.templates = templates
     app.state.upstream_http = upstream_http
     app.state.relay = relay
+    app.state.shared = shared
     app.state.timeline = relay.timeline
     # Page transcript ingest per conversation: its buckets live as long as the process.
     app.state.ingest_limiter = IngestRateLimiter(

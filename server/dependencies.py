@@ -16,6 +16,7 @@ from server.conversations.timeline import TimelineRecorder
 from server.db import Database
 from server.security.signing import Signer
 from server.settings import Settings
+from server.shared_state import SharedState
 
 
 def page_base_url(scope: Scope, settings: Settings) -> str:
@@ -57,6 +58,11 @@ def _timeline(request: Request) -> TimelineRecorder:
     return timeline
 
 
+def _shared(request: Request) -> SharedState:
+    shared: SharedState = request.app.state.shared
+    return shared
+
+
 def _csp_nonce(request: Request) -> str:
     nonce: str = request.scope["state"]["csp_nonce"]
     return nonce
@@ -71,3 +77,5 @@ UpstreamHttpDep = Annotated[httpx.AsyncClient, Depends(_upstream_http)]
 NonceDep = Annotated[str, Depends(_csp_nonce)]
 # The diagnostics timeline's recorder (queued, written in batches).
 TimelineDep = Annotated[TimelineRecorder, Depends(_timeline)]
+# State the deployment's instances share (rate buckets, slots, counters): in process, or Redis.
+SharedDep = Annotated[SharedState, Depends(_shared)]

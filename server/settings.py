@@ -33,6 +33,8 @@ class Settings(BaseSettings):
     demo: bool = False
     data_dir: Path = Path("data")
     database_url: str = ""
+    # Several instances share rate limits, budgets and Socket.IO sessions through Redis; empty: one instance.
+    redis_url: str = ""
     secret_key: SecretStr | None = None
     public_url: str = ""
     log_level: Literal["debug", "info", "warning", "error"] = "info"

@@ -41,6 +41,7 @@ from server.relay.whep import whep_proxy_path
 from server.security.limits import RequestLimitsMiddleware
 from server.security.signing import Signer
 from server.settings import Settings
+from server.shared_state import InProcessState, SharedState
 from server.transcripts.tap import TranscriptTap
 from server.upstreams import endpoints_for
 
@@ -137,9 +138,15 @@ class RelayHub:
     """Owns the browser-facing Socket.IO server and every bridge."""
 
     def __init__(
-        self, settings: Settings, db: Database, signer: Signer, allowed_origins: list[str] | None
+        self,
+        settings: Settings,
+        db: Database,
+        signer: Signer,
+        allowed_origins: list[str] | None,
+        shared: SharedState | None = None,
     ) -> None:
         self.settings = settings
+        self.shared: SharedState = shared or InProcessState()  # what instances of one deployment share
         self.db = db
         self.signer = signer
         self.sio = BrowserServer(
