@@ -7,10 +7,11 @@ Kaltura ids are put in only on the way upstream, so they never reach the browser
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
@@ -88,6 +89,7 @@ class Bridge:
     page_context_sent: list[float] = field(default_factory=list)  # when, within the last minute
     rejoin: dict[str, Any] | None = None  # a queued SDK's `join`, sent up once upstream greets
     token: str = ""  # the page token it was opened with
+    socket_key: bytes = b""  # page token + the SDK's stickyId, which is new each time the SDK connects
     tokens: float = 0.0
     byte_tokens: float = 0.0
     refilled: float = field(default_factory=time.monotonic)
@@ -174,6 +176,9 @@ class RelayHub:
         self.dialling: Counter[str] = Counter()  # connects past the join, dialling upstream, by conversation
         self.newest: dict[str, int] = {}  # conversation id → number of its newest connect still dialling
         self.connects = 0  # connects numbered in the order they joined
+        # Sockets (page token + stickyId) whose SDK sent `join`: after a drop the SDK abandons such a socket
+        # and connects anew, so socket.io's retries of it are refused. Bounded: the oldest are forgotten.
+        self.joined_sockets: OrderedDict[bytes, None] = OrderedDict()
         self.connecting = 0  # connects past the capacity check, not yet bridges: their slots are taken
         self.dropped: Counter[str] = Counter()  # browser packets not relayed, by reason
         self.tap = TranscriptTap(db, settings.transcript_max_lines, settings.transcript_max_bytes)
@@ -220,6 +225,10 @@ class RelayHub:
         query = dict(parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True))
         query = {k: v for k, v in query.items() if k not in ("EIO", "transport", "t", "sid")}
         slug = query.get("flowId", "")
+        if _socket_key(query) in self.joined_sockets:
+            # socket.io's retry of a socket the SDK has left (S:3690-3710: the SDK reconnects with a new
+            # stickyId, the old socket keeps retrying): bridged, it would push out the SDK's new socket.
+            raise Refused("This connection was replaced by a newer one from the same page.", "abandoned")
         # An SDK reconnecting leaves its queued socket behind (S:3327-3333): the new one takes over.
         for stale in self.waiting.with_token(query.get("client", "")):
             await self.sio.disconnect(stale.sid)
@@ -278,6 +287,7 @@ class RelayHub:
         if entry is None or not entry.admitted:
             return
         self.waiting.remove(sid)
+        self._joined_socket(_socket_key(entry.query))
         bridged = False
         try:
             rejoin = payload if isinstance(payload, dict) else {}
@@ -318,8 +328,7 @@ class RelayHub:
             if self.newest[conversation_id] != number:  # a newer connect of this conversation is on its way
                 await upstream.disconnect()
                 raise Refused("A newer connection to this conversation took its place.", "replaced")
-            token = query.get("client", "")
-            replaced = self._open(sid, conversation_id, flow, dpp, slug, upstream, token, rejoin)
+            replaced = self._open(sid, conversation_id, flow, dpp, slug, upstream, query, rejoin)
         finally:
             _release(self.dialling, conversation_id)
             if conversation_id not in self.dialling:
@@ -372,7 +381,7 @@ class RelayHub:
         dpp: str | None,
         slug: str,
         upstream: UpstreamSocket,
-        token: str,
+        query: dict[str, str],
         rejoin: dict[str, Any] | None = None,
     ) -> Bridge | None:
         """Register the bridge, in place of the conversation's older one (returned, detached, to be closed).
@@ -381,6 +390,7 @@ class RelayHub:
         bridge's after it does, so the transcript never hears two upstream sessions."""
         older = self.by_conversation.get(conversation_id)
         replaced = self._detach(older) if older is not None else None
+        token = query.get("client", "")
         bridge = Bridge(
             sid,
             conversation_id,
@@ -393,6 +403,7 @@ class RelayHub:
             rejoin=rejoin,
             live=rejoin is not None,  # a queued socket's connect was acknowledged long ago
             token=token,
+            socket_key=_socket_key(query),
         )
         signer = self.signer
         bridge.context = RelayContext(
@@ -408,6 +419,12 @@ class RelayHub:
         if token:
             self.by_token[token] = sid
         return replaced
+
+    def _joined_socket(self, key: bytes) -> None:
+        if key:
+            self.joined_sockets[key] = None
+            while len(self.joined_sockets) > 4 * self.settings.relay_max_total:
+                self.joined_sockets.popitem(last=False)
 
     def _note_refusal(self, token: str, reason: str) -> None:
         """On its conversation's timeline, or its flow's when none started (a forged token: nowhere)."""
@@ -532,7 +549,9 @@ class RelayHub:
             bridge.skip_attachments = packet.attachments
             return
         bridge.expect_attachments = packet.attachments
-        if packet.event == "approvedPermissions" and bridge.dpp is not None:
+        if packet.event == "join":
+            self._joined_socket(bridge.socket_key)
+        elif packet.event == "approvedPermissions" and bridge.dpp is not None:
             # The SDK sends this just before its `ready`, when a page would inject the DPP; the service
             # starts talking on it, so the prompt goes first.
             injected = json.dumps(["setDynamicPrompt", {"message": bridge.dpp}], separators=(",", ":"))
@@ -603,6 +622,15 @@ class RelayHub:
         _release(self.per_flow, bridge.flow_slug)
         bridge.early.clear()
         return bridge
+
+
+def _socket_key(query: dict[str, str]) -> bytes:
+    """Which SDK socket a connect comes from: a digest of its page token and stickyId (b"" for a client
+    without a stickyId). 16 bytes, however long the token."""
+    sticky = query.get("stickyId", "")
+    if not sticky:
+        return b""
+    return hashlib.blake2b(f"{query.get('client', '')}\n{sticky}".encode(), digest_size=16).digest()
 
 
 def _release(counter: Counter[str], key: str) -> None:

@@ -13,11 +13,14 @@ import re
 from typing import Any
 
 from playwright.sync_api import expect
+from sqlalchemy import update
 
+from server.db import Database
+from server.models import Flow
 from server.settings import Settings
 from tests.browser.conftest import PageWatch
 from tests.browser.test_sdk_fidelity import add_flow, server, simulator  # noqa: F401 - fixtures
-from tests.support import ServerThread
+from tests.support import ServerThread, with_database
 
 # Every Socket SDK instance the page constructs, kept after the page lets it go (a refused call).
 KEEP_INSTANCES = """
@@ -89,3 +92,29 @@ def test_each_flow_gets_its_regions_turn_servers(
         # The region's service is not reachable from here: the visitor is told, and the page lets the SDK go.
         expect(page.get_by_role("alert")).to_be_visible(timeout=20_000)
     assert watch.violations() == []
+
+
+def test_a_stored_turn_override_without_urls_never_reaches_the_browser(
+    server: tuple[ServerThread, Settings],  # noqa: F811
+    watch: PageWatch,
+) -> None:
+    """Defect 2: Chromium refuses an ICE server with no URL ("Empty uri"), which broke every peer. Imports and
+    the console refuse such an override; a row that has one anyway (written before migration 0008, or by
+    hand) gets the flow's region's servers instead."""
+    running, settings = server
+    add_flow(settings, "handmade", upstream="kaltura-eu", turn_override=None)
+
+    async def hand_edit(db: Database) -> None:
+        async with db.transaction() as session:
+            legacy = {"urls": [], "username": "u", "credential": "c", "iceTransportPolicy": "relay"}
+            await session.execute(update(Flow).where(Flow.slug == "handmade").values(turn_override=legacy))
+
+    with_database(settings, hand_edit)
+    page = watch.page
+    page.add_init_script(KEEP_INSTANCES)
+    page.goto(f"{running.url}/a/handmade")
+    page.get_by_role("button", name="Start conversation").click()
+    page.wait_for_function("() => window.__sdks.length === 1")
+    for name, configs in page.evaluate(ICE_CONFIGURATIONS).items():  # Chromium would throw on an empty list
+        assert hosts(configs["chromium"]["iceServers"]) == {"turn.avatar.eu.kaltura.ai"}, (name, configs)
+    expect(page.get_by_role("alert")).to_be_visible(timeout=20_000)

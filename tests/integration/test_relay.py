@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import ipaddress
 import json
+import secrets
 import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -48,7 +49,6 @@ SDK_QUERY = {
     "billed_client": "",
     "debugMode": "true",
     "ks": "",
-    "stickyId": "abcdefgh12345678",
     "level": "published",
 }
 
@@ -99,8 +99,12 @@ class FakeSdk:
 
         return await asyncio.wait_for(until(), timeout)
 
-    async def connect(self, url: str, token: str, slug: str = "demo", **kwargs: Any) -> None:
-        query = httpx.QueryParams({"client": token, "flowId": slug, **SDK_QUERY})
+    async def connect(
+        self, url: str, token: str, slug: str = "demo", sticky: str | None = None, **kwargs: Any
+    ) -> None:
+        """Like the SDK's `connect()`: a new stickyId each time (or `sticky`: an old socket's retry)."""
+        self.sticky = sticky or secrets.token_hex(8)
+        query = httpx.QueryParams({"client": token, "flowId": slug, "stickyId": self.sticky, **SDK_QUERY})
         await self.client.connect(f"{url}/?{query}", socketio_path="socket.io", **kwargs)
 
 
@@ -156,7 +160,7 @@ async def test_conversation_through_the_relay_uses_real_ids_upstream(
         e for e in upstream["events"] if e["dir"] == "in" and e["event"] in ("isValidSession", "join")
     ]
     assert all(e["data"]["client"] == "demo-client" for e in incoming)
-    assert upstream["query"]["stickyId"] == SDK_QUERY["stickyId"]
+    assert upstream["query"]["stickyId"] == sdk.sticky
 
     # The tap writes in the background: conversationEnded ends the session, every line lands.
     await eventually_async(

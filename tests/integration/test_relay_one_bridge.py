@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import httpx
+import socketio
 from fastapi import FastAPI
 
 from server.relay.sockets import RelayHub
@@ -55,6 +57,33 @@ async def test_a_reconnect_with_the_same_token_replaces_the_older_bridge_and_the
     await newer.client.disconnect()
     await no_upstream_left(app)
     assert not hub.by_conversation and not hub.per_flow
+
+
+async def test_socketios_retry_of_a_socket_the_sdk_left_is_refused_and_the_new_socket_stays(
+    relay: tuple[ServerThread, FastAPI, Settings], simulator: ServerThread
+) -> None:
+    server, app, _ = relay
+    hub: RelayHub = app.state.relay
+    _, token = page_session(server)
+    first = FakeSdk()
+    await first.connect(server.url, token)
+    await first.wait_for("showAgent")  # it sent its `join`: after a drop the SDK leaves this socket
+    await first.client.disconnect()  # the network drops
+    await no_upstream_left(app)
+
+    reconnected = FakeSdk()  # the SDK's own reconnect: a new stickyId
+    await reconnected.connect(server.url, token)
+    await reconnected.wait_for("showAgent")
+    retry = FakeSdk()  # socket.io retrying the left socket: the same page token and stickyId
+    with contextlib.suppress(socketio.exceptions.ConnectionError):
+        await retry.connect(server.url, token, sticky=first.sticky)
+    assert "replaced by a newer one" in retry.refusal
+    assert list(hub.bridges) == [reconnected.client.get_sid()] and not reconnected.disconnected.is_set()
+    await reconnected.client.emit("onTextEntered", {"isFinal": True, "text": "still here"})
+    assert (await reconnected.wait_for("agentTurnToTalk"))["userTranscription"] == "still here"
+
+    await reconnected.client.disconnect()
+    await no_upstream_left(app)
 
 
 async def test_a_reconnect_at_full_capacity_takes_over_its_own_slot_instead_of_queueing(
