@@ -31,7 +31,7 @@ def sticky_of(url: str) -> str:
 
 
 def wait_until(page: Page, condition: Callable[[], object], what: str, timeout: float = 20) -> None:
-    """Poll `condition` while Playwright runs (the sync API routes requests only while the test waits on it)."""
+    """Poll `condition` while Playwright runs: the sync API routes requests only while a test waits on it."""
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, f"{what} did not happen within {timeout} s"
