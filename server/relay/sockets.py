@@ -11,7 +11,7 @@ import hashlib
 import json
 import logging
 import time
-from collections import Counter, OrderedDict
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
@@ -89,7 +89,7 @@ class Bridge:
     page_context_sent: list[float] = field(default_factory=list)  # when, within the last minute
     rejoin: dict[str, Any] | None = None  # a queued SDK's `join`, sent up once upstream greets
     token: str = ""  # the page token it was opened with
-    socket_key: bytes = b""  # page token + the SDK's stickyId, which is new each time the SDK connects
+    socket_key: str = ""  # from page token + the SDK's stickyId (new each time the SDK connects)
     tokens: float = 0.0
     byte_tokens: float = 0.0
     refilled: float = field(default_factory=time.monotonic)
@@ -176,9 +176,6 @@ class RelayHub:
         self.dialling: Counter[str] = Counter()  # connects past the join, dialling upstream, by conversation
         self.newest: dict[str, int] = {}  # conversation id → number of its newest connect still dialling
         self.connects = 0  # connects numbered in the order they joined
-        # Sockets (page token + stickyId) whose SDK sent `join`: after a drop the SDK abandons such a socket
-        # and connects anew, so socket.io's retries of it are refused. Bounded: the oldest are forgotten.
-        self.joined_sockets: OrderedDict[bytes, None] = OrderedDict()
         self.connecting = 0  # connects past the capacity check, not yet bridges: their slots are taken
         self.dropped: Counter[str] = Counter()  # browser packets not relayed, by reason
         self.tap = TranscriptTap(db, settings.transcript_max_lines, settings.transcript_max_bytes)
@@ -225,7 +222,7 @@ class RelayHub:
         query = dict(parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True))
         query = {k: v for k, v in query.items() if k not in ("EIO", "transport", "t", "sid")}
         slug = query.get("flowId", "")
-        if _socket_key(query) in self.joined_sockets:
+        if await self._socket_joined(_socket_key(query)):
             # socket.io's retry of a socket the SDK has left (S:3690-3710: the SDK reconnects with a new
             # stickyId, the old socket keeps retrying): bridged, it would push out the SDK's new socket.
             raise Refused("This connection was replaced by a newer one from the same page.", "abandoned")
@@ -287,7 +284,7 @@ class RelayHub:
         if entry is None or not entry.admitted:
             return
         self.waiting.remove(sid)
-        self._joined_socket(_socket_key(entry.query))
+        await self._joined_socket(_socket_key(entry.query))
         bridged = False
         try:
             rejoin = payload if isinstance(payload, dict) else {}
@@ -420,11 +417,16 @@ class RelayHub:
             self.by_token[token] = sid
         return replaced
 
-    def _joined_socket(self, key: bytes) -> None:
+    # Sockets (page token + stickyId) whose SDK sent `join` are remembered in the shared state, so a retry
+    # is refused by whichever instance it reaches: after a drop the SDK leaves such a socket for a new one.
+    async def _joined_socket(self, key: str) -> None:
         if key:
-            self.joined_sockets[key] = None
-            while len(self.joined_sockets) > 4 * self.settings.relay_max_total:
-                self.joined_sockets.popitem(last=False)
+            await self.shared.add(key, 1, ttl_seconds=self.settings.session_token_ttl_seconds)
+
+    async def _socket_joined(self, key: str) -> bool:
+        if not key:
+            return False
+        return await self.shared.add(key, 0, ttl_seconds=self.settings.session_token_ttl_seconds) > 0
 
     def _note_refusal(self, token: str, reason: str) -> None:
         """On its conversation's timeline, or its flow's when none started (a forged token: nowhere)."""
@@ -550,7 +552,7 @@ class RelayHub:
             return
         bridge.expect_attachments = packet.attachments
         if packet.event == "join":
-            self._joined_socket(bridge.socket_key)
+            await self._joined_socket(bridge.socket_key)
         elif packet.event == "approvedPermissions" and bridge.dpp is not None:
             # The SDK sends this just before its `ready`, when a page would inject the DPP; the service
             # starts talking on it, so the prompt goes first.
@@ -624,13 +626,14 @@ class RelayHub:
         return bridge
 
 
-def _socket_key(query: dict[str, str]) -> bytes:
-    """Which SDK socket a connect comes from: a digest of its page token and stickyId (b"" for a client
-    without a stickyId). 16 bytes, however long the token."""
+def _socket_key(query: dict[str, str]) -> str:
+    """The shared-state key of the SDK socket a connect comes from: a digest of its page token and stickyId
+    ("" for a client without a stickyId), short however long the token."""
     sticky = query.get("stickyId", "")
     if not sticky:
-        return b""
-    return hashlib.blake2b(f"{query.get('client', '')}\n{sticky}".encode(), digest_size=16).digest()
+        return ""
+    digest = hashlib.blake2b(f"{query.get('client', '')}\n{sticky}".encode(), digest_size=16).hexdigest()
+    return f"joined-socket:{digest}"
 
 
 def _release(counter: Counter[str], key: str) -> None:
