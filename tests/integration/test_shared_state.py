@@ -1,4 +1,4 @@
-"""SharedState behaves the same on every backend: in process always, on Redis when AVATAR_BFF_REDIS_URL is set.
+"""SharedState behaves alike on every backend: in process always, on Redis when AVATAR_BFF_REDIS_URL is set.
 
 On Redis each test talks through two clients, as two instances would; in process both are the one table.
 """
