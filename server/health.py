@@ -7,6 +7,7 @@ from fastapi.responses import JSONResponse
 
 from server.dependencies import DbDep, SharedDep
 from server.migrate import unready_reason
+from server.redis_state import FallbackState
 
 router = APIRouter(tags=["health"])
 
@@ -24,6 +25,7 @@ async def readyz(db: DbDep, shared: SharedDep) -> JSONResponse:
     `shared_state` says where rate limits and counters live now: "redis", or "process" (no Redis configured,
     or Redis away; the instance then limits on its own and stays ready)."""
     reason, revision = await unready_reason(db)
+    kind = await shared.check() if isinstance(shared, FallbackState) else shared.kind
     if reason is not None:
-        return JSONResponse({"status": "unavailable", "reason": reason, "shared_state": shared.kind}, 503)
-    return JSONResponse({"status": "ready", "revision": revision, "shared_state": shared.kind})
+        return JSONResponse({"status": "unavailable", "reason": reason, "shared_state": kind}, 503)
+    return JSONResponse({"status": "ready", "revision": revision, "shared_state": kind})

@@ -200,6 +200,18 @@ class FallbackState:
             await self.redis.ping()
         except UNAVAILABLE as exc:
             self._lost(exc)
+        else:
+            log.info("shared state on Redis at %s", self.redis.location)
+
+    async def check(self) -> str:
+        """Which backend answers now, asking Redis if it is thought to be there (for /readyz, so a Redis
+        lost while nothing needed it is reported all the same)."""
+        if self.redis_available:
+            try:
+                await self.redis.ping()
+            except UNAVAILABLE as exc:
+                self._lost(exc)
+        return self.kind
 
     async def aclose(self) -> None:
         if self._probe is not None:

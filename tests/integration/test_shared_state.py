@@ -8,13 +8,15 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
-from server.redis_state import RedisState
+from server.redis_state import RedisState, redis_location
+from server.settings import SettingsError
 from server.shared_state import InProcessState, SharedState
 from tests.redis_support import configured_redis, needs_redis, redis_keys
-from tests.support import eventually_async
+from tests.support import eventually_async, make_settings
 
 KEY_SECRET = b"k" * 32
 Instances = tuple[SharedState, SharedState]
@@ -153,3 +155,14 @@ async def test_instances_agree_only_when_they_share_the_prefix_and_the_secret() 
         finally:
             await one.aclose()
             await elsewhere.aclose()
+
+
+def test_logs_name_where_redis_is_but_never_its_password() -> None:
+    assert redis_location("redis://:hunter2@cache.internal:6380/3") == "cache.internal:6380/3"
+    assert redis_location("redis://user:hunter2@cache.internal") == "cache.internal:6379/0"
+    assert redis_location("unix:///run/redis.sock?db=2") == "/run/redis.sock/2"
+
+
+def test_a_redis_url_of_another_kind_stops_the_server_at_start(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="AVATAR_BFF_REDIS_URL"):
+        make_settings(tmp_path, redis_url="http://cache.internal:6379")
