@@ -58,7 +58,7 @@ class Settings(BaseSettings):
     # Per conversation and per source (the page, the relay tap): bounds what one visitor can make us store.
     transcript_max_lines: int = Field(default=5000, ge=1)
     transcript_max_bytes: int = Field(default=2 * 1024 * 1024, ge=64 * 1024)
-    # Page ingest per conversation: a token bucket of lines (a retried, already stored batch costs one).
+    # Page ingest per conversation: a token bucket of new lines (a retry of lines already stored is free).
     transcript_lines_per_second: float = Field(default=10, gt=0)
     transcript_line_burst: int = Field(default=1000, ge=500)  # at least one full batch
     # Page views per client address (a token bucket: this many per second, bursts of page_views_burst).
