@@ -51,6 +51,7 @@ PAGE_CACHE_SIZE = 256  # flows and rendered pages kept per process
 DPP_CACHE_SIZE = 1024  # rendered DPPs, of at most DPP_CACHE_MAX_CHARS each (4 MB in all)
 DPP_CACHE_MAX_CHARS = 4096  # a DPP may render to 64 KB: the few that large are not kept
 SLUG = re.compile(FLOW_SLUG)  # anything else is not a page
+PAGE_ROUTE = "/a/{slug}"
 REFUSED = "avatar_page_refused"  # scope key: why the fast path handed a view over
 BASELINE_HEADERS = {
     https: [(name.lower().encode(), value.encode()) for name, value in baseline_headers(https).items()]
@@ -234,7 +235,7 @@ class HostedPages:
         }
 
 
-@router.get("/a/{slug}", response_class=HTMLResponse, include_in_schema=False)
+@router.get(PAGE_ROUTE, response_class=HTMLResponse, include_in_schema=False)
 async def hosted_page(slug: str, request: Request) -> HTMLResponse:
     """The page through the whole stack: what PageFastPath hands over (its refusals, other requests)."""
     refused = request.scope.get(REFUSED)
