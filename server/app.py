@@ -86,36 +86,40 @@ class App(FastAPI):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "lifespan" and scope["path"].startswith(f"/{SOCKET_PATH}/") and self.relay_asgi:
             await self.relay_asgi(scope, receive, send)
-        elif scope["type"] != "http" or self.metrics is None:
-            await self._dispatch(scope, receive, send)
-        else:
+        elif scope["type"] == "http" and self.metrics is not None:
             await self._observed(scope, receive, send, self.metrics)
-
-    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> str | None:
-        """Answer the request; the page fast path's route template when it took it (it does no routing)."""
-        if self.page_fast_path is not None and self.page_fast_path.handles(scope):
+        elif self.page_fast_path is not None and self.page_fast_path.handles(scope):
             await self.page_fast_path(scope, receive, send)
-            return pages.PAGE_ROUTE
+        else:
+            await self.stack(scope, receive, send)
+
+    async def stack(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The framework with its middleware and routes: whatever the page fast path does not answer."""
         await super().__call__(scope, receive, send)
-        return None
 
     async def _observed(self, scope: Scope, receive: Receive, send: Send, metrics: Metrics) -> None:
         rid = request_id_for(scope["headers"])
         header = (REQUEST_ID_HEADER, rid.encode())
         status = 500  # unless a response starts
         route = None
-
-        async def send_with_id(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                message["headers"] = [*message.get("headers", ()), header]
-            await send(message)
-
         reset = request_id.set(rid)
         started = time.perf_counter()
         try:
-            route = await self._dispatch(scope, receive, send_with_id)
+            fast = self.page_fast_path
+            if fast is not None and fast.handles(scope):
+                route = pages.PAGE_ROUTE  # the fast path does no routing
+                if await fast.serve(scope, send, header):
+                    status = 200
+                    return
+
+            async def send_with_id(message: Message) -> None:
+                nonlocal status
+                if message["type"] == "http.response.start":
+                    status = message["status"]
+                    message["headers"] = [*message.get("headers", ()), header]
+                await send(message)
+
+            await self.stack(scope, receive, send_with_id)
         finally:
             elapsed = time.perf_counter() - started
             metrics.http(route or _route_template(scope), scope["method"], status, elapsed)
@@ -266,7 +270,7 @@ def create_app(settings: Settings, on_started: Callable[[], None] | None = None)
     app.add_middleware(SecurityHeadersMiddleware)  # every response, refusals included
     app.relay_asgi = relay.app
     app.metrics = metrics
-    app.page_fast_path = pages.PageFastPath(app, app.state.pages)
+    app.page_fast_path = pages.PageFastPath(app.stack, app.state.pages)
     return app
 
 

@@ -269,19 +269,25 @@ class PageFastPath:
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not await self.serve(scope, send):
+            await self.app(scope, receive, send)
+
+    async def serve(self, scope: Scope, send: Send, *extra: tuple[bytes, bytes]) -> bool:
+        """Send the page, with `extra` headers; False: refused, and the refusal put in the scope for `app`."""
         nonce = new_nonce()
         try:
             html, own = await self.pages.view(scope, scope["path"][3:], nonce)
         except Exception as exc:  # handed over whole, raised again by the route
             scope[REFUSED] = exc
-            await self.app(scope, receive, send)
-            return
+            return False
         body = html.encode()
         headers = [
             (b"content-type", b"text/html; charset=utf-8"),
             (b"content-length", str(len(body)).encode()),
             *((name.encode(), value.encode()) for name, value in own.items()),
             *BASELINE_HEADERS[scope.get("scheme") == "https"],
+            *extra,
         ]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+        return True
