@@ -128,7 +128,6 @@ class BrowserServer(socketio.AsyncServer):  # type: ignore[misc]
     async def _handle_eio_message(self, eio_sid: str, data: str | bytes) -> None:
         bridge = self._hub.by_eio.get(eio_sid)
         if bridge is not None and (isinstance(data, bytes) or data[:1] in RELAYED_TYPES):
-            request_context.conversation_id.set(bridge.conversation_id)  # for log lines
             await self._hub.from_browser(bridge, data)
         else:
             await super()._handle_eio_message(eio_sid, data)
@@ -505,6 +504,7 @@ class RelayHub:
 
     async def from_browser(self, bridge: Bridge, data: str | bytes) -> None:
         """An event or ack packet (or a binary attachment) from a bridged browser."""
+        request_context.conversation_id.set(bridge.conversation_id)  # for log lines
         if bridge.closing or bridge.context is None:
             return
         rate, byte_rate = self.settings.relay_events_per_second, self.settings.relay_max_payload_bytes
