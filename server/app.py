@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -17,20 +18,25 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Mount
+from starlette.types import Message, Receive, Scope, Send
 
-from server import health
+from server import health, metrics_endpoint
 from server.admin.router import install as install_admin_console
 from server.api import docs, v1
 from server.db import Database
 from server.errors import AppError
 from server.housekeeping import run_housekeeping
+from server.metrics import Metrics
 from server.pages import diagnostics
 from server.pages import router as pages
 from server.pages.assets import VERSIONED_PREFIX, ShortCacheStaticFiles, StaticAssets, VersionedStaticFiles
 from server.paths import STATIC_DIR, TEMPLATES_DIR
 from server.redis_state import FallbackState, shared_state_for
 from server.relay import iframe_assets, whep
+from server.relay.events import RELAY_EVENT_NAMES
 from server.relay.sockets import SOCKET_PATH, RelayHub
+from server.request_context import REQUEST_ID_HEADER, request_id, request_id_for
 from server.sdk import SELF_HOSTED_URL_PREFIX
 from server.security.headers import SecurityHeadersMiddleware
 from server.security.limits import RequestLimitsMiddleware
@@ -69,19 +75,65 @@ class App(FastAPI):
     """FastAPI, except that Socket.IO traffic goes straight to the relay, ahead of every middleware.
 
     The relay has its own size limit and Origin check, and a relayed message would otherwise pass through
-    each middleware's send and receive wrappers (and an idle socket keep their frames alive).
+    each middleware's send and receive wrappers (and an idle socket keep their frames alive). Every other
+    HTTP request gets a request id (logged, echoed in X-Request-ID) and its latency measured by route.
     """
 
     relay_asgi: Any = None
     page_fast_path: pages.PageFastPath | None = None  # page views, likewise: see PageFastPath
+    metrics: Metrics | None = None
 
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "lifespan" and scope["path"].startswith(f"/{SOCKET_PATH}/") and self.relay_asgi:
             await self.relay_asgi(scope, receive, send)
+        elif scope["type"] == "http" and self.metrics is not None:
+            await self._observed(scope, receive, send, self.metrics)
         elif self.page_fast_path is not None and self.page_fast_path.handles(scope):
             await self.page_fast_path(scope, receive, send)
         else:
-            await super().__call__(scope, receive, send)
+            await self.stack(scope, receive, send)
+
+    async def stack(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The framework with its middleware and routes: whatever the page fast path does not answer."""
+        await super().__call__(scope, receive, send)
+
+    async def _observed(self, scope: Scope, receive: Receive, send: Send, metrics: Metrics) -> None:
+        rid = request_id_for(scope["headers"])
+        header = (REQUEST_ID_HEADER, rid.encode())
+        status = 500  # unless a response starts
+        route = None
+        reset = request_id.set(rid)
+        started = time.perf_counter()
+        try:
+            fast = self.page_fast_path
+            if fast is not None and fast.handles(scope):
+                route = pages.PAGE_ROUTE  # the fast path does no routing
+                if await fast.serve(scope, send, header):
+                    status = 200
+                    return
+
+            async def send_with_id(message: Message) -> None:
+                nonlocal status
+                if message["type"] == "http.response.start":
+                    status = message["status"]
+                    message["headers"] = [*message.get("headers", ()), header]
+                await send(message)
+
+            await self.stack(scope, receive, send_with_id)
+        finally:
+            elapsed = time.perf_counter() - started
+            metrics.http(route or _route_template(scope), scope["method"], status, elapsed)
+            request_id.reset(reset)
+
+
+def _route_template(scope: Scope) -> str:
+    """The route that answered, as its template (`/api/v1/sessions/{session_id}`): never the raw path, which
+    would make a series per URL. Unrouted requests (404s) are all "unmatched"."""
+    route = scope.get("route")
+    if route is None:
+        return "unmatched"
+    path = str(getattr(route, "path", "unmatched"))
+    return f"{path}/{{path}}" if isinstance(route, Mount) else path
 
 
 def create_app(settings: Settings, on_started: Callable[[], None] | None = None) -> FastAPI:
@@ -97,6 +149,9 @@ def create_app(settings: Settings, on_started: Callable[[], None] | None = None)
     upstream_http = httpx.AsyncClient(follow_redirects=False, timeout=settings.whep_timeout_seconds)
     shared = shared_state_for(settings)  # in process, or Redis with an in-process stand-in
     relay = RelayHub(settings, db, signer, [settings.public_url] if settings.public_url else None, shared)
+    metrics = Metrics(RELAY_EVENT_NAMES)
+    metrics.watch(relay)
+    relay.metrics = metrics
     idle_after = timedelta(seconds=settings.session_idle_seconds)
 
     @asynccontextmanager
@@ -143,6 +198,11 @@ def create_app(settings: Settings, on_started: Callable[[], None] | None = None)
     app.state.relay = relay
     app.state.shared = shared
     app.state.timeline = relay.timeline
+    app.state.metrics = metrics
+    token = settings.metrics_token
+    app.state.metrics_token_digest = (
+        None if token is None else metrics_endpoint.token_digest(token.get_secret_value())
+    )
     # Page transcript ingest per conversation, in buckets the instances share.
     app.state.ingest_limiter = IngestRateLimiter(
         shared, settings.transcript_lines_per_second, settings.transcript_line_burst
@@ -187,6 +247,7 @@ def create_app(settings: Settings, on_started: Callable[[], None] | None = None)
     app.add_exception_handler(Exception, unexpected_error)
 
     app.include_router(health.router)
+    app.include_router(metrics_endpoint.router)
     app.include_router(pages.router)
     app.include_router(v1.router)
     app.include_router(diagnostics.router)
@@ -211,7 +272,8 @@ def create_app(settings: Settings, on_started: Callable[[], None] | None = None)
     )
     app.add_middleware(SecurityHeadersMiddleware)  # every response, refusals included
     app.relay_asgi = relay.app
-    app.page_fast_path = pages.PageFastPath(app, app.state.pages)
+    app.metrics = metrics
+    app.page_fast_path = pages.PageFastPath(app.stack, app.state.pages)
     return app
 
 

@@ -14,6 +14,7 @@ from starlette.types import Scope
 
 from server.conversations.timeline import TimelineRecorder
 from server.db import Database
+from server.metrics import Metrics
 from server.security.signing import Signer
 from server.settings import Settings
 from server.shared_state import SharedState
@@ -63,6 +64,11 @@ def _shared(request: Request) -> SharedState:
     return shared
 
 
+def _metrics(request: Request) -> Metrics:
+    metrics: Metrics = request.app.state.metrics
+    return metrics
+
+
 def _csp_nonce(request: Request) -> str:
     nonce: str = request.scope["state"]["csp_nonce"]
     return nonce
@@ -79,3 +85,5 @@ NonceDep = Annotated[str, Depends(_csp_nonce)]
 TimelineDep = Annotated[TimelineRecorder, Depends(_timeline)]
 # State the deployment's instances share (rate buckets, slots, counters): in process, or Redis.
 SharedDep = Annotated[SharedState, Depends(_shared)]
+# This instance's Prometheus metrics (GET /metrics).
+MetricsDep = Annotated[Metrics, Depends(_metrics)]

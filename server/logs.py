@@ -2,7 +2,9 @@
 
 Our loggers live under `avatar_bff`. What we log never includes transcript text, DPP contents, tokens or
 passwords; every line (ours, uvicorn's access and WebSocket lines) drops query strings (visitor values,
-Engine.IO session ids, page tokens) and masks signed tokens in paths.
+Engine.IO session ids, page tokens) and masks signed tokens in paths. A line written while serving an HTTP
+request carries its request id, and one about a relayed conversation its conversation id
+(`server/request_context.py`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import logging
 import re
 from typing import Any
 
+from server import request_context
 from server.settings import Settings
 
 # Our signed tokens (page sessions, WHEP targets): two base64url parts joined by a dot.
@@ -42,6 +45,17 @@ class Redact(logging.Filter):
         return True
 
 
+class Context(logging.Filter):
+    """Puts the ids of the request and conversation being served on the record (`context`: for text lines)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        request, conversation = request_context.request_id.get(), request_context.conversation_id.get()
+        record.request_id, record.conversation_id = request, conversation
+        parts = [f"request={request}"] * bool(request) + [f"conversation={conversation}"] * bool(conversation)
+        record.context = f" [{' '.join(parts)}]" if parts else ""
+        return True
+
+
 class JsonLines(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -50,6 +64,9 @@ class JsonLines(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        for key in ("request_id", "conversation_id"):
+            if value := getattr(record, key, None):
+                entry[key] = value
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False)
@@ -61,15 +78,19 @@ def logging_config(settings: Settings) -> dict[str, Any]:
     formatter = (
         {"()": f"{__name__}.JsonLines"}
         if settings.effective_log_format == "json"
-        else {"format": "%(asctime)s %(levelname)-7s %(name)s: %(message)s"}
+        else {"format": "%(asctime)s %(levelname)-7s %(name)s: %(message)s%(context)s"}
     )
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "filters": {"redact": {"()": f"{__name__}.Redact"}},
+        "filters": {"redact": {"()": f"{__name__}.Redact"}, "context": {"()": f"{__name__}.Context"}},
         "formatters": {"default": formatter},
         "handlers": {
-            "stderr": {"class": "logging.StreamHandler", "formatter": "default", "filters": ["redact"]}
+            "stderr": {
+                "class": "logging.StreamHandler",
+                "formatter": "default",
+                "filters": ["redact", "context"],
+            }
         },
         "loggers": {
             "avatar_bff": {"handlers": ["stderr"], "level": level, "propagate": False},

@@ -78,6 +78,8 @@ class Settings(BaseSettings):
     sign_in_attempts_per_address: int = Field(default=20, ge=1)
     sign_in_refill_seconds: float = Field(default=60, gt=0)
     housekeeping_interval_seconds: float = Field(default=300, gt=0)
+    # A bearer token that opens GET /metrics (Prometheus); unset: /metrics answers 404.
+    metrics_token: SecretStr | None = None
 
     @property
     def admin_idle(self) -> timedelta:
@@ -106,7 +108,7 @@ class Settings(BaseSettings):
             raise ValueError("must start with redis://, rediss:// or unix://")
         return value
 
-    @field_validator("secret_key")
+    @field_validator("secret_key", "metrics_token")
     @classmethod
     def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and len(value.get_secret_value()) < MIN_SECRET_LENGTH:

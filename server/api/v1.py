@@ -17,8 +17,8 @@ from pydantic import BaseModel, Field
 from server.api.auth import require_scope
 from server.conversations import lifecycle, listing
 from server.conversations.listing import ConversationFilter
-from server.dependencies import DbDep, SettingsDep, SignerDep
-from server.errors import UnsupportedMediaType
+from server.dependencies import DbDep, MetricsDep, SettingsDep, SignerDep
+from server.errors import AppError, UnsupportedMediaType
 from server.models import Conversation, ConversationStatus, Instant
 from server.transcripts import store
 from server.transcripts.formats import as_markdown, as_text
@@ -156,7 +156,12 @@ def require_json(request: Request) -> None:
     dependencies=[Depends(require_json)],
 )
 async def ingest_from_page(
-    batch: PageBatch, db: DbDep, signer: SignerDep, settings: SettingsDep, request: Request
+    batch: PageBatch,
+    db: DbDep,
+    signer: SignerDep,
+    settings: SettingsDep,
+    metrics: MetricsDep,
+    request: Request,
 ) -> IngestAnswer:
     """Hosted pages post transcript lines here, also via `navigator.sendBeacon`.
 
@@ -165,7 +170,12 @@ async def ingest_from_page(
     its session."""
     limits = IngestLimits(settings.transcript_max_lines, settings.transcript_max_bytes)
     limiter: IngestRateLimiter = request.app.state.ingest_limiter
-    result = await ingest_page_batch(db, signer, batch, limits, limiter)
+    try:
+        result = await ingest_page_batch(db, signer, batch, limits, limiter)
+    except AppError as exc:  # a refused batch stores none of its lines
+        metrics.page_lines(0, len(batch.entries), exc.code)
+        raise
+    metrics.page_lines(result.stored, 0 if result.recorded else len(batch.entries), "not_recorded")
     return IngestAnswer(
         stored=result.stored, highest_seq=result.highest_seq, status=result.status, recorded=result.recorded
     )

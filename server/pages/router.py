@@ -52,6 +52,7 @@ PAGE_CACHE_SIZE = 256  # flows and rendered pages kept per process
 DPP_CACHE_SIZE = 1024  # rendered DPPs, of at most DPP_CACHE_MAX_CHARS each (4 MB in all)
 DPP_CACHE_MAX_CHARS = 4096  # a DPP may render to 64 KB: the few that large are not kept
 SLUG = re.compile(FLOW_SLUG)  # anything else is not a page
+PAGE_ROUTE = "/a/{slug}"
 REFUSED = "avatar_page_refused"  # scope key: why the fast path handed a view over
 BASELINE_HEADERS = {
     https: [(name.lower().encode(), value.encode()) for name, value in baseline_headers(https).items()]
@@ -236,7 +237,7 @@ class HostedPages:
         }
 
 
-@router.get("/a/{slug}", response_class=HTMLResponse, include_in_schema=False)
+@router.get(PAGE_ROUTE, response_class=HTMLResponse, include_in_schema=False)
 async def hosted_page(slug: str, request: Request) -> HTMLResponse:
     """The page through the whole stack: what PageFastPath hands over (its refusals, other requests)."""
     refused = request.scope.get(REFUSED)
@@ -270,19 +271,25 @@ class PageFastPath:
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not await self.serve(scope, send):
+            await self.app(scope, receive, send)
+
+    async def serve(self, scope: Scope, send: Send, *extra: tuple[bytes, bytes]) -> bool:
+        """Send the page, with `extra` headers; False: refused, and the refusal put in the scope for `app`."""
         nonce = new_nonce()
         try:
             html, own = await self.pages.view(scope, scope["path"][3:], nonce)
         except Exception as exc:  # handed over whole, raised again by the route
             scope[REFUSED] = exc
-            await self.app(scope, receive, send)
-            return
+            return False
         body = html.encode()
         headers = [
             (b"content-type", b"text/html; charset=utf-8"),
             (b"content-length", str(len(body)).encode()),
             *((name.encode(), value.encode()) for name, value in own.items()),
             *BASELINE_HEADERS[scope.get("scheme") == "https"],
+            *extra,
         ]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+        return True

@@ -37,6 +37,67 @@ CLIENT_EVENTS = frozenset(
     ]
 )
 
+# Everything the service sends that the Socket SDK 2.7.4 knows (docs/protocol.md#server-to-client). Used only
+# to name events in metrics: the relay forwards whatever upstream sends.
+SERVER_EVENTS = frozenset(
+    [
+        "onServerConnected",
+        "validSession",
+        "clientConfiguration",
+        "joinComplete",
+        "stvNewSession",
+        "askPermissions",
+        "showAgent",
+        "generatingSpeech",
+        "debug_stvTaskGenerated",
+        "stvStartedTalking",
+        "stvSpeechChunk",
+        "stvFinishedGenerating",
+        "stvFinishedTalking",
+        "userStartedTalking",
+        "debug_vad_speech_detected",
+        "agentTurnToTalk",
+        "conversationEnded",
+        "conversationTimeExpired",
+        "conversationTimeWarning",
+        "flowConfigError",
+        "throwToNoAgent",
+        "throwToExceededTier",
+        "availabilityResult",
+        "stvTaskFail",
+        "debug_conversationStateChange",
+        "contactCollector",
+        "showMedia",
+        "showHtml",
+        "showCode",
+        "showDiagram",
+        "showChart",
+        "showIFrame",
+        "showLatex",
+        "showGeneratedImages",
+        "showVisualChart",
+        "showVisualItems",
+        "showVisualLink",
+        "showVisualPhoto",
+        "showVisualTable",
+        "showVisualVideo",
+        "hideVisuals",
+        "hideCode",
+        "hideDiagram",
+        "hideIFrame",
+        "hideMedia",
+        "hideGeneratedImages",
+        "asr-webrtc-ready",
+        "asr-webrtc-answer",
+        "asr-webrtc-error",
+        "asr-ice-candidate",
+        "webrtc-offer",
+        "webrtc-ice-candidate",
+    ]
+)
+TO_UPSTREAM, TO_BROWSER = "to_upstream", "to_browser"
+RELAY_EVENT_NAMES = {TO_UPSTREAM: CLIENT_EVENTS, TO_BROWSER: SERVER_EVENTS}  # the names metrics may use
+
 # Payload keys that carry vendor credentials: the page never chooses them, at any depth of any argument.
 CREDENTIAL_FIELDS = ("client", "flowId", "billed_client", "ks")
 # What the SDK 2.7.4 puts in its handshake query besides the ids (docs/protocol.md), with fixed values.

@@ -18,17 +18,21 @@ from urllib.parse import parse_qsl
 
 import socketio
 
+from server import request_context
 from server.conversations import lifecycle as conversations
 from server.conversations.page_token import read_page_token
 from server.conversations.timeline import TimelineRecorder
 from server.db import Database
 from server.errors import AppError
+from server.metrics import Metrics
 from server.models import Flow, utcnow
 from server.relay.events import (
     BINARY_EVENT,
     CLIENT_EVENTS,
     EVENT,
     RELAYED_TYPES,
+    TO_BROWSER,
+    TO_UPSTREAM,
     Packet,
     RelayContext,
     client_packet_for_upstream,
@@ -181,6 +185,7 @@ class RelayHub:
         self.tap = TranscriptTap(db, settings.transcript_max_lines, settings.transcript_max_bytes)
         self.waiting = WaitingRoom(lambda sid: asyncio.ensure_future(self.sio.disconnect(sid)))
         self.timeline = TimelineRecorder(db)
+        self.metrics = Metrics()  # create_app puts in the one /metrics shows
         self.sio.on("connect", self._on_connect)
         self.sio.on("disconnect", self._on_disconnect)
         # Bridged sockets' events go upstream before python-socketio sees them: these are queued sockets'.
@@ -303,6 +308,7 @@ class RelayHub:
     ) -> bool:
         """Join the conversation and open its upstream; refusals raise. The flow's slot is already taken."""
         conversation_id, flow, dpp = await self._join(query.get("client", ""), slug)
+        request_context.conversation_id.set(conversation_id)  # for log lines, the upstream leg's too
         if self.dialling[conversation_id] >= DIALLING_PER_CONVERSATION:
             raise Refused(
                 "This conversation is already connecting in another window. Close it, or reload the page.",
@@ -316,6 +322,7 @@ class RelayHub:
             started = time.monotonic()
             upstream = await self._connect_upstream(sid, query, flow)
             latency_ms = round((time.monotonic() - started) * 1000)
+            self.metrics.upstream_connected(latency_ms / 1000)
             self.timeline.note(conversation_id, "upstream_connect", latency_ms=latency_ms)
             if self.sio.manager.eio_sid_from_sid(sid, "/") is None:  # the browser left meanwhile
                 await upstream.disconnect()
@@ -364,6 +371,7 @@ class RelayHub:
             reason = "did not answer in time" if isinstance(exc, TimeoutError) else str(exc)
             log.warning("relay: upstream for flow %s %s", flow.slug, reason)
             code = "upstream_timeout" if isinstance(exc, TimeoutError) else "upstream_failed"
+            self.metrics.upstream_failed(code)
             raise Refused(f"The avatar service {reason}. Please try again in a moment.", code) from None
         except BaseException:  # cancelled (the server is stopping): nothing may stay open
             await upstream.disconnect()
@@ -430,6 +438,7 @@ class RelayHub:
 
     def _note_refusal(self, token: str, reason: str) -> None:
         """On its conversation's timeline, or its flow's when none started (a forged token: nowhere)."""
+        self.metrics.refused(reason)
         try:
             page = read_page_token(self.signer, token)
         except AppError:
@@ -474,6 +483,7 @@ class RelayHub:
             return
         if isinstance(data, str):
             packet = parse_packet(data)
+            self.metrics.relayed(TO_BROWSER, None if packet is None else packet.event)
             if packet is not None and bridge.rejoin is not None and packet.event == "onServerConnected":
                 await self._rejoined(bridge)
                 return
@@ -513,6 +523,7 @@ class RelayHub:
 
     async def from_browser(self, bridge: Bridge, data: str | bytes) -> None:
         """An event or ack packet (or a binary attachment) from a bridged browser."""
+        request_context.conversation_id.set(bridge.conversation_id)  # for log lines
         if bridge.closing or bridge.context is None:
             return
         rate, byte_rate = self.settings.relay_events_per_second, self.settings.relay_max_payload_bytes
@@ -559,6 +570,7 @@ class RelayHub:
             injected = json.dumps(["setDynamicPrompt", {"message": bridge.dpp}], separators=(",", ":"))
             bridge.dpp = None
             await self._to_upstream(bridge, EVENT + injected)
+        self.metrics.relayed(TO_UPSTREAM, packet.event)
         await self._to_upstream(bridge, data)
 
     async def _page_context(self, bridge: Bridge, packet: Packet) -> str | None:

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Request, Response
 
 from server.conversations import lifecycle as conversations
 from server.db import Database
-from server.dependencies import DbDep, SettingsDep, SignerDep, TimelineDep, UpstreamHttpDep
+from server.dependencies import DbDep, MetricsDep, SettingsDep, SignerDep, TimelineDep, UpstreamHttpDep
 from server.errors import (
     AppError,
     Forbidden,
@@ -22,6 +22,7 @@ from server.errors import (
     UpstreamFailed,
     UpstreamTimeout,
 )
+from server.metrics import Metrics, status_class
 from server.security.signing import WHEP_RESOURCE, WHEP_TARGET, Signer, TokenError
 from server.settings import Settings
 from server.upstreams import host_allowed, relay_allowed_hosts
@@ -72,6 +73,7 @@ async def _check(db: Database, settings: Settings, url: str, conversation_id: st
 
 async def _forward(
     http: httpx.AsyncClient,
+    metrics: Metrics,
     settings: Settings,
     signer: Signer,
     method: str,
@@ -81,11 +83,15 @@ async def _forward(
     content_type: str | None,
 ) -> Response:
     headers = {"content-type": content_type} if content_type else {}
+    started = time.monotonic()
+    outcome = "error"
     try:
         answer = await http.request(
             method, url, content=body, headers=headers, timeout=settings.whep_timeout_seconds
         )
+        outcome = status_class(answer.status_code)
     except httpx.TimeoutException:
+        outcome = "timeout"
         raise UpstreamTimeout(
             "whep_timeout",
             f"the avatar video service did not answer within {settings.whep_timeout_seconds:g} s",
@@ -94,6 +100,8 @@ async def _forward(
         raise UpstreamFailed(
             "whep_unreachable", f"the avatar video service is unreachable ({type(exc).__name__})"
         ) from None
+    finally:
+        metrics.whep(method, outcome, time.monotonic() - started)
     if answer.is_redirect:
         raise UpstreamFailed("whep_redirect_refused", "the avatar video service redirected; not followed")
     response = Response(answer.content, status_code=answer.status_code)
@@ -126,13 +134,16 @@ async def post_offer(
     signer: SignerDep,
     http: UpstreamHttpDep,
     timeline: TimelineDep,
+    metrics: MetricsDep,
 ) -> Response:
     url, conversation_id = _claims(signer, WHEP_TARGET, target)
     started = time.monotonic()
     try:  # on the conversation's diagnostics timeline, refused or answered
         await _check(db, settings, url, conversation_id)
         body = await _sdp_body(request)
-        answer = await _forward(http, settings, signer, "POST", url, conversation_id, body, "application/sdp")
+        answer = await _forward(
+            http, metrics, settings, signer, "POST", url, conversation_id, body, "application/sdp"
+        )
     except AppError as exc:
         timeline.note(
             conversation_id, "whep_failed", status=exc.status, error=exc.code, latency_ms=_ms(started)
@@ -155,18 +166,24 @@ async def patch_resource(
     settings: SettingsDep,
     signer: SignerDep,
     http: UpstreamHttpDep,
+    metrics: MetricsDep,
 ) -> Response:
     url, conversation_id = await _target(db, settings, signer, WHEP_RESOURCE, resource)
     body = await request.body()
     if len(body) > MAX_SDP_BYTES:
         raise TooLarge("payload_too_large", f"the request exceeds {MAX_SDP_BYTES // 1024} KB")
     content_type = request.headers.get("content-type")
-    return await _forward(http, settings, signer, "PATCH", url, conversation_id, body, content_type)
+    return await _forward(http, metrics, settings, signer, "PATCH", url, conversation_id, body, content_type)
 
 
 @router.delete("/resource/{resource}")
 async def delete_resource(
-    resource: str, db: DbDep, settings: SettingsDep, signer: SignerDep, http: UpstreamHttpDep
+    resource: str,
+    db: DbDep,
+    settings: SettingsDep,
+    signer: SignerDep,
+    http: UpstreamHttpDep,
+    metrics: MetricsDep,
 ) -> Response:
     url, conversation_id = await _target(db, settings, signer, WHEP_RESOURCE, resource)
-    return await _forward(http, settings, signer, "DELETE", url, conversation_id, b"", None)
+    return await _forward(http, metrics, settings, signer, "DELETE", url, conversation_id, b"", None)

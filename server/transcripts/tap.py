@@ -40,6 +40,7 @@ class TranscriptTap:
         # Lines not stored, by reason: queue_full, over_cap, conversation_gone (erased meanwhile),
         # rejected (by the database), not_recorded (the flow keeps no transcript)
         self.dropped: Counter[str] = Counter()
+        self.stored = 0  # lines committed
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run())
@@ -149,6 +150,7 @@ class TranscriptTap:
             await conversations.end_by_id(db, ended, now)
             touched = {str(line["conversation_id"]) for line in lines} - set(ended)
             await conversations.record_activity_of(db, touched, now)
+        self.stored += len(lines)
 
     async def _store_one_by_one(self, lines: list[dict[str, object]], ended: dict[str, str]) -> None:
         """Each conversation in its own transaction, then each line of a failing one: drop only what fails."""
