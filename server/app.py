@@ -29,6 +29,7 @@ from server.pages import router as pages
 from server.pages.assets import VERSIONED_PREFIX, ShortCacheStaticFiles, StaticAssets, VersionedStaticFiles
 from server.paths import STATIC_DIR, TEMPLATES_DIR
 from server.relay import iframe_assets, whep
+from server.relay.session_ids import prefix_session_ids
 from server.relay.sockets import SOCKET_PATH, RelayHub
 from server.sdk import SELF_HOSTED_URL_PREFIX
 from server.security.headers import SecurityHeadersMiddleware
@@ -97,6 +98,7 @@ def create_app(settings: Settings, on_started: Callable[[], None] | None = None)
     upstream_http = httpx.AsyncClient(follow_redirects=False, timeout=settings.whep_timeout_seconds)
     shared: SharedState = InProcessState()
     relay = RelayHub(settings, db, signer, [settings.public_url] if settings.public_url else None, shared)
+    prefix_session_ids(relay.sio, settings.instance_id)  # the balancer's stickiness reads it
     idle_after = timedelta(seconds=settings.session_idle_seconds)
 
     @asynccontextmanager

@@ -5,18 +5,40 @@ Services receive a `Database` and open their own transactions; edges never see S
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import event
+from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.sql.expression import Executable
+
+T = TypeVar("T")
+log = logging.getLogger("avatar_bff.db")
+# The connection failed (the server restarting, a failover, the network), not the statement: worth a retry.
+UNAVAILABLE = (OperationalError, InterfaceError, DisconnectionError, OSError)
+RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0)  # seconds before each retry: a restart of a few seconds is ridden out
+
+
+async def retry_unavailable(work: Callable[[], Awaitable[T]], delays: tuple[float, ...] = RETRY_DELAYS) -> T:
+    """Run `work` (a whole transaction, safe to repeat) again while the database cannot be reached; the last
+    error is raised once `delays` are used up. Pooled connections that died are replaced on the way
+    (`pool_pre_ping`)."""
+    for delay in delays:
+        try:
+            return await work()
+        except UNAVAILABLE as exc:
+            log.warning("database unavailable (%s); retrying in %.1f s", type(exc).__name__, delay)
+            await asyncio.sleep(delay)
+    return await work()
 
 
 def create_engine(url: str) -> AsyncEngine:

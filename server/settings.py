@@ -35,6 +35,11 @@ class Settings(BaseSettings):
     database_url: str = ""
     # Several instances share rate limits, budgets and Socket.IO sessions through Redis; empty: one instance.
     redis_url: str = ""
+    # Behind the balancer: this instance's id, put in front of its Engine.IO session ids so the balancer can
+    # send a long-polling session back to the instance that holds it (deploy/nginx). Empty: no prefix.
+    instance_id: str = Field(default="", pattern=r"^[A-Za-z0-9]{0,16}$")
+    # Addresses whose X-Forwarded-For / -Proto headers are believed (the balancer's, comma-separated; `*` all).
+    forwarded_allow_ips: str = "127.0.0.1"
     secret_key: SecretStr | None = None
     public_url: str = ""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
