@@ -1,4 +1,4 @@
-"""`make cluster`: the simulator, two `avatar-bff serve` instances on PostgreSQL and Redis, and nginx in front.
+"""`make cluster`: the simulator, two `avatar-bff serve` instances on PostgreSQL and Redis, nginx in front.
 
 Run from a source checkout (`python -m deploy.cluster`, or `make cluster`), in the foreground; Ctrl-C stops
 everything. The failover test and the fault scripts start the same `Cluster`, so what they test is what an
@@ -63,7 +63,9 @@ class ClusterConfig:
     database_url: str = field(
         default_factory=lambda: os.environ.get("AVATAR_BFF_DATABASE_URL") or DEFAULT_DATABASE_URL
     )
-    redis_url: str = field(default_factory=lambda: os.environ.get("AVATAR_BFF_REDIS_URL") or DEFAULT_REDIS_URL)
+    redis_url: str = field(
+        default_factory=lambda: os.environ.get("AVATAR_BFF_REDIS_URL") or DEFAULT_REDIS_URL
+    )
     data_dir: Path = Path("data/cluster")
     # Extra settings for both instances (AVATAR_BFF_* names), e.g. higher caps for a load run.
     env: dict[str, str] = field(default_factory=dict)
@@ -139,21 +141,28 @@ class Cluster:
         return Child(name, command, env, log)
 
     def _simulator_command(self) -> list[str]:
-        return [sys.executable, *CLI, "simulator", "--port", str(self.simulator_port)] + [
-            *self.config.simulator_args
-        ]
+        port = str(self.simulator_port)
+        return [sys.executable, *CLI, "simulator", "--port", port, *self.config.simulator_args]
 
     def instance_url(self, n: int) -> str:
         return f"http://127.0.0.1:{self.instance_ports[n - 1]}"
 
     def _instance_command(self, n: int) -> list[str]:
-        return [sys.executable, *CLI, "serve", "--host", "127.0.0.1", "--port", str(self.instance_ports[n - 1])]
+        return [
+            sys.executable,
+            *CLI,
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.instance_ports[n - 1]),
+        ]
 
     def _instance_env(self, n: int) -> dict[str, str]:
         env = os.environ.copy()
         env.update(
             {
-                "AVATAR_BFF_ENVIRONMENT": "dev",  # the dev secret in data_dir, shared: either instance reads a token
+                "AVATAR_BFF_ENVIRONMENT": "dev",  # one dev secret in data_dir: each reads the other's tokens
                 "AVATAR_BFF_DATA_DIR": str(self.data_dir),
                 "AVATAR_BFF_DATABASE_URL": self.config.database_url,
                 "AVATAR_BFF_REDIS_URL": self.config.redis_url,
@@ -174,7 +183,11 @@ class Cluster:
     def write_nginx_config(self) -> Path:
         """The template filled for this cluster, inside a main config that runs nginx in the foreground."""
         site = self.data_dir / "avatar-bff.conf"
-        values = {"LISTEN": self.config.listen, "APP_1": self.instance_url(1)[7:], "APP_2": self.instance_url(2)[7:]}
+        values = {
+            "LISTEN": self.config.listen,
+            "APP_1": self.instance_url(1)[7:],
+            "APP_2": self.instance_url(2)[7:],
+        }
         site.write_text(render_template(TEMPLATE.read_text(), values))
         temp = self._runtime
         main = f"""daemon off;
@@ -262,7 +275,7 @@ http {{
     # Faults
 
     def kill_instance(self, n: int) -> None:
-        """SIGKILL instance n, by the pid in its pid file, as an operator (or the kernel's OOM killer) would."""
+        """SIGKILL instance n by the pid in its pid file, as an operator (or the OOM killer) would."""
         pid = int(self.pid_file(n).read_text())
         os.kill(pid, signal.SIGKILL)
         process = self.instances[n - 1].process
@@ -339,7 +352,9 @@ async def _create_database(url: str) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--listen", default="127.0.0.1:8080", help="nginx's address (default 127.0.0.1:8080)")
-    parser.add_argument("--data-dir", default="data/cluster", help="pid files, nginx config (default data/cluster)")
+    parser.add_argument(
+        "--data-dir", default="data/cluster", help="pid files, nginx config (default data/cluster)"
+    )
     args = parser.parse_args(argv)
     if not re.fullmatch(r"[\w.\-\[\]:]+:\d{1,5}", args.listen):
         parser.error("--listen takes HOST:PORT")

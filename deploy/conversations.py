@@ -30,12 +30,26 @@ FLUSH_SECONDS = 0.5
 FINAL_REFUSALS = {400, 401, 403, 404, 409, 413}  # as the page's sender: resending cannot change these
 
 
+class SdkLikeClient(socketio.AsyncClient):  # type: ignore[misc]
+    """python-socketio's client, waiting for the server's connect answer as long as socket.io-client does.
+
+    Its reconnect gives the answer 1 s, then drops the connection and starts over: under load that becomes a
+    storm of half-made connections the SDK (socket.io-client: 20 s) never makes.
+    """
+
+    async def connect(self, *args: Any, wait_timeout: float = 20, **kwargs: Any) -> None:
+        await super().connect(*args, wait_timeout=wait_timeout, **kwargs)
+
+
 @dataclass
 class Line:
     seq: int
     role: str
     text: str
     timestamp: str
+
+    def entry(self) -> dict[str, object]:
+        return {"seq": self.seq, "role": self.role, "text": self.text, "timestamp": self.timestamp}
 
 
 @dataclass
@@ -47,6 +61,7 @@ class Conversation:
     slug: str = "demo"
     think_seconds: float = 1.0  # between the avatar finishing and the visitor's reply
     replies: int = 3  # replies typed, at most, before saying goodbye
+    hold: asyncio.Event | None = None  # when given, the visitor types nothing until it is set
     session_id: str = ""
     token: str = ""
     lines: list[Line] = field(default_factory=list)
@@ -63,7 +78,7 @@ class Conversation:
 
     def __post_init__(self) -> None:
         # The SDK's io() defaults: reconnect for ever, 1 s doubling to 5 s, half of it random.
-        self.client = socketio.AsyncClient(
+        self.client = SdkLikeClient(
             reconnection=True, reconnection_delay=1, reconnection_delay_max=5, randomization_factor=0.5
         )
         self.client.on("connect", self._on_connect)
@@ -89,16 +104,21 @@ class Conversation:
             await asyncio.sleep(0.5)
         raise RuntimeError(f"the hosted page did not load: {self.errors[-1:]}")
 
-    async def run(self, timeout: float = 90) -> None:
+    async def run(self, limit: float = 90) -> None:
         """Talk until the avatar ends the call (or the visitor says goodbye), then send the last lines."""
         await self.open_page()
         query = httpx.QueryParams(
-            {"client": self.token, "flowId": self.slug, "stickyId": f"{random.getrandbits(64):016x}", **SDK_QUERY}
+            {
+                "client": self.token,
+                "flowId": self.slug,
+                "stickyId": f"{random.getrandbits(64):016x}",
+                **SDK_QUERY,
+            }
         )
         sender = asyncio.create_task(self._send_lines())
         try:
-            await self.client.connect(f"{self.base_url}/?{query}", socketio_path="socket.io", wait_timeout=10)
-            await asyncio.wait_for(self._done.wait(), timeout)
+            await self.client.connect(f"{self.base_url}/?{query}", socketio_path="socket.io")
+            await asyncio.wait_for(self._done.wait(), limit)
         finally:
             if self._turn is not None:
                 self._turn.cancel()
@@ -118,7 +138,9 @@ class Conversation:
     async def _on_event(self, event: str, *args: Any) -> None:
         payload = args[0] if args and isinstance(args[0], dict) else {}
         if event == "onServerConnected":
-            await self.client.emit("isValidSession", {"client": self.token, "flowId": self.slug, "room": "r1"})
+            await self.client.emit(
+                "isValidSession", {"client": self.token, "flowId": self.slug, "room": "r1"}
+            )
             await self.client.emit("join", {"client": self.token, "room": "r1"})
         elif event == "joinComplete":
             await self.client.emit("stvNewSession", {"client": self.token, "room": "r1"})
@@ -137,7 +159,12 @@ class Conversation:
             self._done.set()
 
     async def _reply_later(self) -> None:
+        if self.hold is not None:
+            await self.hold.wait()
         await asyncio.sleep(self.think_seconds * random.uniform(0.8, 1.2))
+        # The page has sent what it heard by the time the visitor answers (the page's 1 s flush, less a
+        # race): lines then race the end of the call only at its very end.
+        await self.flush()
         if self.ended or not self.client.connected:
             return  # after a reconnect the avatar greets again, and this visitor answers that
         self._typed += 1
@@ -159,10 +186,18 @@ class Conversation:
             await asyncio.sleep(FLUSH_SECONDS)
             await self.flush()
 
-    async def flush(self, final: bool = False, attempts: int = 60) -> None:
+    def in_time(self) -> list[Line]:
+        """Lines the page had to send before the visitor's last reply: all but the last exchange."""
+        last_reply = max(
+            (line.seq for line in self.lines if line.role == "User"), default=len(self.lines) + 1
+        )
+        return [line for line in self.lines if line.seq < last_reply]
+
+    async def flush(self, final: bool = False, seconds: float = 30) -> None:
         """Send what is not acknowledged yet; on a failure wait and resend (the page's retry)."""
-        for _ in range(attempts):
-            entries = [line.__dict__ for line in self.pending()[:200]]
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            entries = [line.entry() for line in self.pending()[:200]]
             if not entries and not final:
                 return
             try:
@@ -203,7 +238,11 @@ class Outcome:
 
     def moved(self, from_instance: str) -> list[Conversation]:
         """Conversations that began on `from_instance` and went on elsewhere."""
-        return [c for c in self.conversations if c.instances[:1] == [from_instance] and c.instance != from_instance]
+        return [
+            c
+            for c in self.conversations
+            if c.instances[:1] == [from_instance] and c.instance != from_instance
+        ]
 
     def summary(self) -> str:
         reconnected = sum(1 for c in self.conversations if c.connects > 1)
@@ -211,7 +250,11 @@ class Outcome:
         return (
             f"{len(self.conversations)} conversations in {self.seconds:.1f} s: {self.ended} ended cleanly, "
             f"{reconnected} reconnected, {self.lines} lines seen, {self.acknowledged} acknowledged"
-            + (f"; not ended: {[(c.session_id, c.errors[-2:], c.refused) for c in failed[:3]]}" if failed else "")
+            + (
+                f"; not ended: {[(c.session_id, c.errors[-2:], c.refused) for c in failed[:3]]}"
+                if failed
+                else ""
+            )
         )
 
 
@@ -222,22 +265,26 @@ async def talk(
     spread_seconds: float = 3.0,
     think_seconds: float = 1.0,
     replies: int = 3,
-    timeout: float = 90,
+    limit: float = 60,
     during: Any = None,
+    hold: asyncio.Event | None = None,
 ) -> Outcome:
-    """Run `count` conversations, started over `spread_seconds`; `during(conversations)` (a coroutine
-    function) runs alongside, to make a fault at the right moment."""
+    """Run `count` conversations, started over `spread_seconds`, each given `limit` seconds to end.
+
+    `during(conversations)` (a coroutine function) runs alongside, to make a fault at the right moment;
+    visitors type nothing until `hold` is set."""
     limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
     started = time.monotonic()
     async with httpx.AsyncClient(timeout=15, limits=limits) as http:
         conversations = [
-            Conversation(base_url, http, think_seconds=think_seconds, replies=replies) for _ in range(count)
+            Conversation(base_url, http, think_seconds=think_seconds, replies=replies, hold=hold)
+            for _ in range(count)
         ]
 
         async def one(index: int, conversation: Conversation) -> None:
             await asyncio.sleep(spread_seconds * index / max(count, 1))
             try:
-                await conversation.run(timeout)
+                await conversation.run(limit)
             except Exception as exc:  # recorded: the caller checks every conversation
                 conversation.errors.append(f"run: {exc!r}")
 
@@ -259,6 +306,13 @@ class Stored:
         """Lines a page was told are stored (seq ≤ its highest_seq) that are not: the promise broken."""
         return sum(
             len(set(range(1, c.acknowledged + 1)) - self.seqs.get(c.session_id, set()))
+            for c in outcome.conversations
+        )
+
+    def unacknowledged(self, outcome: Outcome) -> int:
+        """Lines stored that the page was never told about (it would send them again: harmless)."""
+        return sum(
+            len(self.seqs.get(c.session_id, set()) - set(range(1, c.acknowledged + 1)))
             for c in outcome.conversations
         )
 

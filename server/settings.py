@@ -38,7 +38,7 @@ class Settings(BaseSettings):
     # Behind the balancer: this instance's id, put in front of its Engine.IO session ids so the balancer can
     # send a long-polling session back to the instance that holds it (deploy/nginx). Empty: no prefix.
     instance_id: str = Field(default="", pattern=r"^[A-Za-z0-9]{0,16}$")
-    # Addresses whose X-Forwarded-For / -Proto headers are believed (the balancer's, comma-separated; `*` all).
+    # Addresses whose X-Forwarded-For/-Proto headers are believed (the balancer's, comma-separated; `*`: all).
     forwarded_allow_ips: str = "127.0.0.1"
     secret_key: SecretStr | None = None
     public_url: str = ""

@@ -186,7 +186,8 @@ async def ingest_page_batch(
         return await retry_unavailable(lambda: _ingest(db, signer, batch, limits, limiter))
     except UNAVAILABLE:
         raise Unavailable(
-            "database_unavailable", "transcript storage is unavailable right now; send the lines again shortly"
+            "database_unavailable",
+            "transcript storage is unavailable right now; send the lines again shortly",
         ) from None
 
 
