@@ -258,6 +258,15 @@ class Outcome:
         )
 
 
+async def wait_until(condition: Any, *, seconds: float, what: str) -> None:
+    """Poll `condition()` until it is true; fail naming `what` after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} did not happen within {seconds} s")
+        await asyncio.sleep(0.1)
+
+
 async def talk(
     base_url: str,
     count: int,

@@ -17,28 +17,53 @@ from sqlalchemy import event
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.sql.expression import Executable
 
 T = TypeVar("T")
 log = logging.getLogger("avatar_bff.db")
-# The connection failed (the server restarting, a failover, the network), not the statement: worth a retry.
-UNAVAILABLE = (OperationalError, InterfaceError, DisconnectionError, OSError)
 RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0)  # seconds before each retry: a restart of a few seconds is ridden out
+# SQLSTATE classes of a lost or refused connection (08…) and of a server shutting down or starting (57P…).
+_CONNECTION_STATES = ("08", "57P")
+
+
+class DatabaseUnavailable(Exception):
+    """The database could not be reached for the whole retry window; the cause is chained."""
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """The connection failed (the server restarting, a failover, the network), not the statement: a retry
+    of the whole transaction may succeed."""
+    if isinstance(exc, OperationalError | InterfaceError | DisconnectionError | OSError):
+        return True
+    if not isinstance(exc, DBAPIError):
+        return False
+    driver = getattr(exc.orig, "driver_exception", exc.orig)  # asyncpg's own exception, under SQLAlchemy's
+    sqlstate = str(getattr(driver, "sqlstate", "") or "")
+    # asyncpg's InternalClientError: a connection left mid-operation when the server went away.
+    return (
+        exc.connection_invalidated
+        or sqlstate.startswith(_CONNECTION_STATES)
+        or type(driver).__name__ == "InternalClientError"
+    )
 
 
 async def retry_unavailable(work: Callable[[], Awaitable[T]], delays: tuple[float, ...] = RETRY_DELAYS) -> T:
-    """Run `work` (a whole transaction, safe to repeat) again while the database cannot be reached; the last
-    error is raised once `delays` are used up. Pooled connections that died are replaced on the way
+    """Run `work` (a whole transaction, safe to repeat) again while the database cannot be reached; raises
+    DatabaseUnavailable once `delays` are used up. Pooled connections that died are replaced on the way
     (`pool_pre_ping`)."""
-    for delay in delays:
+    for delay in (*delays, None):
         try:
             return await work()
-        except UNAVAILABLE as exc:
+        except Exception as exc:
+            if not is_unavailable(exc):
+                raise
+            if delay is None:
+                raise DatabaseUnavailable(type(exc).__name__) from exc
             log.warning("database unavailable (%s); retrying in %.1f s", type(exc).__name__, delay)
             await asyncio.sleep(delay)
-    return await work()
+    raise AssertionError("unreachable")
 
 
 def create_engine(url: str) -> AsyncEngine:

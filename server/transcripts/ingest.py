@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.conversations import lifecycle as conversations
 from server.conversations import timeline
-from server.db import UNAVAILABLE, Database, insert_ignoring_conflicts, retry_unavailable
+from server.db import Database, DatabaseUnavailable, insert_ignoring_conflicts, retry_unavailable
 from server.errors import Conflict, TooLarge, TooManyRequests, Unavailable
 from server.models import ConversationStatus, Instant, TranscriptEntry, utcnow
 from server.sdk_options import stored_options
@@ -184,7 +184,7 @@ async def ingest_page_batch(
     """
     try:
         return await retry_unavailable(lambda: _ingest(db, signer, batch, limits, limiter))
-    except UNAVAILABLE:
+    except DatabaseUnavailable:
         raise Unavailable(
             "database_unavailable",
             "transcript storage is unavailable right now; send the lines again shortly",
