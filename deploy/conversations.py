@@ -28,6 +28,9 @@ from server.models import TranscriptEntry
 SDK_QUERY = {"billed_client": "", "debugMode": "true", "ks": "", "level": "published"}
 FLUSH_SECONDS = 0.5
 FINAL_REFUSALS = {400, 401, 403, 404, 409, 413}  # as the page's sender: resending cannot change these
+# The SDK's own reconnect after the server hangs up or refuses (ReconnectStrategy): 5 tries, 2 s doubling.
+SDK_RECONNECT_ATTEMPTS = 5
+SDK_RECONNECT_BASE_SECONDS = 1.0
 
 
 class SdkLikeClient(socketio.AsyncClient):  # type: ignore[misc]
@@ -75,6 +78,8 @@ class Conversation:
     _done: asyncio.Event = field(default_factory=asyncio.Event)
     _typed: int = 0
     _turn: asyncio.Task[None] | None = None
+    _url: str = ""
+    _reconnecting: asyncio.Task[None] | None = None
 
     def __post_init__(self) -> None:
         # The SDK's io() defaults: reconnect for ever, 1 s doubling to 5 s, half of it random.
@@ -83,6 +88,7 @@ class Conversation:
         )
         self.client.on("connect", self._on_connect)
         self.client.on("connect_error", self._on_refused)
+        self.client.on("disconnect", self._on_disconnect)
         self.client.on("*", self._on_event)
 
     @property
@@ -116,12 +122,15 @@ class Conversation:
             }
         )
         sender = asyncio.create_task(self._send_lines())
+        self._url = f"{self.base_url}/?{query}"
         try:
-            await self.client.connect(f"{self.base_url}/?{query}", socketio_path="socket.io")
+            await self.client.connect(self._url, socketio_path="socket.io")
             await asyncio.wait_for(self._done.wait(), limit)
         finally:
-            if self._turn is not None:
-                self._turn.cancel()
+            for task in (self._turn, self._reconnecting):
+                if task is not None:
+                    task.cancel()
+            self._done.set()
             await self.client.disconnect()
             sender.cancel()
         await self.flush(final=True)
@@ -134,6 +143,28 @@ class Conversation:
 
     async def _on_refused(self, data: Any = None) -> None:
         self.refused = data.get("message", "") if isinstance(data, dict) else str(data)
+
+    async def _on_disconnect(self, reason: Any = None) -> None:
+        """The server hung up (the relay lost upstream, a refusal): the SDK's own reconnect, a new connect
+        after a back-off. A dropped transport is socket.io's to reconnect (reconnection=True above)."""
+        if self.ended or self._done.is_set() or reason != self.client.reason.SERVER_DISCONNECT:
+            return
+        if self._reconnecting is None or self._reconnecting.done():
+            self._reconnecting = asyncio.create_task(self._sdk_reconnect())
+
+    async def _sdk_reconnect(self) -> None:
+        for attempt in range(1, SDK_RECONNECT_ATTEMPTS + 1):
+            delay = min(SDK_RECONNECT_BASE_SECONDS * 2**attempt * random.uniform(0.85, 1.15), 30)
+            await asyncio.sleep(delay)
+            if self.ended or self._done.is_set():
+                return
+            try:
+                await self.client.connect(self._url, socketio_path="socket.io")
+                return
+            except socketio.exceptions.ConnectionError as exc:
+                self.errors.append(f"reconnect: {exc}")
+        self.errors.append("reconnect: gave up after the SDK's attempts")
+        self._done.set()
 
     async def _on_event(self, event: str, *args: Any) -> None:
         payload = args[0] if args and isinstance(args[0], dict) else {}

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.conversations import lifecycle as conversations
 from server.conversations import timeline
-from server.db import Database, DatabaseUnavailable, insert_ignoring_conflicts, retry_unavailable
+from server.db import Database, DatabaseUnavailable, insert_ignoring_conflicts, retry_transient
 from server.errors import Conflict, TooLarge, TooManyRequests, Unavailable
 from server.models import ConversationStatus, Instant, TranscriptEntry, utcnow
 from server.sdk_options import stored_options
@@ -183,7 +183,7 @@ async def ingest_page_batch(
     refused with 503: the page keeps its lines and resends them, so nothing it was told is stored is lost.
     """
     try:
-        return await retry_unavailable(lambda: _ingest(db, signer, batch, limits, limiter))
+        return await retry_transient(lambda: _ingest(db, signer, batch, limits, limiter))
     except DatabaseUnavailable:
         raise Unavailable(
             "database_unavailable",
