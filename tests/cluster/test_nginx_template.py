@@ -41,7 +41,11 @@ def test_session_ids_carry_the_instance_id() -> None:
 def echo(name: str) -> Starlette:
     async def who(request: Request) -> JSONResponse:
         return JSONResponse(
-            {"instance": name, "client": request.headers.get("x-forwarded-for"), "host": request.headers["host"]}
+            {
+                "instance": name,
+                "client": request.headers.get("x-forwarded-for"),
+                "host": request.headers["host"],
+            }
         )
 
     return Starlette(routes=[Route("/{path:path}", who)])
@@ -53,7 +57,9 @@ def balanced(tmp_path: Path) -> Iterator[str]:
     if shutil.which("nginx") is None:
         pytest.skip("needs nginx (`make setup` installs it)")
     with ServerThread(echo("1")) as one, ServerThread(echo("2")) as two:
-        cluster = Cluster(ClusterConfig(listen=f"127.0.0.1:{free_port()}", data_dir=tmp_path, log_dir=tmp_path))
+        cluster = Cluster(
+            ClusterConfig(listen=f"127.0.0.1:{free_port()}", data_dir=tmp_path, log_dir=tmp_path)
+        )
         cluster.instance_ports = [one.port, two.port]
         cluster.write_nginx_config()
         cluster.nginx.start()
