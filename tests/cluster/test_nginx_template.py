@@ -53,7 +53,7 @@ def echo(name: str) -> Starlette:
 
 @pytest.fixture
 def balanced(tmp_path: Path) -> Iterator[str]:
-    """nginx from the template (as `make cluster` writes it) in front of two instances that say who they are."""
+    """nginx from the template, as `make cluster` writes it, before two instances that say who they are."""
     if shutil.which("nginx") is None:
         pytest.skip("needs nginx (`make setup` installs it)")
     with ServerThread(echo("1")) as one, ServerThread(echo("2")) as two:
