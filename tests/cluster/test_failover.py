@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import uuid
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,8 @@ LOAD_SETTINGS = {  # one instance must be able to take every conversation once t
     "AVATAR_BFF_PAGE_VIEWS_PER_SECOND": "1000",  # every visitor comes from 127.0.0.1
     "AVATAR_BFF_PAGE_VIEWS_BURST": "1000",
     "AVATAR_BFF_LOG_LEVEL": "warning",
+    # Keys of their own in a Redis other tests use too: no bucket or mark from another test applies.
+    "AVATAR_BFF_REDIS_KEY_PREFIX": f"avatar-bff-failover-{uuid.uuid4().hex[:8]}:",
 }
 
 
