@@ -78,18 +78,45 @@ class Conversation:
     _done: asyncio.Event = field(default_factory=asyncio.Event)
     _typed: int = 0
     _turn: asyncio.Task[None] | None = None
-    _url: str = ""
     _reconnecting: asyncio.Task[None] | None = None
+    _attempts: int = 0  # the SDK's reconnect attempts since the conversation was last ready
 
     def __post_init__(self) -> None:
-        # The SDK's io() defaults: reconnect for ever, 1 s doubling to 5 s, half of it random.
-        self.client = SdkLikeClient(
+        self.client = self._new_client()
+
+    def _new_client(self) -> SdkLikeClient:
+        """A socket as the SDK's connect() makes one: socket.io-client's defaults (reconnect for ever, 1 s
+        doubling to 5 s, half of it random); only the newest socket's events count."""
+        client = SdkLikeClient(
             reconnection=True, reconnection_delay=1, reconnection_delay_max=5, randomization_factor=0.5
         )
-        self.client.on("connect", self._on_connect)
-        self.client.on("connect_error", self._on_refused)
-        self.client.on("disconnect", self._on_disconnect)
-        self.client.on("*", self._on_event)
+
+        def current() -> bool:
+            return client is self.client
+
+        async def on_connect() -> None:
+            if current():
+                self.connects += 1
+                self.refused = ""
+                self.instances.append(client.eio.sid.partition(".")[0] if client.eio.sid else "")
+
+        async def on_refused(data: Any = None) -> None:
+            if current():
+                self.refused = data.get("message", "") if isinstance(data, dict) else str(data)
+
+        async def on_disconnect(reason: Any = None) -> None:
+            if current():
+                await self._on_disconnect(reason)
+
+        async def on_event(event: str, *args: Any) -> None:
+            if current():
+                await self._on_event(event, *args)
+
+        client.on("connect", on_connect)
+        client.on("connect_error", on_refused)
+        client.on("disconnect", on_disconnect)
+        client.on("*", on_event)
+        return client
 
     @property
     def instance(self) -> str:
@@ -113,53 +140,47 @@ class Conversation:
     async def run(self, limit: float = 90) -> None:
         """Talk until the avatar ends the call (or the visitor says goodbye), then send the last lines."""
         await self.open_page()
-        query = httpx.QueryParams(
-            {
-                "client": self.token,
-                "flowId": self.slug,
-                "stickyId": f"{random.getrandbits(64):016x}",
-                **SDK_QUERY,
-            }
-        )
         sender = asyncio.create_task(self._send_lines())
-        self._url = f"{self.base_url}/?{query}"
         try:
-            await self.client.connect(self._url, socketio_path="socket.io")
+            await self._connect()
             await asyncio.wait_for(self._done.wait(), limit)
         finally:
             for task in (self._turn, self._reconnecting):
                 if task is not None:
                     task.cancel()
             self._done.set()
-            await self.client.disconnect()
+            await self.client.shutdown()
             sender.cancel()
         await self.flush(final=True)
 
     # The SDK's side of the protocol
 
-    async def _on_connect(self) -> None:
-        self.connects += 1
-        self.instances.append(self.client.eio.sid.partition(".")[0] if self.client.eio.sid else "")
-
-    async def _on_refused(self, data: Any = None) -> None:
-        self.refused = data.get("message", "") if isinstance(data, dict) else str(data)
+    async def _connect(self) -> None:
+        """The SDK's connect(): the old socket closed (its retries stop), a new one with a new stickyId."""
+        await self.client.shutdown()
+        self.client = self._new_client()
+        query = {"client": self.token, "flowId": self.slug, "stickyId": f"{random.getrandbits(64):016x}"}
+        url = f"{self.base_url}/?{httpx.QueryParams({**query, **SDK_QUERY})}"
+        await self.client.connect(url, socketio_path="socket.io")
 
     async def _on_disconnect(self, reason: Any = None) -> None:
-        """The server hung up (the relay lost upstream, a refusal): the SDK's own reconnect, a new connect
-        after a back-off. A dropped transport is socket.io's to reconnect (reconnection=True above)."""
-        if self.ended or self._done.is_set() or reason != self.client.reason.SERVER_DISCONNECT:
+        """Any hang-up but our own (the relay lost upstream, a dropped transport, a dead instance): the SDK's
+        own reconnect, a new socket after its back-off. Meanwhile socket.io retries the old one, which the
+        relay may refuse as abandoned."""
+        if self.ended or self._done.is_set() or reason == self.client.reason.CLIENT_DISCONNECT:
             return
         if self._reconnecting is None or self._reconnecting.done():
             self._reconnecting = asyncio.create_task(self._sdk_reconnect())
 
     async def _sdk_reconnect(self) -> None:
-        for attempt in range(1, SDK_RECONNECT_ATTEMPTS + 1):
-            delay = min(SDK_RECONNECT_BASE_SECONDS * 2**attempt * random.uniform(0.85, 1.15), 30)
+        while self._attempts < SDK_RECONNECT_ATTEMPTS:
+            self._attempts += 1
+            delay = min(SDK_RECONNECT_BASE_SECONDS * 2**self._attempts * random.uniform(0.85, 1.15), 30)
             await asyncio.sleep(delay)
             if self.ended or self._done.is_set():
                 return
             try:
-                await self.client.connect(self._url, socketio_path="socket.io")
+                await self._connect()
                 return
             except socketio.exceptions.ConnectionError as exc:
                 self.errors.append(f"reconnect: {exc}")
@@ -175,8 +196,9 @@ class Conversation:
             await self.client.emit("join", {"client": self.token, "room": "r1"})
         elif event == "joinComplete":
             await self.client.emit("stvNewSession", {"client": self.token, "room": "r1"})
-        elif event == "askPermissions":  # the browser grants the microphone
+        elif event == "askPermissions":  # the browser grants the microphone: ready, as the SDK counts it
             await self.client.emit("approvedPermissions", {})
+            self._attempts = 0
         elif event == "agentTurnToTalk" and isinstance(payload.get("userTranscription"), str):
             self._line("User", payload["userTranscription"])
         elif event == "stvFinishedTalking" and isinstance(payload.get("agentContent"), str):
