@@ -5,9 +5,9 @@ BIN := $(VENV)/bin
 VENDOR := static/vendor
 NPM := node_modules/.package-lock.json
 
-.PHONY: setup run test lint typecheck unit bench clean lock chromium wrk
+.PHONY: setup run cluster test lint typecheck unit bench clean lock chromium wrk nginx
 
-setup: $(BIN)/avatar-bff $(VENDOR)/.stamp chromium
+setup: $(BIN)/avatar-bff $(VENDOR)/.stamp chromium nginx
 
 # The pinned, hash-checked dependencies (dev + simulator extras), then the project itself, editable.
 $(BIN)/avatar-bff: pyproject.toml requirements/dev.lock
@@ -33,8 +33,16 @@ chromium:
 wrk:
 	@command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
 
+# nginx balances `make cluster` (a Debian package, like wrk below; its service is not started).
+nginx:
+	@command -v nginx >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null; }
+
 run: setup
 	$(BIN)/avatar-bff serve --demo
+
+# Two instances on PostgreSQL and Redis behind nginx on 127.0.0.1:8080 (deploy/README.md); Ctrl-C stops all.
+cluster: setup
+	$(BIN)/python -m deploy.cluster
 
 unit: setup
 	$(BIN)/pytest -q

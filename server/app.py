@@ -35,6 +35,7 @@ from server.paths import STATIC_DIR, TEMPLATES_DIR
 from server.redis_state import FallbackState, shared_state_for
 from server.relay import iframe_assets, whep
 from server.relay.events import RELAY_EVENT_NAMES
+from server.relay.session_ids import prefix_session_ids
 from server.relay.sockets import SOCKET_PATH, RelayHub
 from server.request_context import REQUEST_ID_HEADER, request_id, request_id_for
 from server.sdk import SELF_HOSTED_URL_PREFIX
@@ -152,6 +153,7 @@ def create_app(settings: Settings, on_started: Callable[[], None] | None = None)
     metrics = Metrics(RELAY_EVENT_NAMES)
     metrics.watch(relay)
     relay.metrics = metrics
+    prefix_session_ids(relay.sio, settings.instance_id)  # the balancer's stickiness reads it
     idle_after = timedelta(seconds=settings.session_idle_seconds)
 
     @asynccontextmanager

@@ -123,6 +123,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> None:
         log_config=logging_config(settings),
         log_level=settings.log_level,
         proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,  # only the balancer may say who the client is
         http=HTTP_PROTOCOL,  # httptools with a deadline for request headers
         ws_max_size=4 * 1024 * 1024,
         ws_per_message_deflate=False,  # signaling is small JSON; deflate costs ~40 KB per idle socket
@@ -210,9 +211,14 @@ def cmd_simulator(args: argparse.Namespace) -> None:
 
     from server.simulator import SimulatorConfig, create_app
 
+    if not 0 < args.time_scale <= 1:
+        raise CommandError("--time-scale must be above 0 and at most 1")
     public_url = args.public_url or f"http://{args.host}:{args.port}"
     config = SimulatorConfig(
-        public_url=public_url, max_sessions=args.max_sessions, conversation_seconds=args.conversation_seconds
+        public_url=public_url,
+        max_sessions=args.max_sessions,
+        conversation_seconds=args.conversation_seconds,
+        time_scale=args.time_scale,
     )
     print(f"simulator: the local stand-in for the avatar service on {public_url}")
     uvicorn.run(create_app(config), host=args.host, port=args.port, log_level="warning")
@@ -286,6 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--public-url", help="URL browsers use to reach it (default http://HOST:PORT)")
     sim.add_argument("--max-sessions", type=int, default=100, help="beyond this, callers hear 'no agent'")
     sim.add_argument("--conversation-seconds", type=float, default=600, help="time limit per conversation")
+    sim.add_argument(
+        "--time-scale", type=float, default=1.0, help="below 1 speeds every delay up (load and fault runs)"
+    )
     sim.set_defaults(func=cmd_simulator)
     return parser
 

@@ -5,18 +5,66 @@ Services receive a `Database` and open their own transactions; edges never see S
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import event
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.sql.expression import Executable
+
+T = TypeVar("T")
+log = logging.getLogger("avatar_bff.db")
+RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0)  # seconds before each retry: a restart of a few seconds is ridden out
+# SQLSTATE classes worth a retry of the whole transaction: a lost or refused connection (08…), a server
+# shutting down or starting (57P…), a transaction rolled back by a deadlock or serialization failure (40…).
+_TRANSIENT_STATES = ("08", "57P", "40")
+
+
+class DatabaseUnavailable(Exception):
+    """The database could not be reached for the whole retry window; the cause is chained."""
+
+
+def is_transient(exc: BaseException) -> bool:
+    """The connection failed (the server restarting, a failover, the network) or the transaction lost a
+    deadlock, rather than the statement being wrong: a retry of the whole transaction may succeed."""
+    if isinstance(exc, OperationalError | InterfaceError | DisconnectionError | OSError):
+        return True
+    if not isinstance(exc, DBAPIError):
+        return False
+    driver = getattr(exc.orig, "driver_exception", exc.orig)  # asyncpg's own exception, under SQLAlchemy's
+    sqlstate = str(getattr(driver, "sqlstate", "") or "")
+    # asyncpg's InternalClientError: a connection left mid-operation when the server went away.
+    return (
+        exc.connection_invalidated
+        or sqlstate.startswith(_TRANSIENT_STATES)
+        or type(driver).__name__ == "InternalClientError"
+    )
+
+
+async def retry_transient(work: Callable[[], Awaitable[T]], delays: tuple[float, ...] = RETRY_DELAYS) -> T:
+    """Run `work` (a whole transaction, safe to repeat) again while it fails for a transient reason; raises
+    DatabaseUnavailable once `delays` are used up. Pooled connections that died are replaced on the way
+    (`pool_pre_ping`)."""
+    for delay in (*delays, None):
+        try:
+            return await work()
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            if delay is None:
+                raise DatabaseUnavailable(type(exc).__name__) from exc
+            log.warning("database transaction failed (%s); retrying in %.1f s", type(exc).__name__, delay)
+            await asyncio.sleep(delay)
+    raise AssertionError("unreachable")
 
 
 def create_engine(url: str) -> AsyncEngine:

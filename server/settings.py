@@ -37,6 +37,11 @@ class Settings(BaseSettings):
     redis_url: str = ""
     # Where this deployment's keys live in Redis: deployments sharing one Redis each need their own.
     redis_key_prefix: str = Field(default="avatar-bff:", min_length=1, max_length=64)
+    # Behind the balancer: this instance's id, put in front of its Engine.IO session ids so the balancer can
+    # send a long-polling session back to the instance that holds it (deploy/nginx). Empty: no prefix.
+    instance_id: str = Field(default="", pattern=r"^[A-Za-z0-9]{0,16}$")
+    # Addresses whose X-Forwarded-For/-Proto headers are believed (the balancer's, comma-separated; `*`: all).
+    forwarded_allow_ips: str = "127.0.0.1"
     secret_key: SecretStr | None = None
     public_url: str = ""
     log_level: Literal["debug", "info", "warning", "error"] = "info"

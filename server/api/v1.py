@@ -44,6 +44,7 @@ ERROR_MEANINGS = {
     413: "The request body is too large, or the session's transcript would exceed a cap.",
     415: "The body is not application/json.",
     429: "Too many lines for this session too quickly; the message says when to retry.",
+    503: "Transcript storage is unavailable for now (a database restart); send the same lines again shortly.",
 }
 
 
@@ -152,7 +153,7 @@ def require_json(request: Request) -> None:
 @router.post(
     "/page/transcript",
     response_model=IngestAnswer,
-    responses=errors(400, 401, 404, 409, 413, 415, 429),
+    responses=errors(400, 401, 404, 409, 413, 415, 429, 503),
     dependencies=[Depends(require_json)],
 )
 async def ingest_from_page(

@@ -13,8 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.conversations import lifecycle as conversations
 from server.conversations import timeline
-from server.db import Database, insert_ignoring_conflicts
-from server.errors import Conflict, TooLarge, TooManyRequests
+from server.db import Database, DatabaseUnavailable, insert_ignoring_conflicts, retry_transient
+from server.errors import Conflict, TooLarge, TooManyRequests, Unavailable
 from server.models import ConversationStatus, Instant, TranscriptEntry, utcnow
 from server.sdk_options import stored_options
 from server.security.signing import Signer
@@ -177,7 +177,27 @@ async def ingest_page_batch(
     limiter: IngestRateLimiter | None = None,
 ) -> IngestResult:
     """Store a page's batch in one transaction (starting the conversation on its first line); a retried batch
-    stores nothing twice, a refused one (over a cap or the rate) nothing at all."""
+    stores nothing twice, a refused one (over a cap or the rate) nothing at all.
+
+    While the database cannot be reached (a restart) the transaction is tried again for a few seconds, then
+    refused with 503: the page keeps its lines and resends them, so nothing it was told is stored is lost.
+    """
+    try:
+        return await retry_transient(lambda: _ingest(db, signer, batch, limits, limiter))
+    except DatabaseUnavailable:
+        raise Unavailable(
+            "database_unavailable",
+            "transcript storage is unavailable right now; send the lines again shortly",
+        ) from None
+
+
+async def _ingest(
+    db: Database,
+    signer: Signer,
+    batch: PageBatch,
+    limits: IngestLimits,
+    limiter: IngestRateLimiter | None,
+) -> IngestResult:
     async with db.transaction() as session:
         # An empty batch (the beacon of a page left without a word) starts nothing.
         page = await conversations.resolve_page_token(

@@ -333,7 +333,16 @@ def test_each_operation_documents_only_the_errors_it_can_give(live_server: Serve
     def documented(path: str, method: str) -> set[str]:
         return {status for status in paths[path][method]["responses"] if status.startswith(("4", "5"))}
 
-    assert documented("/api/v1/page/transcript", "post") == {"400", "401", "404", "409", "413", "415", "429"}
+    assert documented("/api/v1/page/transcript", "post") == {
+        "400",
+        "401",
+        "404",
+        "409",
+        "413",
+        "415",
+        "429",
+        "503",
+    }
     assert documented("/api/v1/sessions", "get") == {"400", "401", "403"}
     assert documented("/api/v1/sessions/{session_id}", "get") == {"400", "401", "403", "404"}
     assert documented("/api/v1/sessions/{session_id}", "delete") == {"401", "403", "404"}

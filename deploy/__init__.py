@@ -1,0 +1,1 @@
+"""Running avatar-bff as a deployment: the local cluster, nginx config, fault scripts."""
