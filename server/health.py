@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from server.dependencies import DbDep
@@ -18,8 +18,10 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz")
-async def readyz(db: DbDep) -> JSONResponse:
-    """The database answers and its schema is at the newest migration."""
+async def readyz(request: Request, db: DbDep) -> JSONResponse:
+    """The database answers and its schema is at the newest migration; not once SIGTERM arrived."""
+    if getattr(request.app.state, "draining", False):
+        return JSONResponse({"status": "unavailable", "reason": "shutting_down"}, 503)
     reason, revision = await unready_reason(db)
     if reason is not None:
         return JSONResponse({"status": "unavailable", "reason": reason}, 503)

@@ -7,6 +7,7 @@ Kaltura ids are put in only on the way upstream, so they never reach the browser
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -52,6 +53,7 @@ END_EVENTS = {"conversationEnded": "conversation_ended", "conversationTimeExpire
 EARLY_PACKETS = 256  # upstream packets held while the browser's connect is still being acknowledged
 DIALLING_PER_CONVERSATION = 2  # connects of one conversation dialling at once (the SDK's, socket.io's retry)
 MAX_ATTACHMENTS = 4  # binary attachments one browser packet may declare (the SDK itself sends none)
+GOODBYE_SECONDS = 0.25  # at shutdown, how long a long-polling client may take to collect its goodbye
 CAPACITY_GOODBYE_SECONDS = 1.0  # waiting room full: a refused socket closes this long after `throwToNoAgent`
 
 
@@ -192,6 +194,29 @@ class RelayHub:
     async def start(self) -> None:
         self.tap.start()
         self.timeline.start()
+
+    async def drain(self) -> None:
+        """This instance is stopping: every browser socket hears a server disconnect (on which the SDK
+        reconnects, through the balancer to another instance, with the same page token), each upstream closes
+        (the disconnect handler), and what the tap and the timeline hold is written."""
+        for bridge in self.bridges.values():
+            self.timeline.note(bridge.conversation_id, "handed_off")
+        goodbyes = [
+            asyncio.ensure_future(self._send_away(sid)) for sid in [*self.bridges, *self.waiting.sockets]
+        ]
+        if goodbyes:  # a long-polling client that never polls again does not hold the writes below
+            await asyncio.wait(goodbyes, timeout=self.settings.shutdown_grace_seconds / 2)
+        await self.tap.flush()
+        await self.timeline.flush()
+
+    async def _send_away(self, sid: str) -> None:
+        eio_sid = self.sio.manager.eio_sid_from_sid(sid, "/")
+        await self.sio.disconnect(sid)
+        if eio_sid is not None:
+            # Closing the Engine.IO session answers a long-poll still waiting here (a client may leave one
+            # behind as it closes). The close waits until the client has read it: not for long.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.sio.eio.disconnect(eio_sid), GOODBYE_SECONDS)
 
     async def stop(self) -> None:
         self.waiting.clear()
