@@ -44,6 +44,7 @@ lint: setup
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 	npm run lint
+	$(BIN)/hadolint Dockerfile
 
 typecheck: setup
 	$(BIN)/mypy
@@ -52,6 +53,7 @@ test: setup
 	$(BIN)/pytest -q
 	$(BIN)/lint-imports
 	npm run lint
+	$(BIN)/hadolint Dockerfile
 	npm test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
