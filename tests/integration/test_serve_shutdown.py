@@ -31,6 +31,7 @@ from tests.support import (
     db_session,
     free_port,
     prepared_settings,
+    stop_process,
     stored_transcript,
     wait_until_up,
 )
@@ -182,3 +183,53 @@ def test_a_stopping_server_is_not_ready_and_turns_new_sockets_away(tmp_path: Pat
             f"{server.url}/socket.io/", params={"EIO": "4", "transport": "polling", "sid": "unknown"}
         )
         assert open_one.status_code == 400
+
+
+async def test_a_conversation_moved_by_sigterm_goes_on_on_another_instance_with_every_line(
+    tmp_path: Path,
+) -> None:
+    # Two instances on one database; the SDK reconnects with its page token wherever the balancer sends it.
+    with ServerThread(create_simulator(SimulatorConfig(time_scale=0.02))) as simulator:
+        settings = prepared_settings(tmp_path, simulator_url=simulator.url)
+        ports = free_port(), free_port()
+        first, second = (
+            serve_process(tmp_path, port, AVATAR_BFF_SIMULATOR_URL=simulator.url) for port in ports
+        )
+        try:
+            urls = [f"http://127.0.0.1:{port}" for port in ports]
+            for url in urls:
+                await asyncio.to_thread(wait_until_up, f"{url}/healthz", 30)
+            html = httpx.get(f"{urls[0]}/a/demo").text
+            config = json.loads(html.split('id="avatar-config">')[1].split("</script>")[0])
+            conversation_id, token = config["session"]["id"], config["session"]["token"]
+            before = Sdk("websocket")
+            await before.connect(urls[0], token)
+            await before.wait_for("showAgent")
+            await before.client.emit("approvedPermissions", {})
+            await before.wait_for("stvFinishedTalking")
+            await before.client.emit("onTextEntered", {"isFinal": True, "text": "show me a table"})
+            await before.wait_for("agentTurnToTalk")
+            first.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(before.disconnected.wait(), GRACE_SECONDS)
+            assert before.told_to_go
+
+            after = Sdk("websocket")
+            await after.connect(urls[1], token)
+            await after.wait_for("showAgent")
+            await after.client.emit("approvedPermissions", {})
+            await after.wait_for("stvFinishedTalking")
+            await after.client.emit("onTextEntered", {"isFinal": True, "text": "bye"})
+            await after.wait_for("conversationEnded")
+            await after.client.disconnect()
+            assert await asyncio.to_thread(first.wait, GRACE_SECONDS + 10) == 0
+        finally:
+            for process in (first, second):
+                stop_process(process)
+        seen = before.said() + after.said()
+        stored = [(entry.role, entry.text) for entry in await stored_transcript(settings, conversation_id)]
+    # The first instance's lines (one it tapped but never delivered may sit among them), then the second's.
+    assert [line for line in stored if line in seen] == seen
+    assert stored[-len(after.said()) :] == after.said()
+    async with db_session(settings) as session:
+        status = await session.scalar(select(Conversation.status).where(Conversation.id == conversation_id))
+    assert status == "ended"
