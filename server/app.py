@@ -101,8 +101,8 @@ def _opens_a_socket(scope: Any) -> bool:
 
 
 async def _stopping(scope: Any, send: Any) -> None:
-    # 503 with no body to speak of: a balancer may retry the handshake on another instance (nginx's
-    # `proxy_next_upstream http_503`); a browser straight on this server retries it on its own.
+    # 503: a balancer may retry the handshake on another instance (nginx's `proxy_next_upstream http_503`);
+    # socket.io-client, reaching this server straight, retries on its own.
     if scope["type"] == "websocket":
         await send({"type": "websocket.close", "code": 1012})
         return

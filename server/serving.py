@@ -48,7 +48,9 @@ class DrainingServer(uvicorn.Server):
         for server in self.servers:  # stop accepting first: new connections go to another instance
             server.close()
         app = drainable(self.config.loaded_app)
-        if app is not None and not self.force_exit:
+        if app is None:
+            log.warning("shutdown: the app cannot drain; its sockets are cut instead")
+        elif not self.force_exit:
             try:
                 await asyncio.wait_for(app.drain(), grace)
             except TimeoutError:
