@@ -197,13 +197,16 @@ class RelayHub:
 
     async def drain(self) -> None:
         """This instance is stopping: every browser socket hears a server disconnect (on which the SDK
-        reconnects, through the balancer to another instance, with the same page token), each upstream closes
-        (the disconnect handler), and what the tap and the timeline hold is written."""
-        for bridge in self.bridges.values():
+        reconnects, through the balancer to another instance, with the same page token), each upstream closes,
+        and what the tap and the timeline hold is written."""
+        # Detached first, so that nothing awaited between a browser's goodbye and the close of its Engine.IO
+        # session (an upstream's own goodbye) lets a client's long-poll take one without the other.
+        bridges = [bridge for bridge in map(self._detach, list(self.bridges)) if bridge is not None]
+        for bridge in bridges:
             self.timeline.note(bridge.conversation_id, "handed_off")
-        goodbyes = [
-            asyncio.ensure_future(self._send_away(sid)) for sid in [*self.bridges, *self.waiting.sockets]
-        ]
+        sids = [*(bridge.browser_sid for bridge in bridges), *self.waiting.sockets]
+        goodbyes = [asyncio.ensure_future(self._send_away(sid)) for sid in sids]
+        goodbyes += [asyncio.ensure_future(bridge.upstream.disconnect()) for bridge in bridges]
         if goodbyes:  # a long-polling client that never polls again does not hold the writes below
             await asyncio.wait(goodbyes, timeout=self.settings.shutdown_grace_seconds / 2)
         await self.tap.flush()
@@ -213,8 +216,8 @@ class RelayHub:
         eio_sid = self.sio.manager.eio_sid_from_sid(sid, "/")
         await self.sio.disconnect(sid)
         if eio_sid is not None:
-            # Closing the Engine.IO session answers a long-poll still waiting here (a client may leave one
-            # behind as it closes). The close waits until the client has read it: not for long.
+            # The Engine.IO close goes out with the goodbye: a long-poll waiting here is answered with both.
+            # It waits until the client has read them: not for long.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.sio.eio.disconnect(eio_sid), GOODBYE_SECONDS)
 
