@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -37,6 +38,8 @@ from tests.support import (
 )
 
 SCRIPT = [sys.executable, "-c", "from server.cli import main; main()"]
+ROOT = Path(__file__).resolve().parents[2]
+GOODBYE_SCRIPT = Path(__file__).parent / "js" / "socket-goodbye.mjs"
 GRACE_SECONDS = 2  # AVATAR_BFF_SHUTDOWN_GRACE_SECONDS for this test (10 by default)
 
 
@@ -233,3 +236,36 @@ async def test_a_conversation_moved_by_sigterm_goes_on_on_another_instance_with_
     async with db_session(settings) as session:
         status = await session.scalar(select(Conversation.status).where(Conversation.id == conversation_id))
     assert status == "ended"
+
+
+@pytest.mark.parametrize("transport", ["websocket", "polling"])
+async def test_socketio_client_as_the_sdk_loads_it_hears_io_server_disconnect(
+    tmp_path: Path, transport: str
+) -> None:
+    # The SDK reconnects on any reason but "io client disconnect"; socket.io-client itself does not reconnect
+    # after "io server disconnect", so the SDK's reconnect is the only one.
+    node = shutil.which("node")
+    if node is None or not (ROOT / "node_modules" / "socket.io-client").exists():
+        pytest.skip("needs node and node_modules (make setup)")
+    with ServerThread(create_simulator(SimulatorConfig(time_scale=0.02))) as simulator:
+        prepared_settings(tmp_path, simulator_url=simulator.url)
+        port = free_port()
+        process = serve_process(tmp_path, port, AVATAR_BFF_SIMULATOR_URL=simulator.url)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            await asyncio.to_thread(wait_until_up, f"{url}/healthz", 30)
+            html = httpx.get(f"{url}/a/demo").text
+            token = json.loads(html.split('id="avatar-config">')[1].split("</script>")[0])["session"]["token"]
+            client = await asyncio.create_subprocess_exec(
+                node, str(GOODBYE_SCRIPT), url, token, transport, cwd=ROOT, stdout=asyncio.subprocess.PIPE
+            )
+            assert client.stdout is not None
+            said = await asyncio.wait_for(client.stdout.readline(), 30)
+            assert said == b"joined\n"
+            process.send_signal(signal.SIGTERM)
+            rest, _ = await asyncio.wait_for(client.communicate(), 20)
+            assert await asyncio.to_thread(process.wait, GRACE_SECONDS + 10) == 0
+        finally:
+            process.kill()
+            process.wait(timeout=10)
+    assert rest.decode().splitlines() == ["disconnect io server disconnect"]
