@@ -292,6 +292,7 @@ def test_nginx_is_configured_from_the_template_in_deploy() -> None:
     assert nginx["volumes"] == [
         "./deploy/nginx/avatar-bff.conf.template:/etc/nginx/templates/avatar-bff.conf.template:ro"
     ]
+    assert NGINX_TEMPLATE.exists(), "compose.yaml mounts deploy/nginx/avatar-bff.conf.template: it is missing"
     placeholders = set(re.findall(r"\$\{([A-Z0-9_]+)\}", NGINX_TEMPLATE.read_text()))
     assert placeholders == {"APP_1", "APP_2", "LISTEN"}
     filtered = re.compile(nginx["environment"]["NGINX_ENVSUBST_FILTER"].replace("$$", "$"))
