@@ -67,9 +67,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
         os.environ.setdefault("AVATAR_BFF_SIMULATOR_URL", f"http://127.0.0.1:{args.simulator_port}")
     settings = load_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    if (
-        settings.migrate_on_start
-    ):  # off: `avatar-bff migrate` runs once per deploy; /readyz fails until it has
+    # Off when `avatar-bff migrate` runs once per release (several instances); /readyz fails until it has.
+    if settings.migrate_on_start:
         migrate.upgrade(settings.effective_database_url)
     simulator = None
     if settings.demo:
