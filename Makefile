@@ -52,6 +52,7 @@ lint: setup
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 	npm run lint
+	$(BIN)/hadolint Dockerfile
 
 typecheck: setup
 	$(BIN)/mypy
@@ -60,6 +61,7 @@ test: setup
 	$(BIN)/pytest -q
 	$(BIN)/lint-imports
 	npm run lint
+	$(BIN)/hadolint Dockerfile
 	npm test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
+from urllib.parse import parse_qs
 
 import httpx
 from fastapi import FastAPI, Request
@@ -86,6 +87,9 @@ class App(FastAPI):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "lifespan" and scope["path"].startswith(f"/{SOCKET_PATH}/") and self.relay_asgi:
+            if self.state.draining and _opens_a_socket(scope):
+                await _stopping(scope, send)
+                return
             await self.relay_asgi(scope, receive, send)
         elif scope["type"] == "http" and self.metrics is not None:
             await self._observed(scope, receive, send, self.metrics)
@@ -135,6 +139,30 @@ def _route_template(scope: Scope) -> str:
         return "unmatched"
     path = str(getattr(route, "path", "unmatched"))
     return f"{path}/{{path}}" if isinstance(route, Mount) else path
+
+    async def drain(self) -> None:
+        """SIGTERM (`serve` calls this before uvicorn's own shutdown, its listeners already closed): readiness
+        fails, new sockets are turned away, and every relayed browser is told to reconnect elsewhere."""
+        self.state.draining = True
+        await self.state.relay.drain()
+
+
+def _opens_a_socket(scope: Any) -> bool:
+    """An Engine.IO handshake (no `sid` yet): a new socket, as opposed to one already open here."""
+    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+    return "sid" not in query
+
+
+async def _stopping(scope: Any, send: Any) -> None:
+    # 503: a balancer may retry the handshake on another instance (nginx's `proxy_next_upstream http_503`);
+    # socket.io-client, reaching this server straight, retries on its own.
+    if scope["type"] == "websocket":
+        await send({"type": "websocket.close", "code": 1012})
+        return
+    body = b'{"code":"shutting_down","message":"This server is stopping; connect again."}'
+    headers = [(b"content-type", b"application/json"), (b"connection", b"close"), (b"retry-after", b"1")]
+    await send({"type": "http.response.start", "status": 503, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def create_app(settings: Settings, on_started: Callable[[], None] | None = None) -> FastAPI:
@@ -198,6 +226,7 @@ def create_app(settings: Settings, on_started: Callable[[], None] | None = None)
     app.state.templates = templates
     app.state.upstream_http = upstream_http
     app.state.relay = relay
+    app.state.draining = False  # set once SIGTERM arrived: see App.drain
     app.state.shared = shared
     app.state.timeline = relay.timeline
     app.state.metrics = metrics

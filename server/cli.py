@@ -16,7 +16,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
@@ -67,7 +67,9 @@ def cmd_serve(args: argparse.Namespace) -> None:
         os.environ.setdefault("AVATAR_BFF_SIMULATOR_URL", f"http://127.0.0.1:{args.simulator_port}")
     settings = load_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    migrate.upgrade(settings.effective_database_url)
+    # Off when `avatar-bff migrate` runs once per release (several instances); /readyz fails until it has.
+    if settings.migrate_on_start:
+        migrate.upgrade(settings.effective_database_url)
     simulator = None
     if settings.demo:
         _with_db(
@@ -113,13 +115,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> None:
     from server.logs import logging_config
     from server.security.slow_clients import HTTP_PROTOCOL
 
-    uvicorn.run(
-        "server.app:create_app_from_env",
-        factory=True,
+    options: dict[str, Any] = dict(
         host=args.host,
         port=args.port,
-        workers=None if args.reload else args.workers,
-        reload=args.reload,
         log_config=logging_config(settings),
         log_level=settings.log_level,
         proxy_headers=True,
@@ -130,6 +128,18 @@ def _serve(args: argparse.Namespace, settings: Settings) -> None:
         # A request that never completes (a client that stops sending its body) must not hold a stop forever.
         timeout_graceful_shutdown=settings.shutdown_grace_seconds,  # then what still runs is cancelled
     )
+    if args.reload or args.workers > 1:  # development, or uvicorn's own worker processes: its plain stop
+        app = "server.app:create_app_from_env"
+        uvicorn.run(
+            app, factory=True, reload=args.reload, workers=None if args.reload else args.workers, **options
+        )
+        return
+    from server.serving import DrainingServer
+
+    server = DrainingServer(uvicorn.Config("server.app:create_app_from_env", factory=True, **options))
+    # uvicorn raises SIGTERM again once it has stopped: a stop it completed is a clean exit.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    server.run()
 
 
 def cmd_migrate(args: argparse.Namespace) -> None:
@@ -231,7 +241,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    serve = sub.add_parser("serve", help="run the web server (applies migrations first)")
+    serve = sub.add_parser(
+        "serve",
+        help="run the web server (applies migrations first, unless AVATAR_BFF_MIGRATE_ON_START=false)",
+    )
     serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     serve.add_argument("--workers", type=int, default=1, help="worker processes (not sticky: see README)")

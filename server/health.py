@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from server.dependencies import DbDep, SharedDep
@@ -19,11 +19,13 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz")
-async def readyz(db: DbDep, shared: SharedDep) -> JSONResponse:
-    """The database answers and its schema is at the newest migration.
+async def readyz(request: Request, db: DbDep, shared: SharedDep) -> JSONResponse:
+    """The database answers and its schema is at the newest migration; not once SIGTERM arrived.
 
     `shared_state` says where rate limits and counters live now: "redis", or "process" (no Redis configured,
     or Redis away; the instance then limits on its own and stays ready)."""
+    if getattr(request.app.state, "draining", False):
+        return JSONResponse({"status": "unavailable", "reason": "shutting_down"}, 503)
     reason, revision = await unready_reason(db)
     kind = await shared.check() if isinstance(shared, FallbackState) else shared.kind
     if reason is not None:

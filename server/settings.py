@@ -73,6 +73,8 @@ class Settings(BaseSettings):
     page_flow_cache_seconds: float = Field(default=2, ge=0, le=300)
     # After SIGTERM, how long requests and sockets still open may take before they are cancelled.
     shutdown_grace_seconds: int = Field(default=10, ge=1, le=300)
+    # `serve` applies migrations before it listens; off when a deploy step runs `avatar-bff migrate` once.
+    migrate_on_start: bool = True
     session_idle_seconds: int = Field(default=30 * 60, ge=60)
     # Admin console sessions end after this long unused, and this long after sign-in whatever happens.
     admin_idle_seconds: int = Field(default=60 * 60, ge=60)

@@ -41,6 +41,7 @@ KINDS = {
     "sdk_error": "the page's SDK reported an error (code, message)",
     "page_end": "the page said how its visitor ended the call (reason)",
     "end": "the conversation ended (reason)",
+    "handed_off": "this server stopped; the browser was told to reconnect (to another instance)",
 }
 PAGE_KINDS = ("sdk_error", "end")  # what a page may report itself
 PROBLEM_KINDS = (

@@ -7,6 +7,7 @@ Kaltura ids are put in only on the way upstream, so they never reach the browser
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -57,6 +58,7 @@ END_EVENTS = {"conversationEnded": "conversation_ended", "conversationTimeExpire
 EARLY_PACKETS = 256  # upstream packets held while the browser's connect is still being acknowledged
 DIALLING_PER_CONVERSATION = 2  # connects of one conversation dialling at once (the SDK's, socket.io's retry)
 MAX_ATTACHMENTS = 4  # binary attachments one browser packet may declare (the SDK itself sends none)
+GOODBYE_SECONDS = 0.5  # at shutdown, how long a browser may take to collect its goodbye and close
 CAPACITY_GOODBYE_SECONDS = 1.0  # waiting room full: a refused socket closes this long after `throwToNoAgent`
 
 
@@ -199,6 +201,40 @@ class RelayHub:
     async def start(self) -> None:
         self.tap.start()
         self.timeline.start()
+
+    async def drain(self) -> None:
+        """This instance is stopping: every browser socket hears a server disconnect (on which the SDK
+        reconnects, through the balancer to another instance, with the same page token), each upstream closes,
+        and what the tap and the timeline hold is written."""
+        # Detached first: the browsers' goodbyes go out at once, not each after its upstream's goodbye.
+        bridges = [bridge for bridge in map(self._detach, list(self.bridges)) if bridge is not None]
+        for bridge in bridges:
+            self.timeline.note(bridge.conversation_id, "handed_off")
+        sids = [*(bridge.browser_sid for bridge in bridges), *self.waiting.sockets]
+        goodbyes = [asyncio.ensure_future(self._send_away(sid)) for sid in sids]
+        goodbyes += [asyncio.ensure_future(bridge.upstream.disconnect()) for bridge in bridges]
+        if goodbyes:  # a long-polling client that never polls again does not hold the writes below
+            await asyncio.wait(goodbyes, timeout=self.settings.shutdown_grace_seconds / 2)
+        await self.tap.flush()
+        await self.timeline.flush()
+
+    async def _send_away(self, sid: str) -> None:
+        """A server disconnect, alone: socket.io-client then closes its Engine.IO session itself. An Engine.IO
+        close in the same long-poll answer would reach it first and read as "transport close"."""
+        eio_sid = self.sio.manager.eio_sid_from_sid(sid, "/")
+        session = self.sio.eio.sockets.get(eio_sid) if eio_sid is not None else None
+        await self.sio.disconnect(sid)
+        if session is None:
+            return
+        deadline = time.monotonic() + GOODBYE_SECONDS
+        while not session.closed and time.monotonic() < deadline:  # noqa: ASYNC110 - engineio sets no event
+            await asyncio.sleep(GOODBYE_SECONDS / 10)
+        if not session.closed:  # the client did not close (gone, or not listening): close it from here
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.sio.eio.disconnect(eio_sid), GOODBYE_SECONDS)
+        # A long-poll the client left open as it closed would otherwise wait out its ping timeout (45 s),
+        # holding the stop: python-engineio answers it (empty) once its queue yields None.
+        session.queue.put_nowait(None)
 
     async def stop(self) -> None:
         self.waiting.clear()

@@ -312,3 +312,30 @@ def test_serve_in_production_without_the_public_url_stops_with_one_line(cli: Cli
     serve = cli("serve")
     assert serve.code == 2 and serve.err.strip().count("\n") == 0
     assert serve.err.startswith("avatar-bff: AVATAR_BFF_PUBLIC_URL is required in production")
+
+
+def test_serve_with_migrations_off_leaves_the_schema_alone_and_is_not_ready(tmp_path: Path) -> None:
+    # Several instances: `avatar-bff migrate` runs once per deploy and each `serve` skips it.
+    port = free_port()
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("AVATAR_BFF_")}
+    environment.update(
+        {
+            "AVATAR_BFF_DATA_DIR": str(tmp_path),
+            "AVATAR_BFF_ENVIRONMENT": "dev",
+            "AVATAR_BFF_MIGRATE_ON_START": "false",
+        }
+    )
+    process = subprocess.Popen(
+        [*SCRIPT, "serve", "--port", str(port)],
+        env=environment,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert wait_until_up(f"http://127.0.0.1:{port}/healthz", timeout=30).status_code == 200
+        ready = httpx.get(f"http://127.0.0.1:{port}/readyz")
+        assert ready.status_code == 503 and ready.json()["reason"].startswith("migrations not applied")
+    finally:
+        stop_process(process)
+    assert process.returncode == 0  # a SIGTERM the server completed is a clean stop

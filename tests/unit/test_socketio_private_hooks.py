@@ -151,3 +151,29 @@ async def test_a_connect_is_acknowledged_before_the_relay_speaks_and_events_reac
         f"_handle_eio_message no longer receives the encoded Socket.IO packet (got {hub.relayed})",
         "BrowserServer._handle_eio_message and RELAYED_TYPES",
     )
+
+
+async def test_a_long_poll_is_answered_once_its_sessions_queue_yields_none() -> None:
+    # RelayHub._send_away at shutdown: a long-poll a closing client left open is answered by putting None in
+    # its Engine.IO session's queue, which python-engineio otherwise answers only after its ping timeout.
+    server = browser_server(Hub())
+    app = socketio.ASGIApp(server, socketio_path="socket.io")
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://relay.test") as http:
+        base = "/socket.io/?EIO=4&transport=polling"
+        eio_sid = json.loads((await http.get(base)).text[1:])["sid"]
+        session = server.eio.sockets.get(eio_sid)
+        assert session is not None and session.closed is False and hasattr(session, "queue"), moved(
+            "engineio.AsyncServer.sockets no longer maps a session id to a socket with `closed` and `queue`",
+            "RelayHub._send_away",
+        )
+        poll = asyncio.ensure_future(http.get(f"{base}&sid={eio_sid}"))
+        await asyncio.sleep(0.1)
+        session.queue.put_nowait(None)
+        try:
+            async with asyncio.timeout(5):
+                answered = await poll
+        except TimeoutError:
+            raise AssertionError(
+                moved("a long-poll ignored None in its queue", "RelayHub._send_away")
+            ) from None
+    assert answered.status_code == 200
