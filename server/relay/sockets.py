@@ -11,6 +11,7 @@ import json
 import logging
 import time
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
@@ -18,11 +19,14 @@ from urllib.parse import parse_qsl
 import socketio
 
 from server.conversations import lifecycle as conversations
+from server.conversations.lifecycle import STOP_SENTENCES
 from server.conversations.page_token import read_page_token
 from server.conversations.timeline import TimelineRecorder
 from server.db import Database
 from server.errors import AppError
 from server.models import Flow, utcnow
+from server.relay import control
+from server.relay.budgets import VISITOR_EVENTS, BudgetGuard, BudgetRefused
 from server.relay.events import (
     BINARY_EVENT,
     CLIENT_EVENTS,
@@ -91,6 +95,8 @@ class Bridge:
     tokens: float = 0.0
     byte_tokens: float = 0.0
     refilled: float = field(default_factory=time.monotonic)
+    visitor_at: float = field(default_factory=time.monotonic)  # the visitor's last word, text or click
+    counted: float = field(default_factory=time.monotonic)  # relayed time up to here is in the day's budget
 
     def allow(self, rate: float, byte_rate: float, frames: int, size: int) -> bool:
         """Token buckets: `rate` frames and `byte_rate` bytes per second, each with a burst of twice that."""
@@ -151,6 +157,7 @@ class RelayHub:
         self.signer = signer
         self.sio = BrowserServer(
             self,
+            client_manager=control.client_manager(settings.redis_url, self._on_control),
             async_mode="asgi",
             cors_allowed_origins=allowed_origins,  # None: same origin only; never [] (turns the check off)
             max_http_buffer_size=settings.relay_max_payload_bytes,
@@ -179,6 +186,7 @@ class RelayHub:
         self.tap = TranscriptTap(db, settings.transcript_max_lines, settings.transcript_max_bytes)
         self.waiting = WaitingRoom(lambda sid: asyncio.ensure_future(self.sio.disconnect(sid)))
         self.timeline = TimelineRecorder(db)
+        self.budgets = BudgetGuard(db, self.shared, self._token_ids, settings.budget_check_seconds)
         self.sio.on("connect", self._on_connect)
         self.sio.on("disconnect", self._on_disconnect)
         # Bridged sockets' events go upstream before python-socketio sees them: these are queued sockets'.
@@ -192,8 +200,10 @@ class RelayHub:
     async def start(self) -> None:
         self.tap.start()
         self.timeline.start()
+        await self._start_budgets()
 
     async def stop(self) -> None:
+        await self._stop_budgets()
         self.waiting.clear()
         await asyncio.gather(*(self._close(sid) for sid in list(self.bridges)))
         await self.tap.stop()
@@ -205,8 +215,10 @@ class RelayHub:
         try:
             page = await conversations.join(self.db, self.signer, token, slug)
         except AppError as exc:
+            self.budgets.not_joined(token, lambda conversation_id: conversation_id in self.by_conversation)
             raise Refused.because(exc) from None
         assert page.conversation is not None
+        self.budgets.joined(page.conversation.id, page.conversation.created_at)
         dpp = page.conversation.rendered_dpp
         # Compact, as the SDK's JSON.stringify would send it.
         message = None if dpp is None else json.dumps(dpp, ensure_ascii=False, separators=(",", ":"))
@@ -270,7 +282,7 @@ class RelayHub:
             self.waiting.admit(entry)
         else:
             self.waiting.heard(entry)
-        await self.sio.emit("availabilityResult", {"available": entry.admitted}, to=sid)
+        await self.sio.emit("availabilityResult", {"available": entry.admitted}, to=sid, ignore_queue=True)
 
     async def _on_rejoin(self, sid: str, payload: Any = None, *_args: Any) -> None:
         """The SDK's `join` after `available: true`: the socket is bridged now, with the slot held for it."""
@@ -295,6 +307,7 @@ class RelayHub:
         self, sid: str, query: dict[str, str], slug: str, rejoin: dict[str, Any] | None = None
     ) -> bool:
         """Join the conversation and open its upstream; refusals raise. The flow's slot is already taken."""
+        await self._admit(query.get("client", ""), slug)
         conversation_id, flow, dpp = await self._join(query.get("client", ""), slug)
         if self.dialling[conversation_id] >= DIALLING_PER_CONVERSATION:
             raise Refused(
@@ -419,7 +432,7 @@ class RelayHub:
 
     async def _no_agent(self, sid: str, goodbye: float | None) -> None:
         """The SDK's capacity path: `throwToNoAgent`; with `goodbye`, the socket is closed that much later."""
-        await self.sio.emit("throwToNoAgent", {}, to=sid)
+        await self.sio.emit("throwToNoAgent", {}, to=sid, ignore_queue=True)
         if goodbye is not None:
             await asyncio.sleep(goodbye)
             await self.sio.disconnect(sid)
@@ -487,6 +500,7 @@ class RelayHub:
         if name == "stvFinishedTalking" and isinstance(payload.get("agentContent"), str):
             self.tap.line(bridge.conversation_id, "Avatar", payload["agentContent"])
         elif name == "agentTurnToTalk" and isinstance(payload.get("userTranscription"), str):
+            bridge.visitor_at = time.monotonic()  # the visitor spoke
             self.tap.line(bridge.conversation_id, "User", payload["userTranscription"])
         elif name in END_EVENTS:
             self.tap.ended(bridge.conversation_id, END_EVENTS[name])
@@ -532,6 +546,8 @@ class RelayHub:
             bridge.skip_attachments = packet.attachments
             return
         bridge.expect_attachments = packet.attachments
+        if packet.event in VISITOR_EVENTS:
+            bridge.visitor_at = time.monotonic()
         if packet.event == "approvedPermissions" and bridge.dpp is not None:
             # The SDK sends this just before its `ready`, when a page would inject the DPP; the service
             # starts talking on it, so the prompt goes first.
@@ -602,7 +618,84 @@ class RelayHub:
             del self.by_token[bridge.token]
         _release(self.per_flow, bridge.flow_slug)
         bridge.early.clear()
+        self.budgets.closed(bridge, lambda conversation_id: conversation_id in self.by_conversation)
         return bridge
+
+    # Budgets, kill switches and ending conversations from any instance.
+
+    def _token_ids(self, token: str) -> tuple[str, str]:
+        page = read_page_token(self.signer, token)
+        return page.conversation_id, page.flow_slug
+
+    async def _admit(self, token: str, slug: str) -> None:
+        try:
+            await self.budgets.admit(token, slug)
+        except BudgetRefused as exc:
+            raise Refused(exc.message, exc.reason) from None
+
+    async def _start_budgets(self) -> None:
+        # Listen for other instances' messages from the start (python-socketio would wait for a browser).
+        if not self.sio.manager_initialized:
+            self.sio.manager_initialized = True
+            self.sio.manager.initialize()
+        await control.check_redis(self.sio.manager)
+        self.budgets.start(lambda: list(self.bridges.values()), self.stop_bridges)
+
+    async def _stop_budgets(self) -> None:
+        await self.budgets.stop()
+        listener = getattr(self.sio.manager, "thread", None)
+        if isinstance(listener, asyncio.Task):
+            listener.cancel()
+
+    async def end_conversations(
+        self,
+        reason: str,
+        *,
+        conversation_id: str | None = None,
+        flow_slug: str | None = None,
+        every_flow: bool = False,
+    ) -> None:
+        """End, on whichever instance bridges them, one conversation, a flow's, or every flow's.
+
+        `reason` is one of `lifecycle.STOP_SENTENCES`: the conversation is recorded ended with it, and the
+        visitor reads its sentence when the SDK's reconnect is refused."""
+        if reason not in STOP_SENTENCES:
+            raise ValueError(f"unknown stop reason {reason!r}")
+        if conversation_id is None and flow_slug is None and not every_flow:
+            raise ValueError("name a conversation, a flow, or every flow")
+        payload = {"end": reason, "conversation": conversation_id, "flow": flow_slug, "all": every_flow}
+        await control.broadcast(self.sio.manager, self._on_control, payload)
+
+    async def _on_control(self, payload: dict[str, Any]) -> None:
+        """Another instance's (or this one's) control message: end the matching bridges held here."""
+        reason = payload.get("end")
+        if reason not in STOP_SENTENCES:
+            return
+        conversation, flow, every = payload.get("conversation"), payload.get("flow"), payload.get("all")
+        matching = [
+            bridge
+            for bridge in list(self.bridges.values())
+            if every is True or bridge.conversation_id == conversation or bridge.flow_slug == flow
+        ]
+        if matching:
+            await self.stop_bridges(matching, str(reason))
+
+    async def stop_bridges(self, bridges: Iterable[Bridge], reason: str) -> None:
+        """End these bridges' conversations for `reason`: what was said is stored before the end, the end is
+        durable before the browser hears of it, upstream closes, and the browser is disconnected (the SDK's
+        reconnect is then refused with the reason's sentence, which the page shows)."""
+        stopped = [bridge for bridge in bridges if self._detach(bridge.browser_sid) is not None]
+        if not stopped:
+            return
+        for bridge in stopped:
+            self.tap.ended(bridge.conversation_id, reason)
+            self.timeline.note(bridge.conversation_id, "end", reason=reason, by="relay")
+        log.info("relay: ending %d conversation(s): %s", len(stopped), reason)
+        await self.tap.flush()
+        await asyncio.gather(
+            *(bridge.upstream.disconnect() for bridge in stopped),
+            *(self.sio.disconnect(bridge.browser_sid) for bridge in stopped),
+        )
 
 
 def _release(counter: Counter[str], key: str) -> None:
