@@ -28,6 +28,7 @@ from server.pages import diagnostics
 from server.pages import router as pages
 from server.pages.assets import VERSIONED_PREFIX, ShortCacheStaticFiles, StaticAssets, VersionedStaticFiles
 from server.paths import STATIC_DIR, TEMPLATES_DIR
+from server.redis_state import FallbackState, shared_state_for
 from server.relay import iframe_assets, whep
 from server.relay.sockets import SOCKET_PATH, RelayHub
 from server.sdk import SELF_HOSTED_URL_PREFIX
@@ -35,7 +36,6 @@ from server.security.headers import SecurityHeadersMiddleware
 from server.security.limits import RequestLimitsMiddleware
 from server.security.signing import Signer
 from server.settings import Settings, load_settings
-from server.shared_state import InProcessState, SharedState
 from server.transcripts.ingest import IngestRateLimiter
 
 log = logging.getLogger("avatar_bff")
@@ -95,12 +95,14 @@ def create_app(settings: Settings, on_started: Callable[[], None] | None = None)
     assets = StaticAssets(STATIC_DIR)
     templates.env.globals["static_url"] = assets.url
     upstream_http = httpx.AsyncClient(follow_redirects=False, timeout=settings.whep_timeout_seconds)
-    shared: SharedState = InProcessState()
+    shared = shared_state_for(settings)  # in process, or Redis with an in-process stand-in
     relay = RelayHub(settings, db, signer, [settings.public_url] if settings.public_url else None, shared)
     idle_after = timedelta(seconds=settings.session_idle_seconds)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if isinstance(shared, FallbackState):
+            await shared.start()
         housekeeping = asyncio.create_task(
             run_housekeeping(
                 db,
@@ -117,6 +119,8 @@ def create_app(settings: Settings, on_started: Callable[[], None] | None = None)
         await relay.stop()
         housekeeping.cancel()
         await upstream_http.aclose()
+        if isinstance(shared, FallbackState):
+            await shared.aclose()
         await db.dispose()
 
     app = App(
@@ -139,12 +143,11 @@ def create_app(settings: Settings, on_started: Callable[[], None] | None = None)
     app.state.relay = relay
     app.state.shared = shared
     app.state.timeline = relay.timeline
-    # Page transcript ingest per conversation: its buckets live as long as the process.
+    # Page transcript ingest per conversation, in buckets the instances share.
     app.state.ingest_limiter = IngestRateLimiter(
-        settings.transcript_lines_per_second, settings.transcript_line_burst
+        shared, settings.transcript_lines_per_second, settings.transcript_line_burst
     )
-    app.state.diagnostics_limiter = diagnostics.ReportLimiter()
-    app.state.pages = pages.HostedPages(settings, db, signer, templates, assets)
+    app.state.pages = pages.HostedPages(settings, db, signer, templates, assets, shared)
 
     def error_response(request: Request, status: int, code: str, message: str) -> Response:
         """The one shape of every refusal: JSON for API clients, the error page for browsers."""
@@ -191,7 +194,7 @@ def create_app(settings: Settings, on_started: Callable[[], None] | None = None)
     docs.install_openapi(app)
     app.include_router(whep.router)
     app.include_router(iframe_assets.router)
-    install_admin_console(app, settings)
+    install_admin_console(app, settings, shared)
 
     @app.get("/", include_in_schema=False)
     async def index(request: Request) -> HTMLResponse:

@@ -35,6 +35,8 @@ class Settings(BaseSettings):
     database_url: str = ""
     # Several instances share rate limits, budgets and Socket.IO sessions through Redis; empty: one instance.
     redis_url: str = ""
+    # Where this deployment's keys live in Redis: deployments sharing one Redis each need their own.
+    redis_key_prefix: str = Field(default="avatar-bff:", min_length=1, max_length=64)
     secret_key: SecretStr | None = None
     public_url: str = ""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -98,6 +100,13 @@ class Settings(BaseSettings):
         if value and not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str) -> str:
+        if value and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
 
     @field_validator("secret_key")
     @classmethod

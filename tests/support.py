@@ -149,6 +149,9 @@ def make_settings(data_dir: Path, **overrides: Any) -> Settings:
         "data_dir": data_dir,
         "secret_key": TEST_SECRET,
         "simulator_url": f"http://127.0.0.1:{free_port()}",  # nothing listens there unless a test starts it
+        # AVATAR_BFF_REDIS_URL names the test Redis (.ci/run sets it), the same name as the app's setting:
+        # a test app shares state through Redis only when its test asks for it.
+        "redis_url": "",
     }
     values.update(overrides)
     return load_settings(**values)

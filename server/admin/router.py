@@ -8,14 +8,15 @@ from fastapi.responses import Response
 from server.admin import audit_log, budgets, conversations, flows, overview, sign_in, templates, tokens
 from server.admin.console import SignInRequired, guard, sign_in_redirect
 from server.settings import Settings
+from server.shared_state import SharedState
 
 router = APIRouter(dependencies=[Depends(guard)], include_in_schema=False)
 for part in (sign_in, overview, flows, templates, tokens, audit_log, conversations, budgets):
     router.include_router(part.router)
 
 
-def install(app: FastAPI, settings: Settings) -> None:
-    app.state.sign_in_limits = sign_in.SignInLimits(settings)
+def install(app: FastAPI, settings: Settings, shared: SharedState) -> None:
+    app.state.sign_in_limits = sign_in.SignInLimits(shared, settings)
     app.include_router(router)
 
     async def to_sign_in(_request: Request, exc: Exception) -> Response:

@@ -28,9 +28,9 @@ from server.admin.console import (
 from server.dependencies import DbDep, SettingsDep, SignerDep, TemplatesDep
 from server.errors import Forbidden, TooManyRequests
 from server.security.headers import ADMIN_PREFIX
-from server.security.rate_limit import KeyedTokenBuckets
 from server.security.signing import ADMIN_SESSION, SIGN_IN_FORM, TokenError
 from server.settings import Settings
+from server.shared_state import SharedState
 
 router = APIRouter()
 FORM_COOKIE = "abff_sign_in"
@@ -41,16 +41,24 @@ THROTTLED = "Too many sign-in attempts. Wait a minute, then try again."
 
 
 class SignInLimits:
-    """Attempt buckets per account and per client address (in this process)."""
+    """Attempt buckets per account and per client address, shared by the instances: taking turns between
+    them buys an attacker no extra attempts."""
 
-    def __init__(self, settings: Settings) -> None:
-        refill = 1 / settings.sign_in_refill_seconds
-        self.accounts = KeyedTokenBuckets(refill, settings.sign_in_attempts_per_account, max_keys=10_000)
-        self.addresses = KeyedTokenBuckets(refill, settings.sign_in_attempts_per_address, max_keys=10_000)
+    def __init__(self, shared: SharedState, settings: Settings) -> None:
+        self.shared = shared
+        self.refill = 1 / settings.sign_in_refill_seconds
+        self.per_account = float(settings.sign_in_attempts_per_account)
+        self.per_address = float(settings.sign_in_attempts_per_address)
 
-    def allow(self, email: str, address: str) -> bool:
+    async def allow(self, email: str, address: str) -> bool:
         # Both buckets pay, so a run of guesses is stopped by whichever empties first.
-        return (self.accounts.take(email.strip().lower()) == 0) & (self.addresses.take(address) == 0)
+        account = await self.shared.take(
+            f"sign-in-account:{email.strip().lower()}", rate=self.refill, burst=self.per_account
+        )
+        by_address = await self.shared.take(
+            f"sign-in-address:{address}", rate=self.refill, burst=self.per_address
+        )
+        return account == 0 and by_address == 0
 
 
 def _limits(request: Request) -> SignInLimits:
@@ -128,7 +136,7 @@ async def sign_in(
         raise Forbidden("csrf_failed", "The sign-in form has expired. Reload the page and try again.")
     back_to = safe_next(next)
     address = request.client.host if request.client else "unknown"
-    if not _limits(request).allow(email, address):
+    if not await _limits(request).allow(email, address):
         raise TooManyRequests("sign_in_throttled", THROTTLED)
     admin_id = await admins.check_password(db, email, password)
     if admin_id is None:

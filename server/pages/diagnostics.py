@@ -14,9 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from server.conversations import timeline
 from server.conversations.page_token import read_page_token
-from server.dependencies import DbDep, SignerDep
+from server.dependencies import DbDep, SharedDep, SignerDep
 from server.errors import Invalid, TooLarge, TooManyRequests, UnsupportedMediaType
-from server.security.rate_limit import KeyedTokenBuckets
 
 router = APIRouter(include_in_schema=False)
 PATH = "/api/v1/page/diagnostics"
@@ -34,13 +33,8 @@ class PageReport(BaseModel):
     message: Annotated[str, Field(max_length=200)] = ""
 
 
-class ReportLimiter(KeyedTokenBuckets):
-    def __init__(self) -> None:
-        super().__init__(REPORTS_PER_MINUTE / 60, REPORT_BURST, 100_000)
-
-
 @router.post(PATH, status_code=204)
-async def report(request: Request, db: DbDep, signer: SignerDep) -> Response:
+async def report(request: Request, db: DbDep, signer: SignerDep, shared: SharedDep) -> Response:
     if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
         raise UnsupportedMediaType("unsupported_media_type", "send the report as application/json")
     body = b""
@@ -59,8 +53,9 @@ async def report(request: Request, db: DbDep, signer: SignerDep) -> Response:
             "invalid_report", f"code: an end report says one of {', '.join(timeline.PAGE_END_REASONS)}"
         )
     conversation_id = read_page_token(signer, sent.token).conversation_id
-    limiter: ReportLimiter = request.app.state.diagnostics_limiter
-    wait = limiter.take(conversation_id)
+    wait = await shared.take(
+        f"page-reports:{conversation_id}", rate=REPORTS_PER_MINUTE / 60, burst=REPORT_BURST
+    )
     if wait:
         raise TooManyRequests(
             "reports_rate_limited", f"too many reports for this conversation; retry in {math.ceil(wait)} s"

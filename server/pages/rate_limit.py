@@ -1,20 +1,20 @@
-"""Page views per client address: a token bucket per address (finding 12)."""
+"""Page views per client address: a token bucket per address (finding 12), shared by the instances."""
 
 from __future__ import annotations
 
 from server.errors import TooManyRequests
-from server.security.rate_limit import KeyedTokenBuckets
+from server.shared_state import SharedState
 
 
-class PageViewLimiter(KeyedTokenBuckets):
-    """`rate` views per second per address with bursts of `burst`; remembers the `max_addresses` latest."""
+class PageViewLimiter:
+    """`rate` views per second per address with bursts of `burst`."""
 
-    def __init__(self, rate: float, burst: int, max_addresses: int = 10_000) -> None:
-        super().__init__(rate, burst, max_addresses)
+    def __init__(self, shared: SharedState, rate: float, burst: int) -> None:
+        self.shared, self.rate, self.burst = shared, rate, float(burst)
 
-    def check(self, address: str) -> None:
+    async def check(self, address: str) -> None:
         """Take one token for `address`, or raise TooManyRequests saying when to come back."""
-        wait = self.take(address)
+        wait = await self.shared.take(f"page-views:{address}", rate=self.rate, burst=self.burst)
         if wait:
             raise TooManyRequests(
                 "too_many_page_views",

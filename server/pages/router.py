@@ -40,6 +40,7 @@ from server.sdk import ScriptSource, pin_for, script_source
 from server.security.csp import baseline_headers, build_csp, new_nonce, permissions_policy
 from server.security.signing import Signer
 from server.settings import Settings
+from server.shared_state import SharedState
 from server.upstreams import endpoints_for
 
 router = APIRouter()
@@ -100,13 +101,14 @@ class HostedPages:
         signer: Signer,
         templates: Jinja2Templates,
         assets: StaticAssets,
+        shared: SharedState,
     ) -> None:
         self.settings, self.db, self.signer = settings, db, signer
         self.templates, self.assets = templates, assets
         self.flows: TtlCache[str, LoadedPage] = TtlCache(settings.page_flow_cache_seconds, PAGE_CACHE_SIZE)
         self.shells: Lru[PageKey, PageShell] = Lru(PAGE_CACHE_SIZE)
         self.dpps: Lru[tuple[object, ...], str] = Lru(DPP_CACHE_SIZE)
-        self.limiter = PageViewLimiter(settings.page_views_per_second, settings.page_views_burst)
+        self.limiter = PageViewLimiter(shared, settings.page_views_per_second, settings.page_views_burst)
 
     def loaded(self, flow: Flow, version: DppTemplateVersion | None) -> LoadedPage:
         sdk = script_source(pin_for(flow.sdk_version, flow.sdk_mode), self.settings.sdk_dir)
@@ -190,7 +192,7 @@ class HostedPages:
     async def view(self, scope: Scope, slug: str, nonce: str) -> tuple[str, dict[str, str]]:
         """One page view: its HTML and the headers that are its own (CSP, permissions, caching)."""
         client = scope.get("client")
-        self.limiter.check(client[0] if client else "unknown")
+        await self.limiter.check(client[0] if client else "unknown")
         return await self._view(scope, await self.page(slug), nonce, preview=False)
 
     def page_url(self, scope: Scope, slug: str) -> str:

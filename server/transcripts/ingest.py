@@ -17,8 +17,8 @@ from server.db import Database, insert_ignoring_conflicts
 from server.errors import Conflict, TooLarge, TooManyRequests
 from server.models import ConversationStatus, Instant, TranscriptEntry, utcnow
 from server.sdk_options import stored_options
-from server.security.rate_limit import KeyedTokenBuckets
 from server.security.signing import Signer
+from server.shared_state import SharedState
 
 # How far a page's clock may be off ours: its timestamps are clamped to the conversation's life, plus this.
 CLOCK_SKEW = timedelta(minutes=2)
@@ -87,20 +87,20 @@ class IngestLimits:
     max_bytes: int  # UTF-8 bytes of text
 
 
-class IngestRateLimiter(KeyedTokenBuckets):
-    """Lines per conversation: `rate` a second, up to `burst` saved up.
+class IngestRateLimiter:
+    """Lines per conversation: `rate` a second, up to `burst` saved up, in buckets the instances share.
 
     A batch costs its new lines: a retry of lines already stored (a page resending after a lost answer)
     costs nothing.
     """
 
-    MAX_BUCKETS = 100_000  # the least recently used go first; a forgotten bucket starts full again
+    def __init__(self, shared: SharedState, rate: float, burst: int) -> None:
+        self.shared, self.rate, self.burst = shared, rate, float(burst)
 
-    def __init__(self, rate: float, burst: int) -> None:
-        super().__init__(rate, burst, self.MAX_BUCKETS)
-
-    def charge(self, key: str, cost: int) -> None:
-        wait = self.take(key, cost)
+    async def charge(self, conversation_id: str, cost: int) -> None:
+        wait = await self.shared.take(
+            f"ingest-lines:{conversation_id}", rate=self.rate, burst=self.burst, cost=cost
+        )
         if wait:
             raise TooManyRequests(
                 "ingest_rate_limited",
@@ -208,7 +208,7 @@ async def ingest_page_batch(
             raise Conflict("session_ended", "this conversation has ended; no new lines can be added")
         await _check_caps(session, conversation.id, len(existing), new, limits)
         if limiter is not None and new:
-            limiter.charge(conversation.id, len(new))
+            await limiter.charge(conversation.id, len(new))
         now = utcnow()
         earliest = conversation.created_at - CLOCK_SKEW
         latest = (conversation.ended_at or now) + CLOCK_SKEW
