@@ -169,6 +169,13 @@ class BudgetGuard:
                     self._failing = False
             await asyncio.sleep(self.interval)
 
+    async def refresh(self) -> None:
+        """Re-read budgets and switches now (another instance said one changed)."""
+        try:
+            self.budgets = await budgets.load(self.db)
+        except Exception as exc:  # the next check tries again
+            self._warn(f"budgets could not be read ({type(exc).__name__})")
+
     async def check(self, live: list[Bridge], stop: Stopper) -> None:
         self.budgets = await budgets.load(self.db)
         self.checks += 1

@@ -10,6 +10,7 @@ and delivers locally only; this instance says so once and goes on serving its ow
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -25,20 +26,21 @@ REDIS_CONNECT_TIMEOUT = 2.0
 Handler = Callable[[dict[str, Any]], Awaitable[None]]
 
 
-def channel_for(redis_url: str) -> str:
-    """Pub/sub channels are not per database: the database number keeps deployments sharing a server apart."""
+def channel_for(redis_url: str, prefix: str) -> str:
+    """Pub/sub channels belong to no database: the key prefix and the database number keep deployments
+    sharing one Redis server apart."""
     database = urlsplit(redis_url).path.strip("/") or "0"
-    return f"avatar-bff-relay-{database}"
+    return f"{prefix}relay:{database}"
 
 
 class RelayRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
     """`AsyncRedisManager` that hands the relay's control messages to the relay, and warns once when Redis
     cannot be reached (python-socketio then delivers locally only)."""
 
-    def __init__(self, redis_url: str, handler: Handler) -> None:
+    def __init__(self, redis_url: str, prefix: str, handler: Handler) -> None:
         super().__init__(
             redis_url,
-            channel=channel_for(redis_url),
+            channel=channel_for(redis_url, prefix),
             redis_options={"socket_connect_timeout": REDIS_CONNECT_TIMEOUT},
         )
         self._handler = handler
@@ -66,8 +68,8 @@ class RelayRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
         return result
 
 
-def client_manager(redis_url: str, handler: Handler) -> socketio.AsyncManager:
-    return RelayRedisManager(redis_url, handler) if redis_url else socketio.AsyncManager()
+def client_manager(redis_url: str, prefix: str, handler: Handler) -> socketio.AsyncManager:
+    return RelayRedisManager(redis_url, prefix, handler) if redis_url else socketio.AsyncManager()
 
 
 async def broadcast(manager: socketio.AsyncManager, handler: Handler, payload: dict[str, Any]) -> None:
@@ -76,6 +78,21 @@ async def broadcast(manager: socketio.AsyncManager, handler: Handler, payload: d
         await manager.emit(CONTROL_EVENT, payload, namespace="/", room=CONTROL_ROOM)
     else:
         await handler(payload)
+
+
+async def close(manager: socketio.AsyncManager) -> None:
+    """Stop listening and close the Redis connections (python-socketio leaves both to the process's end)."""
+    if not isinstance(manager, RelayRedisManager):
+        return
+    listener = getattr(manager, "thread", None)
+    if isinstance(listener, asyncio.Task):
+        listener.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await listener
+    for connection in (manager.pubsub, manager.redis):
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                await connection.aclose()
 
 
 async def check_redis(manager: socketio.AsyncManager) -> None:

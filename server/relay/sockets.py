@@ -157,7 +157,9 @@ class RelayHub:
         self.signer = signer
         self.sio = BrowserServer(
             self,
-            client_manager=control.client_manager(settings.redis_url, self._on_control),
+            client_manager=control.client_manager(
+                settings.redis_url, settings.redis_key_prefix, self._on_control
+            ),
             async_mode="asgi",
             cors_allowed_origins=allowed_origins,  # None: same origin only; never [] (turns the check off)
             max_http_buffer_size=settings.relay_max_payload_bytes,
@@ -643,9 +645,7 @@ class RelayHub:
 
     async def _stop_budgets(self) -> None:
         await self.budgets.stop()
-        listener = getattr(self.sio.manager, "thread", None)
-        if isinstance(listener, asyncio.Task):
-            listener.cancel()
+        await control.close(self.sio.manager)
 
     async def end_conversations(
         self,
@@ -671,6 +671,8 @@ class RelayHub:
         reason = payload.get("end")
         if reason not in STOP_SENTENCES:
             return
+        if reason == "kill_switch":  # a switch changed: this instance refuses new connects from now on too
+            await self.budgets.refresh()
         conversation, flow, every = payload.get("conversation"), payload.get("flow"), payload.get("all")
         matching = [
             bridge

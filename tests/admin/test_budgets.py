@@ -19,7 +19,9 @@ def test_budget_limits_are_validated_beside_their_fields_and_saved(
     admin.get("/admin/flows/new")
     bad = admin.post(
         "/admin/flows/new",
-        new_flow(max_duration_seconds="0", idle_cut_seconds="soon", max_concurrent="-3", minutes_per_day="1e9"),
+        new_flow(
+            max_duration_seconds="0", idle_cut_seconds="soon", max_concurrent="-3", minutes_per_day="1e9"
+        ),
     )
     assert bad.status_code == 400
     assert "greater than or equal to 1" in (error_beside(bad.text, "max_duration_seconds") or "")
@@ -31,7 +33,9 @@ def test_budget_limits_are_validated_beside_their_fields_and_saved(
 
     good = admin.post(
         "/admin/flows/new",
-        new_flow(max_duration_seconds="600", idle_cut_seconds="90", max_concurrent="5", minutes_per_day="300"),
+        new_flow(
+            max_duration_seconds="600", idle_cut_seconds="90", max_concurrent="5", minutes_per_day="300"
+        ),
     )
     assert good.status_code == 303
     spec = saved_spec(console_settings, "acme")

@@ -10,12 +10,11 @@ from typing import Any
 
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import select
 
 from server import budgets
 from server.app import create_app
 from server.conversations.lifecycle import STOP_SENTENCES
-from server.models import Conversation, ConversationEvent
+from server.models import Conversation
 from server.relay.sockets import RelayHub
 from server.settings import Settings
 from tests.factories import change_flow, create_flow
@@ -73,7 +72,7 @@ async def ended(settings: Settings, conversation_id: str) -> Conversation:
 async def test_a_flow_at_its_cap_refuses_the_next_conversation_but_not_a_reconnect(
     budget_relay: Relay,
 ) -> None:
-    server, app, settings = budget_relay
+    server, _, settings = budget_relay
     await set_budget(settings, max_concurrent=1)
     first, first_id, first_token = await live_sdk(server)
     _, second_token = page_session(server)
@@ -98,7 +97,7 @@ async def _sdk_in(server: ServerThread, token: str) -> FakeSdk | None:
     sdk = FakeSdk()
     try:
         await sdk.connect(server.url, token)
-    except Exception:  # noqa: BLE001 - refused: the caller tries again
+    except Exception:  # refused: the caller tries again
         return None
     return sdk
 
@@ -113,8 +112,9 @@ async def test_minutes_of_the_day_used_up_end_live_conversations_and_refuse_new_
     flow_id = hub.budgets.budgets.flows["demo"].flow_id
     # Relayed time is counted: the day's counter grows while the conversation lasts.
     key = budgets.seconds_key(flow_id, budgets.today())
-    await eventually_async(lambda: app.state.shared.add(key, 0, ttl_seconds=60), lambda s: s > 0, what="count")
-    await app.state.shared.add(key, 120, ttl_seconds=60)  # the rest of the day's two minutes, used elsewhere
+    shared = app.state.shared
+    await eventually_async(lambda: shared.add(key, 0, ttl_seconds=60), lambda s: s > 0, what="the count")
+    await shared.add(key, 120, ttl_seconds=60)  # the rest of the day's two minutes, used elsewhere
     await asyncio.wait_for(sdk.disconnected.wait(), 5)
     conversation = await ended(settings, conversation_id)
     assert conversation.end_reason == "budget_minutes"
@@ -142,7 +142,7 @@ async def test_the_longest_conversation_is_cut_with_its_transcript_kept(budget_r
 
 
 async def test_the_idle_cut_waits_for_a_silent_visitor(budget_relay: Relay) -> None:
-    server, app, settings = budget_relay
+    server, _, settings = budget_relay
     await set_budget(settings, idle_cut_seconds=1)
     sdk, conversation_id, _ = await live_sdk(server)
     for _ in range(8):  # typing keeps it going well past the idle cut
