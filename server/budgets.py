@@ -3,8 +3,8 @@
 A flow's budget is part of its definition (`FlowSpec`: longest conversation, idle cut, conversations at once,
 conversation minutes per UTC day). Kill switches are operational state: a row per engaged switch, changed
 from the console and audited. Usage lives in `SharedState`, so every instance counts against the same
-numbers: a held slot per live conversation, and a per-flow, per-day counter of relayed seconds. The relay
-enforces all of it (`server.relay.budgets`).
+numbers: a held slot per live conversation of a capped flow, and a per-flow, per-day counter of relayed
+seconds. The relay enforces all of it (`server.relay.budgets`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from server.models import GLOBAL_SWITCH, Flow, KillSwitch
 from server.shared_state import SharedState
 
 log = logging.getLogger("avatar_bff.budgets")
-UNLIMITED = 1_000_000_000  # the slot limit of a flow without a cap: slots are still held, to count them
 DAY_TTL_SECONDS = 2 * 24 * 3600  # a day's counter outlives its day, for whoever reads it late
 
 
@@ -144,7 +143,7 @@ def today(now: datetime | None = None) -> str:
 @dataclass(frozen=True)
 class Usage:
     budget: FlowBudget
-    live: int  # conversations relayed now, across instances
+    live: int | None  # conversations relayed now, across instances (counted for capped flows only)
     minutes_today: float  # relayed conversation minutes since midnight UTC, across instances
 
 
@@ -155,10 +154,10 @@ async def usage(shared: SharedState, budgets: Budgets) -> list[Usage]:
     for slug in sorted(budgets.flows):
         budget = budgets.flows[slug]
         try:
-            live = await shared.held(live_key(budget.flow_id))
+            live = None if budget.max_concurrent is None else await shared.held(live_key(budget.flow_id))
             seconds = await shared.add(seconds_key(budget.flow_id, day), 0, ttl_seconds=DAY_TTL_SECONDS)
         except Exception as exc:  # a read for operators must not fail the page
             log.warning("budgets: usage unavailable (%s)", type(exc).__name__)
-            live, seconds = 0, 0.0
+            live, seconds = None, 0.0
         rows.append(Usage(budget, live, round(seconds / 60, 1)))
     return rows

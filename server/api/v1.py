@@ -338,7 +338,7 @@ class FlowBudgetUsage(BaseModel):
 
     flow: str
     killed: bool = Field(description="The flow's own kill switch is on.")
-    live: int = Field(description="Conversations relayed now.")
+    live: int | None = Field(description="Conversations relayed now; counted for flows with a cap only.")
     max_concurrent: int | None
     minutes_today: float = Field(description="Relayed conversation minutes since midnight UTC.")
     minutes_per_day: int | None

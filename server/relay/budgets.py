@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from server import budgets
-from server.budgets import NO_BUDGETS, UNLIMITED, Budgets, FlowBudget
+from server.budgets import NO_BUDGETS, Budgets, FlowBudget
 from server.conversations.lifecycle import STOP_SENTENCES
 from server.db import Database
 from server.errors import AppError
@@ -116,9 +116,12 @@ class BudgetGuard:
                 )
                 if used >= budget.minutes_per_day * 60:
                     raise BudgetRefused("budget_minutes")
-            limit = budget.max_concurrent or UNLIMITED
-            if not await self.shared.hold(
-                budgets.live_key(budget.flow_id), conversation_id, limit=limit, lease_seconds=self.lease
+            # Slots are held for capped flows only: each live bridge costs a renewal every few seconds.
+            if budget.max_concurrent is not None and not await self.shared.hold(
+                budgets.live_key(budget.flow_id),
+                conversation_id,
+                limit=budget.max_concurrent,
+                lease_seconds=self.lease,
             ):
                 raise BudgetRefused("budget_concurrent")
         except BudgetRefused:
@@ -226,14 +229,14 @@ class BudgetGuard:
         gone = {id(b) for b in _flat(ending)}
         for bridge in live:
             budget = self.budgets.flows.get(bridge.flow_slug)
-            if budget is None or id(bridge) in gone:
+            if budget is None or budget.max_concurrent is None or id(bridge) in gone:
                 continue
             # A renewal refused (the lease lapsed and others took the slots) ends nothing: it is counted
             # again on the next renewal that fits.
             await self.shared.hold(
                 budgets.live_key(budget.flow_id),
                 bridge.conversation_id,
-                limit=budget.max_concurrent or UNLIMITED,
+                limit=budget.max_concurrent,
                 lease_seconds=self.lease,
             )
 

@@ -109,7 +109,7 @@ def test_rest_clients_read_budgets_with_their_own_scope(
     assert demo == {
         "flow": "demo",
         "killed": True,
-        "live": 0,
+        "live": None,  # counted for capped flows only
         "max_concurrent": None,
         "minutes_today": 0.0,
         "minutes_per_day": None,

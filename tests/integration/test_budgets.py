@@ -72,8 +72,10 @@ async def ended(settings: Settings, conversation_id: str) -> Conversation:
 async def test_a_flow_at_its_cap_refuses_the_next_conversation_but_not_a_reconnect(
     budget_relay: Relay,
 ) -> None:
-    server, _, settings = budget_relay
+    server, app, settings = budget_relay
     await set_budget(settings, max_concurrent=1)
+    hub: RelayHub = app.state.relay  # a budget applies from the relay's next check
+    await eventually_async(lambda: hub.budgets.budgets.flows["demo"].max_concurrent, lambda cap: cap == 1)
     first, first_id, first_token = await live_sdk(server)
     _, second_token = page_session(server)
     assert await refused(server, second_token) == STOP_SENTENCES["budget_concurrent"]
