@@ -16,9 +16,10 @@ from datetime import UTC, datetime
 from sqlalchemy import delete, select
 
 from server import audit
+from server.conversations import lifecycle, timeline
 from server.db import Database
 from server.errors import NotFound
-from server.models import GLOBAL_SWITCH, Flow, KillSwitch
+from server.models import GLOBAL_SWITCH, Conversation, ConversationStatus, Flow, KillSwitch, utcnow
 from server.shared_state import SharedState
 
 log = logging.getLogger("avatar_bff.budgets")
@@ -122,6 +123,25 @@ async def set_switch(db: Database, slug: str | None, engaged: bool, actor: str) 
         before, after = {"killed": not engaged}, {"killed": engaged}
         audit.record(session, actor, action, target_type, target, before, after)
     log.warning("budgets: kill switch of %s %s", target, "engaged" if engaged else "released")
+    return True
+
+
+async def end_conversation(db: Database, conversation_id: str, actor: str) -> bool:
+    """An operator ends a conversation (audited); False when it had ended already. The relay, told next,
+    stores what was said and closes the visitor's connection on whichever instance holds it."""
+    async with db.transaction() as session:
+        conversation = await session.get(Conversation, conversation_id)
+        if conversation is None:
+            raise NotFound("unknown_conversation", "This conversation no longer exists.")
+        if conversation.status == ConversationStatus.ENDED:
+            return False
+        lifecycle.end(conversation, "ended_by_operator", utcnow())
+        await timeline.record(
+            session, conversation_id, "end", {"reason": "ended_by_operator", "by": "operator"}
+        )
+        audit.record(
+            session, actor, "end", "conversation", conversation_id, {"status": "active"}, {"status": "ended"}
+        )
     return True
 
 

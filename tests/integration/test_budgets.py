@@ -17,6 +17,7 @@ from server.conversations.lifecycle import STOP_SENTENCES
 from server.models import Conversation
 from server.relay.sockets import RelayHub
 from server.settings import Settings
+from tests.admin.console_client import ConsoleClient, create_admin
 from tests.factories import change_flow, create_flow
 from tests.integration.test_relay import FakeSdk, page_session, refused
 from tests.support import (
@@ -60,6 +61,14 @@ async def live_sdk(server: ServerThread, slug: str = "demo") -> tuple[FakeSdk, s
     await sdk.client.emit("approvedPermissions", {})
     await sdk.wait_for("stvFinishedTalking")
     return sdk, session_id, token
+
+
+def console_post(server: ServerThread, settings: Settings, path: str) -> int:
+    """An admin's form post in the console of `server` (signed in as a new admin)."""
+    email = create_admin(settings, f"ops-{path.count('/')}-{id(server)}@example.com")
+    with ConsoleClient(server.url) as admin:
+        assert admin.sign_in(email).status_code == 303
+        return admin.post(path).status_code
 
 
 async def ended(settings: Settings, conversation_id: str) -> Conversation:
@@ -186,3 +195,17 @@ async def test_kill_switches_end_live_conversations_within_seconds_and_refuse_ne
 async def _no_upstreams(app: FastAPI) -> bool:
     await eventually_async(lambda: app.state.relay.open_upstreams, lambda n: n == 0, what="open upstreams")
     return True
+
+
+async def test_an_operator_ends_a_live_conversation_from_the_console(budget_relay: Relay) -> None:
+    server, app, settings = budget_relay
+    sdk, conversation_id, token = await live_sdk(server)
+    path = f"/admin/conversations/{conversation_id}/end"
+    assert await asyncio.to_thread(console_post, server, settings, path) == 303
+    await asyncio.wait_for(sdk.disconnected.wait(), 3)
+    assert (await ended(settings, conversation_id)).end_reason == "ended_by_operator"
+    heard = [data["agentContent"] for name, data in sdk.events if name == "stvFinishedTalking"]
+    stored = [entry.text for entry in await stored_transcript(settings, conversation_id)]
+    assert heard and all(line in stored for line in heard)
+    assert await refused(server, token) == STOP_SENTENCES["ended_by_operator"]
+    await _no_upstreams(app)

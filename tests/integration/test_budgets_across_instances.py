@@ -18,7 +18,7 @@ from server.conversations.lifecycle import STOP_SENTENCES
 from server.settings import Settings
 from tests.admin.console_client import ConsoleClient, create_admin
 from tests.factories import change_flow
-from tests.integration.test_budgets import ended, live_sdk, set_budget
+from tests.integration.test_budgets import console_post, ended, live_sdk, set_budget
 from tests.integration.test_relay import FakeSdk, page_session, refused
 from tests.redis_support import configured_redis, needs_redis
 from tests.support import ServerThread, free_port, make_settings, prepared_settings, with_database
@@ -91,6 +91,18 @@ async def test_a_kill_switch_used_on_one_instance_ends_a_conversation_bridged_on
     # B refuses new conversations at once too (the message made it re-read the switches).
     assert await refused(b, page_session(b)[1]) == STOP_SENTENCES["kill_switch"]
     assert await refused(b, token) == STOP_SENTENCES["kill_switch"]
+
+
+@needs_redis
+async def test_an_operator_on_one_instance_ends_a_conversation_bridged_on_the_other(slow_pair: Pair) -> None:
+    (a, _), (b, b_app), settings = slow_pair
+    sdk, conversation_id, token = await live_sdk(b)
+    path = f"/admin/conversations/{conversation_id}/end"
+    assert await asyncio.to_thread(console_post, a, settings, path) == 303
+    await asyncio.wait_for(sdk.disconnected.wait(), 3)
+    assert (await ended(settings, conversation_id)).end_reason == "ended_by_operator"
+    assert b_app.state.relay.open_upstreams == 0
+    assert await refused(b, token) == STOP_SENTENCES["ended_by_operator"]
 
 
 async def test_a_relay_whose_redis_is_down_serves_its_own_browsers_and_says_so(
