@@ -20,7 +20,7 @@ from tests.admin.console_client import ConsoleClient, create_admin
 from tests.factories import change_flow
 from tests.integration.test_budgets import console_post, ended, live_sdk, set_budget
 from tests.integration.test_relay import FakeSdk, page_session, refused
-from tests.redis_support import configured_redis, needs_redis
+from tests.redis_support import RedisServer, configured_redis, needs_redis, needs_redis_server
 from tests.support import ServerThread, free_port, make_settings, prepared_settings, with_database
 
 Pair = tuple[tuple[ServerThread, FastAPI], tuple[ServerThread, FastAPI], Settings]
@@ -118,4 +118,32 @@ async def test_a_relay_whose_redis_is_down_serves_its_own_browsers_and_says_so(
         sdk, conversation_id, _ = await live_sdk(server)
         await asyncio.wait_for(sdk.disconnected.wait(), 6)  # budgets hold on this instance's own counts
         assert (await ended(settings, conversation_id)).end_reason == "budget_duration"
+    assert any("Redis cannot be reached" in r.getMessage() for r in caplog.records)
+
+
+@needs_redis_server
+async def test_redis_going_away_mid_conversation_leaves_the_relay_serving_and_ending_its_own(
+    tmp_path: Path, simulator: ServerThread, caplog: pytest.LogCaptureFixture
+) -> None:
+    redis_server = RedisServer(tmp_path)
+    redis_server.start()
+    settings = prepared_settings(
+        tmp_path, simulator_url=simulator.url, redis_url=redis_server.url, budget_check_seconds=0.2
+    )
+    with caplog.at_level(logging.WARNING, logger="avatar_bff.relay"):
+        server = ServerThread(create_app(settings)).__enter__()
+        try:
+            sdk, conversation_id, _ = await live_sdk(server)
+            redis_server.stop()  # killed, as a crash would
+            # Ending it still works on this instance: python-socketio delivers locally, the relay says so.
+            path = f"/admin/conversations/{conversation_id}/end"
+            assert await asyncio.to_thread(console_post, server, settings, path) == 303
+            await asyncio.wait_for(sdk.disconnected.wait(), 5)
+            assert (await ended(settings, conversation_id)).end_reason == "ended_by_operator"
+            # New conversations still run.
+            again, _, _ = await live_sdk(server)
+            await again.client.disconnect()
+        finally:
+            await asyncio.to_thread(server.stop)
+            redis_server.stop()
     assert any("Redis cannot be reached" in r.getMessage() for r in caplog.records)
