@@ -14,7 +14,7 @@ from server.errors import Forbidden, InvalidField, NotFound, Unauthenticated
 from server.models import ApiToken, utcnow
 from server.security.secrets_hashing import hash_api_token, new_api_token, token_prefix
 
-SCOPES = ("transcripts:read", "transcripts:delete")
+SCOPES = ("transcripts:read", "transcripts:delete", "budgets:read")
 MAX_NAME = 120
 LAST_USED_RESOLUTION = timedelta(minutes=1)  # a write at most once a minute per token, not on every request
 

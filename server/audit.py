@@ -19,7 +19,8 @@ from server.models import AuditEntry
 SECRET_FIELDS = frozenset(
     {"client_id", "flow_id", "credential", "username", "password", "password_hash", "token", "token_hash"}
 )
-TARGET_TYPES = ("flow", "template", "token", "admin", "conversation")
+# relay: the global kill switch
+TARGET_TYPES = ("flow", "template", "token", "admin", "conversation", "relay")
 PAGE_SIZE = 50
 
 

@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Protocol
 
 import httpx
 from fastapi import Depends, Request
@@ -69,6 +69,24 @@ def _metrics(request: Request) -> Metrics:
     return metrics
 
 
+class ConversationEnder(Protocol):
+    """The relay, as routes see it: ends conversations on whichever instance bridges them."""
+
+    async def end_conversations(
+        self,
+        reason: str,
+        *,
+        conversation_id: str | None = None,
+        flow_slug: str | None = None,
+        every_flow: bool = False,
+    ) -> None: ...
+
+
+def _ender(request: Request) -> ConversationEnder:
+    relay: ConversationEnder = request.app.state.relay
+    return relay
+
+
 def _csp_nonce(request: Request) -> str:
     nonce: str = request.scope["state"]["csp_nonce"]
     return nonce
@@ -87,3 +105,5 @@ TimelineDep = Annotated[TimelineRecorder, Depends(_timeline)]
 SharedDep = Annotated[SharedState, Depends(_shared)]
 # This instance's Prometheus metrics (GET /metrics).
 MetricsDep = Annotated[Metrics, Depends(_metrics)]
+# Ending live conversations (kill switches, an operator's end): the relay, reaching every instance.
+EnderDep = Annotated[ConversationEnder, Depends(_ender)]

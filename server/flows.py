@@ -109,6 +109,11 @@ class FlowSpec(BaseModel):
     dpp_template: str | None = None
     enabled: bool = True
     retention_days: int | None = Field(default=None, ge=1, le=3650)
+    # Session budget; None: no limit of that kind. The relay enforces it across instances.
+    max_duration_seconds: int | None = Field(default=None, ge=1, le=24 * 3600)
+    idle_cut_seconds: int | None = Field(default=None, ge=1, le=24 * 3600)
+    max_concurrent: int | None = Field(default=None, ge=1, le=100_000)
+    minutes_per_day: int | None = Field(default=None, ge=1, le=10_000_000)
 
     @field_validator("allowed_origins", "genui_origins")
     @classmethod
@@ -315,6 +320,10 @@ def flow_to_spec(flow: Flow) -> FlowSpec:
         dpp_template=flow.dpp_template.name if flow.dpp_template else None,
         enabled=flow.enabled,
         retention_days=flow.retention_days,
+        max_duration_seconds=flow.max_duration_seconds,
+        idle_cut_seconds=flow.idle_cut_seconds,
+        max_concurrent=flow.max_concurrent,
+        minutes_per_day=flow.minutes_per_day,
     )
 
 

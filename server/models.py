@@ -155,10 +155,34 @@ class Flow(Base):
     )
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     retention_days: Mapped[int | None] = mapped_column(Integer, nullable=True)  # None: keep forever
+    # Session budget (server.flows.FlowSpec); None: no limit of that kind.
+    max_duration_seconds: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    idle_cut_seconds: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    max_concurrent: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    minutes_per_day: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
     dpp_template: Mapped[DppTemplate | None] = relationship()
+
+
+GLOBAL_SWITCH = "global"  # the kill switch of every flow; a flow's is "flow:<id>"
+
+
+class KillSwitch(Base):
+    """An engaged kill switch (a row exists while it is on): live conversations end, new ones are refused.
+
+    Operational state, not configuration: it is not part of the flows import/export format.
+    """
+
+    __tablename__ = "kill_switches"
+
+    scope: Mapped[str] = mapped_column(String(40), primary_key=True)
+    flow_id: Mapped[int | None] = mapped_column(
+        ForeignKey("flows.id", ondelete="CASCADE"), nullable=True, unique=True
+    )
+    engaged_by: Mapped[str] = mapped_column(String(254))
+    engaged_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class ConversationStatus(StrEnum):

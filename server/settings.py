@@ -76,6 +76,8 @@ class Settings(BaseSettings):
     # `serve` applies migrations before it listens; off when a deploy step runs `avatar-bff migrate` once.
     migrate_on_start: bool = True
     session_idle_seconds: int = Field(default=30 * 60, ge=60)
+    # How often each instance re-reads budgets and kill switches and checks its live conversations.
+    budget_check_seconds: float = Field(default=2.0, ge=0.1, le=60)
     # Admin console sessions end after this long unused, and this long after sign-in whatever happens.
     admin_idle_seconds: int = Field(default=60 * 60, ge=60)
     admin_session_seconds: int = Field(default=12 * 3600, ge=300)

@@ -12,11 +12,12 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse, Response
 
-from server import flows
+from server import budgets, flows
 from server.admin.console import ConsoleDep
 from server.admin.day_filter import day_span
 from server.conversations import listing, timeline
 from server.conversations.listing import ConversationFilter
+from server.dependencies import EnderDep
 from server.errors import NotFound
 from server.models import ConversationStatus
 from server.security.headers import ADMIN_PREFIX
@@ -114,6 +115,7 @@ async def conversation(console: ConsoleDep, conversation_id: str) -> HTMLRespons
         kinds=timeline.KINDS,
         duration=duration_text((ended - c.created_at).total_seconds()),
         end_label=END_LABELS.get(c.end_reason or "", c.end_reason),
+        flash="The conversation was ended." if console.request.query_params.get("done") == "ended" else None,
     )
 
 
@@ -132,6 +134,14 @@ def _formatted(extension: str, conversation_id: str, entries: list[CanonicalEntr
         return formats.as_json(conversation_id, entries)
     render = formats.as_markdown if extension == "md" else formats.as_text
     return render(entries, timestamps=True)
+
+
+@router.post(BASE + "/{conversation_id}/end")
+async def end(console: ConsoleDep, ender: EnderDep, conversation_id: str) -> Response:
+    """End a live conversation: recorded (and audited) first, then every instance's relay is told."""
+    if await budgets.end_conversation(console.db, conversation_id, console.admin.email):
+        await ender.end_conversations("ended_by_operator", conversation_id=conversation_id)
+    return console.redirect(f"{BASE}/{conversation_id}?done=ended")
 
 
 @router.post(BASE + "/{conversation_id}/delete")

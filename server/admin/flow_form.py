@@ -72,6 +72,22 @@ WORDING: dict[str, tuple[str, str]] = {
     "dpp_template": ("DPP template", "The template whose published version the page renders."),
     "enabled": ("Enabled", "A disabled flow's page answers 404."),
     "retention_days": ("Retention (days)", "Delete conversations this many days old. Empty: keep forever."),
+    "max_duration_seconds": (
+        "Budget: longest conversation (seconds)",
+        "A conversation is ended after this long, with a sentence to the visitor. Empty: no limit.",
+    ),
+    "idle_cut_seconds": (
+        "Budget: idle cut (seconds)",
+        "End a conversation when the visitor has not spoken, typed or clicked for this long. Empty: never.",
+    ),
+    "max_concurrent": (
+        "Budget: conversations at once",
+        "Across all instances; one more is refused with a sentence. Empty: only the server-wide limits.",
+    ),
+    "minutes_per_day": (
+        "Budget: conversation minutes per day (UTC)",
+        "Once used up, live conversations end and new ones are refused until midnight UTC. Empty: no limit.",
+    ),
 }
 
 

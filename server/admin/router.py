@@ -5,13 +5,13 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import Response
 
-from server.admin import audit_log, conversations, flows, overview, sign_in, templates, tokens
+from server.admin import audit_log, budgets, conversations, flows, overview, sign_in, templates, tokens
 from server.admin.console import SignInRequired, guard, sign_in_redirect
 from server.settings import Settings
 from server.shared_state import SharedState
 
 router = APIRouter(dependencies=[Depends(guard)], include_in_schema=False)
-for part in (sign_in, overview, flows, templates, tokens, audit_log, conversations):
+for part in (sign_in, overview, flows, templates, tokens, audit_log, conversations, budgets):
     router.include_router(part.router)
 
 

@@ -14,10 +14,11 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
+from server import budgets
 from server.api.auth import require_scope
 from server.conversations import lifecycle, listing
 from server.conversations.listing import ConversationFilter
-from server.dependencies import DbDep, MetricsDep, SettingsDep, SignerDep
+from server.dependencies import DbDep, MetricsDep, SettingsDep, SharedDep, SignerDep
 from server.errors import AppError, UnsupportedMediaType
 from server.models import Conversation, ConversationStatus, Instant
 from server.transcripts import store
@@ -28,6 +29,7 @@ from server.transcripts.merge import CanonicalEntry
 router = APIRouter(prefix="/api/v1", tags=["v1"])
 READ = Depends(require_scope("transcripts:read"))
 DELETE = Depends(require_scope("transcripts:delete"))
+BUDGETS = Depends(require_scope("budgets:read"))
 
 
 class ErrorBody(BaseModel):
@@ -340,3 +342,43 @@ def _csv_line(values: Sequence[object]) -> str:
     buffer = io.StringIO()
     csv.writer(buffer).writerow([_neutralised(value) for value in values])
     return buffer.getvalue()
+
+
+class FlowBudgetUsage(BaseModel):
+    """One flow's session budget (null: no limit of that kind) and its use, counted across instances."""
+
+    flow: str
+    killed: bool = Field(description="The flow's own kill switch is on.")
+    live: int | None = Field(description="Conversations relayed now; counted for flows with a cap only.")
+    max_concurrent: int | None
+    minutes_today: float = Field(description="Relayed conversation minutes since midnight UTC.")
+    minutes_per_day: int | None
+    max_duration_seconds: int | None
+    idle_cut_seconds: int | None
+
+
+class BudgetReport(BaseModel):
+    all_killed: bool = Field(description="The global kill switch is on: every flow is stopped.")
+    flows: list[FlowBudgetUsage]
+
+
+@router.get("/budgets", response_model=BudgetReport, responses=errors(*READ_ERRORS), dependencies=[BUDGETS])
+async def budget_report(db: DbDep, shared: SharedDep) -> BudgetReport:
+    """Every flow's budget, its use today and the kill switches."""
+    state = await budgets.load(db)
+    return BudgetReport(
+        all_killed=state.all_killed,
+        flows=[
+            FlowBudgetUsage(
+                flow=row.budget.slug,
+                killed=row.budget.killed,
+                live=row.live,
+                max_concurrent=row.budget.max_concurrent,
+                minutes_today=row.minutes_today,
+                minutes_per_day=row.budget.minutes_per_day,
+                max_duration_seconds=row.budget.max_duration_seconds,
+                idle_cut_seconds=row.budget.idle_cut_seconds,
+            )
+            for row in await budgets.usage(shared, state)
+        ],
+    )

@@ -29,6 +29,19 @@ from server.models import (
 from server.security.signing import Signer
 
 ACTIVE, ENDED = ConversationStatus.ACTIVE, ConversationStatus.ENDED
+ENDED_SENTENCE = "This conversation has ended. Reload the page to start a new one."
+# What the visitor reads when the relay stops a conversation (or refuses one) for a budget or an operator; the
+# SDK reconnects after the cut and the page shows the refusal's message (see server.relay.budgets).
+STOP_SENTENCES = {
+    "budget_duration": "This conversation reached its time limit. Reload the page to start a new one.",
+    "budget_idle": "This conversation was closed after a long silence. Reload the page to start a new one.",
+    "budget_minutes": "This avatar has used up today's conversation time. Please come back tomorrow.",
+    "budget_concurrent": "This avatar is in as many conversations as it can hold. Please try again in a few"
+    " minutes.",
+    "kill_switch": "This avatar is switched off for now. Please try again later.",
+    "ended_by_operator": "This conversation was ended by the site's operator. Reload the page to start a new"
+    " one.",
+}
 
 
 @dataclass(frozen=True)
@@ -77,9 +90,8 @@ async def resolve_page_token(
         if not flow.enabled:
             raise NotFound("flow_unavailable", "This avatar is no longer available.")
         if conversation.status == ENDED:
-            raise Conflict(
-                "conversation_ended", "This conversation has ended. Reload the page to start a new one."
-            )
+            sentence = STOP_SENTENCES.get(conversation.end_reason or "", ENDED_SENTENCE)
+            raise Conflict("conversation_ended", sentence)
     return PageConversation(claims, flow, conversation)
 
 

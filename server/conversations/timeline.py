@@ -57,6 +57,7 @@ END_CATEGORIES = {
     "time_limit": "Time limit",
     "abandoned": "Abandoned (idle)",
     "refused": "Refused",
+    "stopped": "Stopped (budget or operator)",
 }
 END_REASONS = {
     "end_phrase": "end_phrase",  # the page heard one of the flow's end phrases
@@ -65,6 +66,11 @@ END_REASONS = {
     "page_closed": "visitor_ended",  # the page's final transcript flush (closed, navigated away)
     "time_expired": "time_limit",  # the service's conversation time limit
     "idle_timeout": "abandoned",  # no activity for AVATAR_BFF_SESSION_IDLE_SECONDS
+    "budget_duration": "time_limit",  # the flow's longest conversation
+    "budget_idle": "abandoned",  # the flow's idle cut: the visitor did nothing for that long
+    "budget_minutes": "stopped",  # the flow's conversation minutes of the day are used up
+    "kill_switch": "stopped",  # the flow's or the global kill switch
+    "ended_by_operator": "stopped",  # an operator ended it (console or API)
 }
 # A conversation that never reached the avatar service and had a connect refused counts as "refused",
 # whatever ended it later (it idles out).

@@ -13,6 +13,7 @@ import json
 import logging
 import time
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
@@ -21,12 +22,15 @@ import socketio
 
 from server import request_context
 from server.conversations import lifecycle as conversations
+from server.conversations.lifecycle import STOP_SENTENCES
 from server.conversations.page_token import read_page_token
 from server.conversations.timeline import TimelineRecorder
 from server.db import Database
 from server.errors import AppError
 from server.metrics import Metrics
 from server.models import Flow, utcnow
+from server.relay import control
+from server.relay.budgets import VISITOR_EVENTS, BudgetGuard, BudgetRefused
 from server.relay.events import (
     BINARY_EVENT,
     CLIENT_EVENTS,
@@ -99,6 +103,8 @@ class Bridge:
     tokens: float = 0.0
     byte_tokens: float = 0.0
     refilled: float = field(default_factory=time.monotonic)
+    visitor_at: float = field(default_factory=time.monotonic)  # the visitor's last word, text or click
+    counted: float = field(default_factory=time.monotonic)  # relayed time up to here is in the day's budget
 
     def allow(self, rate: float, byte_rate: float, frames: int, size: int) -> bool:
         """Token buckets: `rate` frames and `byte_rate` bytes per second, each with a burst of twice that."""
@@ -159,6 +165,9 @@ class RelayHub:
         self.signer = signer
         self.sio = BrowserServer(
             self,
+            client_manager=control.client_manager(
+                settings.redis_url, settings.redis_key_prefix, self._on_control
+            ),
             async_mode="asgi",
             cors_allowed_origins=allowed_origins,  # None: same origin only; never [] (turns the check off)
             max_http_buffer_size=settings.relay_max_payload_bytes,
@@ -188,6 +197,7 @@ class RelayHub:
         self.waiting = WaitingRoom(lambda sid: asyncio.ensure_future(self.sio.disconnect(sid)))
         self.timeline = TimelineRecorder(db)
         self.metrics = Metrics()  # create_app puts in the one /metrics shows
+        self.budgets = BudgetGuard(db, self.shared, self._token_ids, settings.budget_check_seconds)
         self.sio.on("connect", self._on_connect)
         self.sio.on("disconnect", self._on_disconnect)
         # Bridged sockets' events go upstream before python-socketio sees them: these are queued sockets'.
@@ -201,6 +211,7 @@ class RelayHub:
     async def start(self) -> None:
         self.tap.start()
         self.timeline.start()
+        await self._start_budgets()
 
     async def drain(self) -> None:
         """This instance is stopping: every browser socket hears a server disconnect (on which the SDK
@@ -237,6 +248,7 @@ class RelayHub:
         session.queue.put_nowait(None)
 
     async def stop(self) -> None:
+        await self._stop_budgets()
         self.waiting.clear()
         await asyncio.gather(*(self._close(sid) for sid in list(self.bridges)))
         await self.tap.stop()
@@ -248,8 +260,10 @@ class RelayHub:
         try:
             page = await conversations.join(self.db, self.signer, token, slug)
         except AppError as exc:
+            self.budgets.not_joined(token, lambda conversation_id: conversation_id in self.by_conversation)
             raise Refused.because(exc) from None
         assert page.conversation is not None
+        self.budgets.joined(page.conversation.id, page.conversation.created_at)
         dpp = page.conversation.rendered_dpp
         # Compact, as the SDK's JSON.stringify would send it.
         message = None if dpp is None else json.dumps(dpp, ensure_ascii=False, separators=(",", ":"))
@@ -317,7 +331,7 @@ class RelayHub:
             self.waiting.admit(entry)
         else:
             self.waiting.heard(entry)
-        await self.sio.emit("availabilityResult", {"available": entry.admitted}, to=sid)
+        await self.sio.emit("availabilityResult", {"available": entry.admitted}, to=sid, ignore_queue=True)
 
     async def _on_rejoin(self, sid: str, payload: Any = None, *_args: Any) -> None:
         """The SDK's `join` after `available: true`: the socket is bridged now, with the slot held for it."""
@@ -343,6 +357,7 @@ class RelayHub:
         self, sid: str, query: dict[str, str], slug: str, rejoin: dict[str, Any] | None = None
     ) -> bool:
         """Join the conversation and open its upstream; refusals raise. The flow's slot is already taken."""
+        await self._admit(query.get("client", ""), slug)
         conversation_id, flow, dpp = await self._join(query.get("client", ""), slug)
         request_context.conversation_id.set(conversation_id)  # for log lines, the upstream leg's too
         if self.dialling[conversation_id] >= DIALLING_PER_CONVERSATION:
@@ -483,7 +498,7 @@ class RelayHub:
 
     async def _no_agent(self, sid: str, goodbye: float | None) -> None:
         """The SDK's capacity path: `throwToNoAgent`; with `goodbye`, the socket is closed that much later."""
-        await self.sio.emit("throwToNoAgent", {}, to=sid)
+        await self.sio.emit("throwToNoAgent", {}, to=sid, ignore_queue=True)
         if goodbye is not None:
             await asyncio.sleep(goodbye)
             await self.sio.disconnect(sid)
@@ -552,6 +567,7 @@ class RelayHub:
         if name == "stvFinishedTalking" and isinstance(payload.get("agentContent"), str):
             self.tap.line(bridge.conversation_id, "Avatar", payload["agentContent"])
         elif name == "agentTurnToTalk" and isinstance(payload.get("userTranscription"), str):
+            bridge.visitor_at = time.monotonic()  # the visitor spoke
             self.tap.line(bridge.conversation_id, "User", payload["userTranscription"])
         elif name in END_EVENTS:
             self.tap.ended(bridge.conversation_id, END_EVENTS[name])
@@ -598,6 +614,8 @@ class RelayHub:
             bridge.skip_attachments = packet.attachments
             return
         bridge.expect_attachments = packet.attachments
+        if packet.event in VISITOR_EVENTS:
+            bridge.visitor_at = time.monotonic()
         if packet.event == "join":
             await self._joined_socket(bridge.socket_key)
         elif packet.event == "approvedPermissions" and bridge.dpp is not None:
@@ -671,7 +689,84 @@ class RelayHub:
             del self.by_token[bridge.token]
         _release(self.per_flow, bridge.flow_slug)
         bridge.early.clear()
+        self.budgets.closed(bridge, lambda conversation_id: conversation_id in self.by_conversation)
         return bridge
+
+    # Budgets, kill switches and ending conversations from any instance.
+
+    def _token_ids(self, token: str) -> tuple[str, str]:
+        page = read_page_token(self.signer, token)
+        return page.conversation_id, page.flow_slug
+
+    async def _admit(self, token: str, slug: str) -> None:
+        try:
+            await self.budgets.admit(token, slug)
+        except BudgetRefused as exc:
+            raise Refused(exc.message, exc.reason) from None
+
+    async def _start_budgets(self) -> None:
+        # Listen for other instances' messages from the start (python-socketio would wait for a browser).
+        if not self.sio.manager_initialized:
+            self.sio.manager_initialized = True
+            self.sio.manager.initialize()
+        await control.check_redis(self.sio.manager)
+        self.budgets.start(lambda: list(self.bridges.values()), self.stop_bridges)
+
+    async def _stop_budgets(self) -> None:
+        await self.budgets.stop()
+        await control.close(self.sio.manager)
+
+    async def end_conversations(
+        self,
+        reason: str,
+        *,
+        conversation_id: str | None = None,
+        flow_slug: str | None = None,
+        every_flow: bool = False,
+    ) -> None:
+        """End, on whichever instance bridges them, one conversation, a flow's, or every flow's.
+
+        `reason` is one of `lifecycle.STOP_SENTENCES`: the conversation is recorded ended with it, and the
+        visitor reads its sentence when the SDK's reconnect is refused."""
+        if reason not in STOP_SENTENCES:
+            raise ValueError(f"unknown stop reason {reason!r}")
+        if conversation_id is None and flow_slug is None and not every_flow:
+            raise ValueError("name a conversation, a flow, or every flow")
+        payload = {"end": reason, "conversation": conversation_id, "flow": flow_slug, "all": every_flow}
+        await control.broadcast(self.sio.manager, self._on_control, payload)
+
+    async def _on_control(self, payload: dict[str, Any]) -> None:
+        """Another instance's (or this one's) control message: end the matching bridges held here."""
+        reason = payload.get("end")
+        if reason not in STOP_SENTENCES:
+            return
+        if reason == "kill_switch":  # a switch changed: this instance refuses new connects from now on too
+            await self.budgets.refresh()
+        conversation, flow, every = payload.get("conversation"), payload.get("flow"), payload.get("all")
+        matching = [
+            bridge
+            for bridge in list(self.bridges.values())
+            if every is True or bridge.conversation_id == conversation or bridge.flow_slug == flow
+        ]
+        if matching:
+            await self.stop_bridges(matching, str(reason))
+
+    async def stop_bridges(self, bridges: Iterable[Bridge], reason: str) -> None:
+        """End these bridges' conversations for `reason`: what was said is stored before the end, the end is
+        durable before the browser hears of it, upstream closes, and the browser is disconnected (the SDK's
+        reconnect is then refused with the reason's sentence, which the page shows)."""
+        stopped = [bridge for bridge in bridges if self._detach(bridge.browser_sid) is not None]
+        if not stopped:
+            return
+        for bridge in stopped:
+            self.tap.ended(bridge.conversation_id, reason)
+            self.timeline.note(bridge.conversation_id, "end", reason=reason, by="relay")
+        log.info("relay: ending %d conversation(s): %s", len(stopped), reason)
+        await self.tap.flush()
+        await asyncio.gather(
+            *(bridge.upstream.disconnect() for bridge in stopped),
+            *(self.sio.disconnect(bridge.browser_sid) for bridge in stopped),
+        )
 
 
 def _socket_key(query: dict[str, str]) -> str:
