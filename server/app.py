@@ -36,7 +36,8 @@ from server.security.limits import RequestLimitsMiddleware
 from server.security.signing import Signer
 from server.settings import Settings, load_settings
 from server.shared_state import InProcessState, SharedState
-from server.transcripts.ingest import IngestRateLimiter
+from server.transcripts.ingest import IngestLimits, IngestRateLimiter
+from server.transcripts.ingest_group import IngestGroup
 
 log = logging.getLogger("avatar_bff")
 
@@ -142,6 +143,13 @@ def create_app(settings: Settings, on_started: Callable[[], None] | None = None)
     # Page transcript ingest per conversation: its buckets live as long as the process.
     app.state.ingest_limiter = IngestRateLimiter(
         settings.transcript_lines_per_second, settings.transcript_line_burst
+    )
+    # Concurrent page batches share one transaction (group commit); each is answered after its commit.
+    app.state.ingest_group = IngestGroup(
+        db,
+        signer,
+        IngestLimits(settings.transcript_max_lines, settings.transcript_max_bytes),
+        app.state.ingest_limiter,
     )
     app.state.diagnostics_limiter = diagnostics.ReportLimiter()
     app.state.pages = pages.HostedPages(settings, db, signer, templates, assets)

@@ -17,12 +17,13 @@ from pydantic import BaseModel, Field
 from server.api.auth import require_scope
 from server.conversations import lifecycle, listing
 from server.conversations.listing import ConversationFilter
-from server.dependencies import DbDep, SettingsDep, SignerDep
+from server.dependencies import DbDep
 from server.errors import UnsupportedMediaType
 from server.models import Conversation, ConversationStatus, Instant
 from server.transcripts import store
 from server.transcripts.formats import as_markdown, as_text
-from server.transcripts.ingest import IngestLimits, IngestRateLimiter, PageBatch, ingest_page_batch
+from server.transcripts.ingest import PageBatch
+from server.transcripts.ingest_group import IngestGroup
 from server.transcripts.merge import CanonicalEntry
 
 router = APIRouter(prefix="/api/v1", tags=["v1"])
@@ -155,17 +156,14 @@ def require_json(request: Request) -> None:
     responses=errors(400, 401, 404, 409, 413, 415, 429),
     dependencies=[Depends(require_json)],
 )
-async def ingest_from_page(
-    batch: PageBatch, db: DbDep, signer: SignerDep, settings: SettingsDep, request: Request
-) -> IngestAnswer:
+async def ingest_from_page(batch: PageBatch, request: Request) -> IngestAnswer:
     """Hosted pages post transcript lines here, also via `navigator.sendBeacon`.
 
     Idempotent per (session, seq): a retried batch stores nothing twice, a rejected batch stores nothing at
     all. The answer's `highest_seq` tells the page from where to resend. The first batch of a page starts
     its session."""
-    limits = IngestLimits(settings.transcript_max_lines, settings.transcript_max_bytes)
-    limiter: IngestRateLimiter = request.app.state.ingest_limiter
-    result = await ingest_page_batch(db, signer, batch, limits, limiter)
+    group: IngestGroup = request.app.state.ingest_group  # written with concurrent batches, one commit
+    result = await group.submit(batch)
     return IngestAnswer(
         stored=result.stored, highest_seq=result.highest_seq, status=result.status, recorded=result.recorded
     )
