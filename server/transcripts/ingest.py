@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.conversations import lifecycle as conversations
 from server.conversations import timeline
-from server.db import Database, insert_ignoring_conflicts
+from server.db import Database, insert_many_ignoring_conflicts
 from server.errors import Conflict, TooLarge, TooManyRequests
 from server.models import ConversationStatus, Instant, TranscriptEntry, utcnow
 from server.sdk_options import stored_options
@@ -127,7 +127,7 @@ async def insert_entries(session: AsyncSession, rows: list[dict[str, object]]) -
     if rows:
         keys = ["conversation_id", "source", "seq"]
         dialect = session.get_bind().dialect.name
-        await session.execute(insert_ignoring_conflicts(dialect, TranscriptEntry, rows, keys))
+        await session.execute(insert_many_ignoring_conflicts(dialect, TranscriptEntry, keys), rows)
 
 
 def _clamp(when: datetime, earliest: datetime, latest: datetime) -> datetime:

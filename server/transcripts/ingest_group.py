@@ -21,7 +21,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.conversations import lifecycle as conversations
@@ -148,20 +148,35 @@ class IngestGroup:
             .where(Conversation.id.in_(ids))
         )
         known: dict[tuple[str, str], _Known] = {}
-        for conversation, slug, options in found.tuples():
+        for conversation, slug, options in found:
             if stored_options(options).record_transcript:
                 known[(conversation.id, slug)] = _Known(conversation)
         by_id = {key[0]: value for key, value in known.items()}
-        if by_id:
+        if not by_id:
+            return known
+        # Counts, not rows: a page numbers its lines 1, 2, 3 …, so when a conversation holds as many lines as
+        # its highest seq, it holds exactly 1..highest, and its seqs need not be read one by one.
+        e = TranscriptEntry
+        page_lines = (e.conversation_id.in_(list(by_id)), e.source == "page")
+        totals = await session.execute(
+            select(e.conversation_id, func.count(), func.max(e.seq), func.sum(text_bytes(session)))
+            .where(*page_lines)
+            .group_by(e.conversation_id)
+        )
+        gaps = []
+        for conversation_id, count, highest, size in totals:
+            entry = by_id[conversation_id]
+            entry.stored_bytes = int(size or 0)
+            if count == highest:
+                entry.seqs = set(range(1, highest + 1))
+            else:
+                gaps.append(conversation_id)
+        if gaps:  # lines missing in between (a page that skipped some): read which seqs are stored
             stored = await session.execute(
-                select(TranscriptEntry.conversation_id, TranscriptEntry.seq, text_bytes(session)).where(
-                    TranscriptEntry.conversation_id.in_(by_id), TranscriptEntry.source == "page"
-                )
+                select(e.conversation_id, e.seq).where(e.conversation_id.in_(gaps), e.source == "page")
             )
-            for conversation_id, seq, size in stored.tuples():
-                entry = by_id[conversation_id]
-                entry.seqs.add(seq)
-                entry.stored_bytes += size or 0
+            for conversation_id, seq in stored:
+                by_id[conversation_id].seqs.add(seq)
         return known
 
     def _apply(
