@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 VENDOR := static/vendor
 NPM := node_modules/.package-lock.json
 
-.PHONY: setup run test lint typecheck unit bench clean lock chromium wrk
+.PHONY: setup run test lint typecheck unit bench clean lock chromium wrk nginx
 
 setup: $(BIN)/avatar-bff $(VENDOR)/.stamp chromium
 
@@ -33,6 +33,10 @@ chromium:
 wrk:
 	@command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
 
+# nginx is the relay's yardstick in bench/relay.py (the same WebSocket traffic proxied to the same upstream).
+nginx:
+	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null; }
+
 run: setup
 	$(BIN)/avatar-bff serve --demo
 
@@ -57,7 +61,7 @@ test: setup
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-bench: setup wrk
+bench: setup wrk nginx
 	$(BIN)/python bench/page.py
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/relay.py
