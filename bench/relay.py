@@ -176,9 +176,18 @@ async def page_token(http: aiohttp.ClientSession, bff_url: str, slug: str) -> st
 
 
 async def callers(
-    http: aiohttp.ClientSession, n: int, url: str, bff_url: str | None, slug: str, at_once: int = 1
+    http: aiohttp.ClientSession,
+    n: int,
+    url: str,
+    bff_url: str | None,
+    slug: str,
+    at_once: int = 1,
+    keepers: list[asyncio.Task[None]] | None = None,
 ) -> list[Caller]:
-    """`n` connected callers; through the relay each with a page view's token, else with the flow's ids."""
+    """`n` connected callers; through the relay each with a page view's token, else with the flow's ids.
+
+    With `keepers`, each caller answers pings from the moment it is connected (a task per caller, added to
+    the list): opening thousands takes longer than Engine.IO's ping timeout."""
     made: list[Caller] = []
     gate = asyncio.Semaphore(at_once)
 
@@ -190,6 +199,8 @@ async def callers(
             else:
                 await caller.connect(url, await page_token(http, bff_url, slug), slug)
             made.append(caller)
+            if keepers is not None:
+                keepers.append(asyncio.create_task(caller.until("never")))
 
     await asyncio.gather(*(one() for _ in range(n)))
     return made
@@ -391,10 +402,10 @@ async def idle(http: aiohttp.ClientSession, svc: Services, sessions: int) -> Non
     pid = svc.pids["relay"]
     before = rss_kib(pid)
     started = time.perf_counter()
-    idle = await callers(http, sessions, svc.bff_url, svc.bff_url, "fast", at_once=32)
-    opened = time.perf_counter() - started
     # Idle like a browser tab: nothing said, heartbeats answered (else the relay drops a socket at 45 s).
-    heartbeats = [asyncio.create_task(caller.until("never")) for caller in idle]
+    heartbeats: list[asyncio.Task[None]] = []
+    idle = await callers(http, sessions, svc.bff_url, svc.bff_url, "fast", at_once=32, keepers=heartbeats)
+    opened = time.perf_counter() - started
     samples: list[tuple[int, int, int]] = []
     for wait in (5, 30):  # a ping cycle (25 s) of both legs later, too
         await asyncio.sleep(wait - (samples[-1][0] if samples else 0))
