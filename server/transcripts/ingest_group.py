@@ -63,7 +63,10 @@ class _Pending:
 class _Known:
     """What the group read about one conversation, updated as each of its batches is applied."""
 
-    conversation: Conversation
+    id: str
+    status: ConversationStatus
+    created_at: datetime
+    ended_at: datetime | None
     seqs: set[int] = field(default_factory=set)
     stored_bytes: int = 0
 
@@ -100,11 +103,14 @@ class IngestGroup:
             try:
                 alone = await self._write_group(group)
             except Exception as exc:  # any failure: write each batch on its own instead
-                log.warning("transcript ingest: a group of %d batches failed (%s); writing each alone",
-                            len(group), type(exc).__name__)  # fmt: skip
+                log.warning(
+                    "transcript ingest: a group of %d batches failed (%s); writing each alone",
+                    len(group),
+                    type(exc).__name__,
+                )
                 alone = [item for item in group if not item.answer.done()]
-            for item in alone:
-                await self._write_alone(item)
+            # Side by side, as the requests came: one that waits on the database (a retry) holds up no other.
+            await asyncio.gather(*(self._write_alone(item) for item in alone))
 
     async def _write_alone(self, item: _Pending) -> None:
         try:
@@ -134,6 +140,9 @@ class IngestGroup:
                     results.append((item, exc))
             for first in range(0, len(rows), INSERT_CHUNK):
                 await insert_entries(session, rows[first : first + INSERT_CHUNK])
+            # One UPDATE for the whole group, not one per conversation (a retry with no new line counts too).
+            applied = {item.conversation_id for item, outcome in results if isinstance(outcome, IngestResult)}
+            await conversations.record_activity_of(session, applied, now)
         # Committed: only now may the pages hear that their lines are stored.
         for item, outcome in results:
             _settle(item.answer, outcome)
@@ -141,49 +150,61 @@ class IngestGroup:
 
     async def _read(self, session: AsyncSession, group: list[_Pending]) -> dict[tuple[str, str], _Known]:
         """The group's conversations that take the common path, keyed by (conversation id, flow slug)."""
-        ids = {item.conversation_id for item in group}
-        found = await session.execute(
-            select(Conversation, Flow.slug, Flow.sdk_options)
-            .join(Flow, Flow.id == Conversation.flow_id)
-            .where(Conversation.id.in_(ids))
-        )
-        known: dict[tuple[str, str], _Known] = {}
-        for conversation, slug, options in found:
-            if stored_options(options).record_transcript:
-                known[(conversation.id, slug)] = _Known(conversation)
-        by_id = {key[0]: value for key, value in known.items()}
-        if not by_id:
-            return known
+        ids = list({item.conversation_id for item in group})
+        c, e = Conversation, TranscriptEntry
+        # One round trip: each conversation with its flow and its page lines' count, highest seq and bytes.
         # Counts, not rows: a page numbers its lines 1, 2, 3 …, so when a conversation holds as many lines as
         # its highest seq, it holds exactly 1..highest, and its seqs need not be read one by one.
-        e = TranscriptEntry
-        page_lines = (e.conversation_id.in_(list(by_id)), e.source == "page")
-        totals = await session.execute(
-            select(e.conversation_id, func.count(), func.max(e.seq), func.sum(text_bytes(session)))
-            .where(*page_lines)
+        totals = (
+            select(
+                e.conversation_id,
+                func.count().label("lines"),
+                func.max(e.seq).label("highest"),
+                func.sum(text_bytes(session)).label("bytes"),
+            )
+            .where(e.conversation_id.in_(ids), e.source == "page")
             .group_by(e.conversation_id)
+            .subquery()
         )
-        gaps = []
-        for conversation_id, count, highest, size in totals:
-            entry = by_id[conversation_id]
-            entry.stored_bytes = int(size or 0)
+        found = await session.execute(
+            select(
+                c.id,
+                c.status,
+                c.created_at,
+                c.ended_at,
+                Flow.slug,
+                Flow.sdk_options,
+                totals.c.lines,
+                totals.c.highest,
+                totals.c.bytes,
+            )
+            .join(Flow, Flow.id == c.flow_id)
+            .outerjoin(totals, totals.c.conversation_id == c.id)
+            .where(c.id.in_(ids))
+        )
+        known: dict[tuple[str, str], _Known] = {}
+        gaps: dict[str, _Known] = {}
+        for cid, status, created, ended, slug, options, count, highest, size in found:
+            if not stored_options(options).record_transcript:
+                continue  # written alone: `ingest_page_batch` answers for a flow that keeps no transcript
+            entry = known[(cid, slug)] = _Known(cid, status, created, ended, stored_bytes=int(size or 0))
             if count == highest:
-                entry.seqs = set(range(1, highest + 1))
+                entry.seqs = set(range(1, (highest or 0) + 1))
             else:
-                gaps.append(conversation_id)
+                gaps[cid] = entry
         if gaps:  # lines missing in between (a page that skipped some): read which seqs are stored
             stored = await session.execute(
-                select(e.conversation_id, e.seq).where(e.conversation_id.in_(gaps), e.source == "page")
+                select(e.conversation_id, e.seq).where(e.conversation_id.in_(list(gaps)), e.source == "page")
             )
-            for conversation_id, seq in stored:
-                by_id[conversation_id].seqs.add(seq)
+            for cid, seq in stored:
+                gaps[cid].seqs.add(seq)
         return known
 
     def _apply(
         self, item: _Pending, known: _Known, rows: list[dict[str, object]], now: datetime
     ) -> IngestResult:
         """`ingest_page_batch`'s checks and rows for one batch, against what the group holds so far."""
-        conversation = known.conversation
+        conversation = known
         new = [entry for entry in item.batch.entries if entry.seq not in known.seqs]
         if conversation.status == ConversationStatus.ENDED and new:
             raise Conflict("session_ended", "this conversation has ended; no new lines can be added")
@@ -208,7 +229,6 @@ class IngestGroup:
         )
         known.seqs.update(e.seq for e in new)
         known.stored_bytes += size
-        conversations.record_activity(conversation, now)
         return IngestResult(len(new), contiguous_high_water(known.seqs), conversation.status)
 
 
