@@ -1,7 +1,9 @@
-"""Event round trips through the relay vs straight to the simulator, measured side by side in one run;
-and the relay's memory per idle relayed session.
+"""Event round trips through the relay and through nginx vs straight to the upstream, measured side by side
+in one run, against two upstreams: the simulator, and a fast upstream that answers at once (so the proxies'
+own cost is what differs); then the relay's memory per idle relayed session.
 
-    .venv/bin/python bench/relay.py [IDLE_SESSIONS]
+    .venv/bin/python bench/relay.py [IDLE_SESSIONS]     # 5,000 by default
+    .venv/bin/python bench/relay.py 5000 --idle-only    # just the memory figure
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import asyncio
 import gc
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -37,9 +40,18 @@ FLOWS = {
             "client_id": "bench-client",
             "flow_id": "bench-flow",
             "upstream": "simulator",
-        }
+        },
+        {
+            "slug": "fast",
+            "display_name": "Fast",
+            "client_id": "fast-client",
+            "flow_id": "fast-flow",
+            "upstream": "custom",
+            "custom_endpoints": {name: "@FAST@" for name in ("socket", "whep", "api", "meet")},
+        },
     ]
 }
+FAST_UPSTREAM = [sys.executable, str(Path(__file__).resolve().parent / "fast_upstream.py")]
 
 
 def rss_kib(pid: int) -> int:
@@ -54,10 +66,19 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
+@dataclass
+class Services:
+    sim_url: str
+    fast_url: str
+    bff_url: str
+    pids: dict[str, int]  # simulator, fast, relay
+
+
 @contextmanager
-def processes(data_dir: Path) -> Iterator[tuple[str, str, dict[str, int]]]:
-    sim_port, bff_port = free_port(), free_port()
+def processes(data_dir: Path) -> Iterator[Services]:
+    sim_port, fast_port, bff_port = free_port(), free_port(), free_port()
     sim_url, bff_url = f"http://127.0.0.1:{sim_port}", f"http://127.0.0.1:{bff_port}"
+    fast_url = f"http://127.0.0.1:{fast_port}"
     env = {
         **os.environ,
         "AVATAR_BFF_ENVIRONMENT": "dev",
@@ -71,8 +92,9 @@ def processes(data_dir: Path) -> Iterator[tuple[str, str, dict[str, int]]]:
         # Every caller loads its page from this one address: lift the per-address page limit.
         "AVATAR_BFF_PAGE_VIEWS_PER_SECOND": "1000000",
         "AVATAR_BFF_PAGE_VIEWS_BURST": "1000000",
+        "AVATAR_BFF_ALLOWED_UPSTREAM_HOSTS": f"127.0.0.1:{fast_port}",
     }
-    (data_dir / "flows.json").write_text(json.dumps(FLOWS))
+    (data_dir / "flows.json").write_text(json.dumps(FLOWS).replace("@FAST@", fast_url))
     subprocess.run([*CLI, "migrate"], env=env, check=True, capture_output=True)
     subprocess.run(
         [*CLI, "flows", "import", str(data_dir / "flows.json")], env=env, check=True, capture_output=True
@@ -82,18 +104,20 @@ def processes(data_dir: Path) -> Iterator[tuple[str, str, dict[str, int]]]:
         env=env,
         stdout=subprocess.DEVNULL,
     )
+    fast = subprocess.Popen([*FAST_UPSTREAM, str(fast_port)])
     bff = subprocess.Popen(
         [*CLI, "serve", "--port", str(bff_port)],
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=(data_dir / "relay.log").open("wb"),  # its warnings and the open-files line
     )
     try:
         wait_until_up(f"{sim_url}/_sim/health")
+        wait_until_up(f"{fast_url}/_sim/health")
         wait_until_up(f"{bff_url}/healthz")
-        yield sim_url, bff_url, {"simulator": sim.pid, "relay": bff.pid}
+        yield Services(sim_url, fast_url, bff_url, {"simulator": sim.pid, "fast": fast.pid, "relay": bff.pid})
     finally:
-        for process in (bff, sim):
+        for process in (bff, fast, sim):
             process.terminate()
             process.wait()
 
@@ -122,7 +146,7 @@ class Caller:
     async def until(self, prefix: str) -> None:
         assert self.ws is not None
         while True:
-            message = await asyncio.wait_for(self.ws.receive_str(), 30)
+            message = await asyncio.wait_for(self.ws.receive_str(), None if prefix == "never" else 30)
             if message == "2":
                 await self.ws.send_str("3")  # Engine.IO pong
             elif message.startswith(prefix):
@@ -144,17 +168,42 @@ class Caller:
             await self.ws.close()
 
 
-async def callers(http: aiohttp.ClientSession, n: int, url: str, bff_url: str | None) -> list[Caller]:
-    made = []
-    for _ in range(n):
-        caller = Caller(http)
-        if bff_url is None:
-            await caller.connect(url, "bench-client", "bench-flow")
-        else:
-            html = httpx.get(f"{bff_url}/a/bench").text
-            token = json.loads(html.split('id="avatar-config">')[1].split("</script>")[0])["session"]["token"]
-            await caller.connect(url, token, "bench")
-        made.append(caller)
+async def page_token(http: aiohttp.ClientSession, bff_url: str, slug: str) -> str:
+    """The session token a visitor's page view of flow `slug` hands the SDK."""
+    async with http.get(f"{bff_url}/a/{slug}") as response:
+        html = await response.text()
+    config = json.loads(html.split('id="avatar-config">')[1].split("</script>")[0])
+    return str(config["session"]["token"])
+
+
+async def callers(
+    http: aiohttp.ClientSession,
+    n: int,
+    url: str,
+    bff_url: str | None,
+    slug: str,
+    at_once: int = 1,
+    keepers: list[asyncio.Task[None]] | None = None,
+) -> list[Caller]:
+    """`n` connected callers; through the relay each with a page view's token, else with the flow's ids.
+
+    With `keepers`, each caller answers pings from the moment it is connected (a task per caller, added to
+    the list): opening thousands takes longer than Engine.IO's ping timeout."""
+    made: list[Caller] = []
+    gate = asyncio.Semaphore(at_once)
+
+    async def one() -> None:
+        async with gate:
+            caller = Caller(http)
+            if bff_url is None:
+                await caller.connect(url, f"{slug}-client", f"{slug}-flow")
+            else:
+                await caller.connect(url, await page_token(http, bff_url, slug), slug)
+            made.append(caller)
+            if keepers is not None:
+                keepers.append(asyncio.create_task(caller.until("never")))
+
+    await asyncio.gather(*(one() for _ in range(n)))
     return made
 
 
@@ -166,6 +215,7 @@ class Target:
     url: str
     bff_url: str | None  # where pages come from, for callers that need a page session token
     pids: dict[str, int]  # processes whose CPU counts
+    slug: str  # the flow: its page on the relay, or its ids (`<slug>-client`, `<slug>-flow`) direct
 
 
 @dataclass
@@ -268,53 +318,110 @@ def report(label: str, run: Run, direct: Run) -> str:
     )
 
 
-async def compare(http: aiohttp.ClientSession, targets: dict[str, Target], n: int, per_caller: int) -> None:
+async def compare(
+    http: aiohttp.ClientSession, targets: dict[str, Target], n: int, per_caller: int
+) -> dict[str, Run]:
     """Rounds alternate between the targets, so a slow moment of the machine does not favour one of them."""
-    groups = {label: await callers(http, n, target.url, target.bff_url) for label, target in targets.items()}
+    groups = {
+        label: await callers(http, n, target.url, target.bff_url, target.slug)
+        for label, target in targets.items()
+    }
     for group in groups.values():
         await asyncio.gather(*(c.round_trips(per_caller) for c in group))  # warm up, untimed
     runs: dict[str, list[Run]] = {label: [] for label in targets}
     for _ in range(ROUNDS):
         for label, group in groups.items():
+            # The other groups wait their turn answering pings: a round can outlast Engine.IO's ping timeout.
+            keepers = [
+                asyncio.create_task(caller.until("never"))
+                for other, waiting in groups.items()
+                if other != label
+                for caller in waiting
+            ]
             runs[label].append(await measure(group, per_caller, targets[label].pids))
-    direct = median_run(runs["direct"])
+            for task in keepers:
+                task.cancel()
+            await asyncio.gather(*keepers, return_exceptions=True)
+    medians = {label: median_run(runs[label]) for label in targets}
     print(f"{n} session(s), {ROUNDS} rounds of {n * per_caller:,} round trips each:")
     for label in targets:
-        print(report(label, median_run(runs[label]) if label != "direct" else direct, direct))
+        print(report(label, medians[label], medians["direct"]))
     for group in groups.values():
         for caller in group:
             await caller.close()
+    return medians
 
 
-async def main(idle_sessions: int) -> None:
-    with tempfile.TemporaryDirectory() as tmp, processes(Path(tmp)) as (sim_url, bff_url, pids):
+async def main(idle_sessions: int, idle_only: bool) -> None:
+    # The callers' own sockets: one per idle session, raised like `serve` raises its own.
+    resource.setrlimit(resource.RLIMIT_NOFILE, (resource.getrlimit(resource.RLIMIT_NOFILE)[1],) * 2)
+    with tempfile.TemporaryDirectory() as tmp, processes(Path(tmp)) as svc:
         http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
-        with nginx_in_front_of(sim_url.removeprefix("http://"), Path(tmp) / "nginx") as nginx:
-            targets = {"direct": Target(sim_url, None, pids)}
-            if nginx is not None:
-                targets["nginx"] = Target(nginx[0], None, pids | {"nginx": nginx[1]})
-            targets["relay"] = Target(bff_url, bff_url, pids)
-            print("event round trip (checkAvailability -> availabilityResult); CPU per round trip in us")
-            await compare(http, targets, 1, 1000)
-            await compare(http, targets, 50, 200)
-            if nginx is None:
-                print("nginx: not installed, so no nginx line (apt-get install nginx-light)")
-        before = rss_kib(pids["relay"])
-        idle = await callers(http, idle_sessions, bff_url, bff_url)
-        # Idle like a browser tab: nothing said, heartbeats answered (else the relay drops a socket at 45 s).
-        heartbeats = [asyncio.create_task(caller.until("never")) for caller in idle]
-        await asyncio.sleep(2)
-        after = rss_kib(pids["relay"])
-        print(
-            f"{idle_sessions} idle relayed sessions: relay RSS {before / 1024:.0f} -> {after / 1024:.0f} MiB"
-            f" = {(after - before) / idle_sessions:.0f} KiB per session (browser socket + upstream socket)"
-        )
-        for task in heartbeats:
-            task.cancel()
-        for caller in idle:
-            await caller.close()
+        summary = []
+        upstreams = [("simulator", svc.sim_url, "bench"), ("fast upstream", svc.fast_url, "fast")]
+        for upstream, upstream_url, slug in [] if idle_only else upstreams:
+            name = "simulator" if slug == "bench" else "fast"
+            pids = {name: svc.pids[name], "relay": svc.pids["relay"]}
+            host = upstream_url.removeprefix("http://")
+            with nginx_in_front_of(host, Path(tmp) / f"nginx-{slug}") as nginx:
+                targets = {"direct": Target(upstream_url, None, {name: pids[name]}, slug)}
+                if nginx is not None:
+                    targets["nginx"] = Target(nginx[0], None, {name: pids[name], "nginx": nginx[1]}, slug)
+                targets["relay"] = Target(svc.bff_url, svc.bff_url, pids, slug)
+                print(f"{upstream}: event round trip (checkAvailability -> availabilityResult)")
+                one = await compare(http, targets, 1, 1000)
+                fifty = await compare(http, targets, 50, 200)
+            added = pct(one["relay"].timings, 50) - pct(one["direct"].timings, 50)
+            line = f"{upstream}: relay added p50 at 1 session {added:+.3f} ms"
+            if "nginx" in fifty:
+                ratio = fifty["relay"].rate / fifty["nginx"].rate
+                line += f"; relay / nginx throughput at 50 sessions {ratio:.2f}"
+            else:
+                line += "; nginx not installed (apt-get install nginx-light), so no relay / nginx ratio"
+            summary.append(line)
+        await idle(http, svc, idle_sessions)
         await http.close()
+        limits = read_lines(Path(f"/proc/{svc.pids['relay']}/limits"))
+        summary += [" ".join(line.split()) + " (the relay's, as `serve` set it)" for line in limits
+                    if line.startswith("Max open files")]  # fmt: skip
+        warnings = "\n".join(read_lines(Path(tmp) / "relay.log"))
+        if warnings:
+            print("relay's log:\n" + warnings[-2000:])
+    print("summary (targets, fast upstream: relay / nginx >= 0.80 at 50 sessions, added p50 <= 0.15 ms):")
+    for line in summary:
+        print("  " + line)
+
+
+def read_lines(path: Path) -> list[str]:
+    return path.read_text().splitlines()
+
+
+async def idle(http: aiohttp.ClientSession, svc: Services, sessions: int) -> None:
+    """Idle relayed sessions of the fast upstream's flow: the relay's RSS per session, both legs."""
+    pid = svc.pids["relay"]
+    before = rss_kib(pid)
+    started = time.perf_counter()
+    # Idle like a browser tab: nothing said, heartbeats answered (else the relay drops a socket at 45 s).
+    heartbeats: list[asyncio.Task[None]] = []
+    # A few at a time, like visitors arriving (32 at a time measured the same per session).
+    idle = await callers(http, sessions, svc.bff_url, svc.bff_url, "fast", at_once=4, keepers=heartbeats)
+    opened = time.perf_counter() - started
+    samples: list[tuple[int, int, int]] = []
+    for wait in (5, 30):  # a ping cycle (25 s) of both legs later, too
+        await asyncio.sleep(wait - (samples[-1][0] if samples else 0))
+        alive = sum(1 for caller in idle if caller.ws is not None and not caller.ws.closed)
+        samples.append((wait, rss_kib(pid), alive))
+    for wait, after, alive in samples:
+        print(
+            f"{sessions} idle relayed sessions (fast upstream; opened in {opened:.0f} s), after {wait} s:"
+            f" {alive} open; relay RSS {before / 1024:.0f} -> {after / 1024:.0f} MiB"
+            f" = {(after - before) / sessions:.1f} KiB per session (browser socket + upstream socket)"
+        )
+    for task in heartbeats:
+        task.cancel()
+    await asyncio.gather(*(caller.close() for caller in idle), return_exceptions=True)
 
 
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 1000))
+    numbers = [arg for arg in sys.argv[1:] if arg.isdigit()]
+    asyncio.run(main(int(numbers[0]) if numbers else 5000, "--idle-only" in sys.argv))

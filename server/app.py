@@ -44,7 +44,8 @@ from server.security.headers import SecurityHeadersMiddleware
 from server.security.limits import RequestLimitsMiddleware
 from server.security.signing import Signer
 from server.settings import Settings, load_settings
-from server.transcripts.ingest import IngestRateLimiter
+from server.transcripts.ingest import IngestLimits, IngestRateLimiter
+from server.transcripts.ingest_group import IngestGroup
 
 log = logging.getLogger("avatar_bff")
 
@@ -239,6 +240,13 @@ def create_app(settings: Settings, on_started: Callable[[], None] | None = None)
         shared, settings.transcript_lines_per_second, settings.transcript_line_burst
     )
     app.state.pages = pages.HostedPages(settings, db, signer, templates, assets, shared)
+    # Concurrent page batches share one transaction (group commit); each is answered after its commit.
+    app.state.ingest_group = IngestGroup(
+        db,
+        signer,
+        IngestLimits(settings.transcript_max_lines, settings.transcript_max_bytes),
+        app.state.ingest_limiter,
+    )
 
     def error_response(request: Request, status: int, code: str, message: str) -> Response:
         """The one shape of every refusal: JSON for API clients, the error page for browsers."""

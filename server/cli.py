@@ -7,6 +7,7 @@ import asyncio
 import getpass
 import importlib.util
 import json
+import logging.config
 import os
 import signal
 import subprocess
@@ -113,8 +114,11 @@ def _serve(args: argparse.Namespace, settings: Settings) -> None:
     import uvicorn
 
     from server.logs import logging_config
+    from server.open_files import raise_open_files_limit
     from server.security.slow_clients import HTTP_PROTOCOL
 
+    logging.config.dictConfig(logging_config(settings))  # uvicorn applies it again; this line logs first
+    raise_open_files_limit()
     options: dict[str, Any] = dict(
         host=args.host,
         port=args.port,

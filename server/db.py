@@ -132,3 +132,11 @@ def insert_ignoring_conflicts(
     if dialect == "postgresql":
         return postgresql_insert(table).values(rows).on_conflict_do_nothing(index_elements=keys)
     return sqlite_insert(table).values(rows).on_conflict_do_nothing(index_elements=keys)
+
+
+def insert_many_ignoring_conflicts(dialect: str, table: Any, keys: list[str]) -> Executable:
+    """The same statement without values, for `session.execute(statement, rows)`: SQLAlchemy sends the rows
+    in batches of one cached statement, where `.values(rows)` compiles (and PostgreSQL prepares) new SQL
+    for every number of rows."""
+    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    return insert(table).on_conflict_do_nothing(index_elements=keys)

@@ -18,12 +18,13 @@ from server import budgets
 from server.api.auth import require_scope
 from server.conversations import lifecycle, listing
 from server.conversations.listing import ConversationFilter
-from server.dependencies import DbDep, MetricsDep, SettingsDep, SharedDep, SignerDep
+from server.dependencies import DbDep, MetricsDep, SharedDep
 from server.errors import AppError, UnsupportedMediaType
 from server.models import Conversation, ConversationStatus, Instant
 from server.transcripts import store
 from server.transcripts.formats import as_markdown, as_text
-from server.transcripts.ingest import IngestLimits, IngestRateLimiter, PageBatch, ingest_page_batch
+from server.transcripts.ingest import PageBatch
+from server.transcripts.ingest_group import IngestGroup
 from server.transcripts.merge import CanonicalEntry
 
 router = APIRouter(prefix="/api/v1", tags=["v1"])
@@ -158,23 +159,15 @@ def require_json(request: Request) -> None:
     responses=errors(400, 401, 404, 409, 413, 415, 429, 503),
     dependencies=[Depends(require_json)],
 )
-async def ingest_from_page(
-    batch: PageBatch,
-    db: DbDep,
-    signer: SignerDep,
-    settings: SettingsDep,
-    metrics: MetricsDep,
-    request: Request,
-) -> IngestAnswer:
+async def ingest_from_page(batch: PageBatch, metrics: MetricsDep, request: Request) -> IngestAnswer:
     """Hosted pages post transcript lines here, also via `navigator.sendBeacon`.
 
     Idempotent per (session, seq): a retried batch stores nothing twice, a rejected batch stores nothing at
     all. The answer's `highest_seq` tells the page from where to resend. The first batch of a page starts
     its session."""
-    limits = IngestLimits(settings.transcript_max_lines, settings.transcript_max_bytes)
-    limiter: IngestRateLimiter = request.app.state.ingest_limiter
+    group: IngestGroup = request.app.state.ingest_group  # written with concurrent batches, one commit
     try:
-        result = await ingest_page_batch(db, signer, batch, limits, limiter)
+        result = await group.submit(batch)
     except AppError as exc:  # a refused batch stores none of its lines
         metrics.page_lines(0, len(batch.entries), exc.code)
         raise

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.conversations import lifecycle as conversations
 from server.conversations import timeline
-from server.db import Database, DatabaseUnavailable, insert_ignoring_conflicts, retry_transient
+from server.db import Database, DatabaseUnavailable, insert_many_ignoring_conflicts, retry_transient
 from server.errors import Conflict, TooLarge, TooManyRequests, Unavailable
 from server.models import ConversationStatus, Instant, TranscriptEntry, utcnow
 from server.sdk_options import stored_options
@@ -127,7 +127,7 @@ async def insert_entries(session: AsyncSession, rows: list[dict[str, object]]) -
     if rows:
         keys = ["conversation_id", "source", "seq"]
         dialect = session.get_bind().dialect.name
-        await session.execute(insert_ignoring_conflicts(dialect, TranscriptEntry, rows, keys))
+        await session.execute(insert_many_ignoring_conflicts(dialect, TranscriptEntry, keys), rows)
 
 
 def _clamp(when: datetime, earliest: datetime, latest: datetime) -> datetime:
@@ -144,16 +144,39 @@ def text_bytes(session: AsyncSession) -> ColumnElement[int]:
     )  # SQLite: a BLOB's length is in bytes
 
 
-async def _check_caps(
-    session: AsyncSession, conversation_id: str, stored: int, new: list[PageEntry], limits: IngestLimits
-) -> None:
-    """Refuse the whole batch when it would take the conversation's page transcript over a cap."""
+def check_caps_in_memory(
+    stored_lines: int, stored_bytes: int, new: list[PageEntry], limits: IngestLimits
+) -> int:
+    """Refuse a batch that would take a conversation's page transcript over a cap; return its new bytes."""
+    _check_line_cap(stored_lines, new, limits)
+    size = sum(len(entry.text.encode()) for entry in new)
+    _check_byte_cap(stored_bytes, size, limits)
+    return size
+
+
+def _check_line_cap(stored: int, new: list[PageEntry], limits: IngestLimits) -> None:
     if stored + len(new) > limits.max_lines:
         raise TooLarge(
             "transcript_too_long",
             f"this session's transcript would exceed {limits.max_lines} lines from the page "
             f"(the cap, AVATAR_BFF_TRANSCRIPT_MAX_LINES); {stored} are stored",
         )
+
+
+def _check_byte_cap(stored_bytes: int, size: int, limits: IngestLimits) -> None:
+    if size and stored_bytes + size > limits.max_bytes:
+        raise TooLarge(
+            "transcript_too_large",
+            f"this session's transcript would exceed {limits.max_bytes} bytes of text from the page "
+            "(the cap, AVATAR_BFF_TRANSCRIPT_MAX_BYTES)",
+        )
+
+
+async def _check_caps(
+    session: AsyncSession, conversation_id: str, stored: int, new: list[PageEntry], limits: IngestLimits
+) -> None:
+    """Refuse the whole batch when it would take the conversation's page transcript over a cap."""
+    _check_line_cap(stored, new, limits)
     size = sum(len(entry.text.encode()) for entry in new)
     if size:
         stored_bytes = await session.scalar(
@@ -161,12 +184,7 @@ async def _check_caps(
                 TranscriptEntry.conversation_id == conversation_id, TranscriptEntry.source == "page"
             )
         )
-        if int(stored_bytes or 0) + size > limits.max_bytes:
-            raise TooLarge(
-                "transcript_too_large",
-                f"this session's transcript would exceed {limits.max_bytes} bytes of text from the page "
-                "(the cap, AVATAR_BFF_TRANSCRIPT_MAX_BYTES)",
-            )
+        _check_byte_cap(int(stored_bytes or 0), size, limits)
 
 
 async def ingest_page_batch(
