@@ -103,6 +103,12 @@ class App(FastAPI):
         """The framework with its middleware and routes: whatever the page fast path does not answer."""
         await super().__call__(scope, receive, send)
 
+    async def drain(self) -> None:
+        """SIGTERM (`serve` calls this before uvicorn's own shutdown, its listeners already closed): readiness
+        fails, new sockets are turned away, and every relayed browser is told to reconnect elsewhere."""
+        self.state.draining = True
+        await self.state.relay.drain()
+
     async def _observed(self, scope: Scope, receive: Receive, send: Send, metrics: Metrics) -> None:
         rid = request_id_for(scope["headers"])
         header = (REQUEST_ID_HEADER, rid.encode())
@@ -140,12 +146,6 @@ def _route_template(scope: Scope) -> str:
         return "unmatched"
     path = str(getattr(route, "path", "unmatched"))
     return f"{path}/{{path}}" if isinstance(route, Mount) else path
-
-    async def drain(self) -> None:
-        """SIGTERM (`serve` calls this before uvicorn's own shutdown, its listeners already closed): readiness
-        fails, new sockets are turned away, and every relayed browser is told to reconnect elsewhere."""
-        self.state.draining = True
-        await self.state.relay.drain()
 
 
 def _opens_a_socket(scope: Any) -> bool:
