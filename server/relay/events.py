@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
 from urllib.parse import urlsplit
 
 from server.relay import genui
+from server.sdk_options import GenuiType
 
 # Everything the Socket SDK 2.7.4 emits (docs/protocol.md#client-to-server); the rest is dropped.
 CLIENT_EVENTS = frozenset(
@@ -67,20 +68,7 @@ SERVER_EVENTS = frozenset(
         "stvTaskFail",
         "debug_conversationStateChange",
         "contactCollector",
-        "showMedia",
-        "showHtml",
-        "showCode",
-        "showDiagram",
-        "showChart",
-        "showIFrame",
-        "showLatex",
-        "showGeneratedImages",
-        "showVisualChart",
-        "showVisualItems",
-        "showVisualLink",
-        "showVisualPhoto",
-        "showVisualTable",
-        "showVisualVideo",
+        *get_args(GenuiType),
         "hideVisuals",
         "hideCode",
         "hideDiagram",
