@@ -165,6 +165,10 @@ class RedisState:
         total = await self._run(lambda: self._add(keys=[self.key(key)], args=[amount, max(1, ttl_seconds)]))
         return float(total)
 
+    async def total(self, key: str) -> float:
+        value: Any = await self._run(lambda: self.client.get(self.key(key)))
+        return 0.0 if value is None else float(value)
+
     async def once(self, key: str, *, ttl_seconds: int) -> bool:
         done: Any = await self._run(
             lambda: self.client.set(self.key(key), "1", nx=True, ex=max(1, ttl_seconds))
@@ -267,6 +271,9 @@ class FallbackState:
 
     async def add(self, key: str, amount: float, *, ttl_seconds: int) -> float:
         return await self._call(lambda state: state.add(key, amount, ttl_seconds=ttl_seconds))
+
+    async def total(self, key: str) -> float:
+        return await self._call(lambda state: state.total(key))
 
     async def once(self, key: str, *, ttl_seconds: int) -> bool:
         return await self._call(lambda state: state.once(key, ttl_seconds=ttl_seconds))

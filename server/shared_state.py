@@ -41,6 +41,10 @@ class SharedState(Protocol):
         total."""
         ...
 
+    async def total(self, key: str) -> float:
+        """The counter `key`'s total (0 when there is none), without creating it."""
+        ...
+
     async def once(self, key: str, *, ttl_seconds: int) -> bool:
         """True the first time `key` is marked within `ttl_seconds`, False after."""
         ...
@@ -104,6 +108,10 @@ class InProcessState:
         self._counters[key] = (total + amount, expires)
         _bound(self._counters, self.max_keys)
         return total + amount
+
+    async def total(self, key: str) -> float:
+        total, expires = self._counters.get(key, (0.0, 0.0))
+        return total if expires > time.monotonic() else 0.0
 
     async def once(self, key: str, *, ttl_seconds: int) -> bool:
         now = time.monotonic()

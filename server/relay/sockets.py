@@ -485,7 +485,7 @@ class RelayHub:
     async def _socket_joined(self, key: str) -> bool:
         if not key:
             return False
-        return await self.shared.add(key, 0, ttl_seconds=self.settings.session_token_ttl_seconds) > 0
+        return await self.shared.total(key) > 0  # read only: a flood of connects leaves no keys behind
 
     def _note_refusal(self, token: str, reason: str) -> None:
         """On its conversation's timeline, or its flow's when none started (a forged token: nowhere)."""

@@ -100,6 +100,17 @@ async def test_a_counter_adds_up_and_is_forgotten_its_ttl_after_it_was_created(i
     assert total == 0.25
 
 
+async def test_reading_a_counter_creates_nothing(instances: Instances) -> None:
+    one, other = instances
+    assert await one.total("joined:never") == 0
+    assert await other.add("joined:once", 1, ttl_seconds=60) == 1
+    assert await one.total("joined:once") == 1
+    if isinstance(one, RedisState):  # a flood of reads must leave no keys behind
+        assert not await one.client.exists(one.key("joined:never"))
+    else:
+        assert isinstance(one, InProcessState) and "joined:never" not in one._counters
+
+
 async def test_once_is_true_only_the_first_time_until_its_mark_expires(instances: Instances) -> None:
     one, other = instances
     assert await one.once("used:abc", ttl_seconds=1)
