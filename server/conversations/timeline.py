@@ -20,11 +20,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, func, or_, select
-from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.conversations import lifecycle
-from server.db import Database
+from server.db import Database, is_transient
 from server.models import Conversation, ConversationEvent, ConversationStatus, Flow, utcnow
 from server.security.signing import Signer
 
@@ -85,7 +85,6 @@ FLUSH_INTERVAL = 0.25
 # flood of refused sockets makes a few rows a minute, not one each.
 UNSTARTED_INTERVAL = 10.0
 UNSTARTED_KEPT = timedelta(days=31)
-_UNAVAILABLE = (OperationalError, InterfaceError, DisconnectionError)
 
 
 @dataclass(frozen=True)
@@ -340,14 +339,21 @@ class TimelineRecorder:
                         await _insert_unstarted(session, self._unstarted)
                         self._unstarted.clear()
                         self._unstarted_written = time.monotonic()
-            except _UNAVAILABLE as exc:
-                log.error(
-                    "timeline: could not write %d event(s) (%s); will retry", len(events), type(exc).__name__
-                )
-                self._queue = (events + self._queue)[:MAX_QUEUE]
-            except SQLAlchemyError as exc:  # a conversation erased between the check and the write
-                self.dropped["rejected"] += len(events)
-                log.warning("timeline: dropped %d event(s) (%s)", len(events), type(exc).__name__)
+            except Exception as exc:
+                if is_transient(exc):  # the database is away or restarting
+                    log.error(
+                        "timeline: could not write %d event(s) (%s); will retry",
+                        len(events),
+                        type(exc).__name__,
+                    )
+                    self._queue = (events + self._queue)[:MAX_QUEUE]
+                elif isinstance(
+                    exc, SQLAlchemyError
+                ):  # a conversation erased between the check and the write
+                    self.dropped["rejected"] += len(events)
+                    log.warning("timeline: dropped %d event(s) (%s)", len(events), type(exc).__name__)
+                else:
+                    raise
 
     def _unstarted_due(self) -> bool:
         return bool(self._unstarted) and time.monotonic() - self._unstarted_written >= UNSTARTED_INTERVAL

@@ -8,11 +8,11 @@ from collections import Counter
 from datetime import datetime
 
 from sqlalchemy import func, select
-from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.conversations import lifecycle as conversations
-from server.db import Database
+from server.db import Database, is_transient
 from server.models import Conversation, Flow, TranscriptEntry, utcnow
 from server.sdk_options import stored_options
 from server.transcripts.ingest import insert_entries, text_bytes
@@ -20,8 +20,6 @@ from server.transcripts.ingest import insert_entries, text_bytes
 log = logging.getLogger("avatar_bff.transcripts")
 FLUSH_INTERVAL = 0.25
 MAX_QUEUE = 10_000
-# The database cannot be reached: retry later. Any other error is about the rows themselves.
-_UNAVAILABLE = (OperationalError, InterfaceError, DisconnectionError)
 
 
 class TranscriptTap:
@@ -118,11 +116,14 @@ class TranscriptTap:
             return
         try:
             await self._store(lines, ended)
-        except _UNAVAILABLE as exc:
-            self._retry_later(lines, ended, exc)
-        except SQLAlchemyError:
-            # One bad row (or a conversation erased meanwhile) must not hold back everyone else's lines.
-            await self._store_one_by_one(lines, ended)
+        except Exception as exc:
+            if is_transient(exc):  # the database is away or restarting: all of it again later
+                self._retry_later(lines, ended, exc)
+            elif isinstance(exc, SQLAlchemyError):
+                # One bad row (or a conversation erased meanwhile) must not hold back everyone else's lines.
+                await self._store_one_by_one(lines, ended)
+            else:
+                raise
 
     async def _not_recorded(self, db: AsyncSession, lines: list[dict[str, object]]) -> set[str]:
         """Conversations among `lines` whose flow keeps no transcript (privacy): their lines are dropped."""
@@ -161,7 +162,9 @@ class TranscriptTap:
         for index, (conversation_id, its_lines) in enumerate(pending):
             try:
                 await self._store_conversation(conversation_id, its_lines, ended.get(conversation_id))
-            except SQLAlchemyError as exc:  # even a lone line or a read fails: the database is the problem
+            except Exception as exc:  # even a lone line or a read fails: the database is the problem
+                if not isinstance(exc, SQLAlchemyError) and not is_transient(exc):
+                    raise
                 rest = pending[index:]
                 self._retry_later(
                     [line for _, group in rest for line in group],
@@ -181,16 +184,15 @@ class TranscriptTap:
         try:
             await self._store(lines, its_ended)
             return
-        except _UNAVAILABLE:
-            raise
-        except SQLAlchemyError:
-            pass
+        except SQLAlchemyError as exc:
+            if is_transient(exc):
+                raise
         for line in lines:
             try:
                 await self._store([line], {})
-            except _UNAVAILABLE:
-                raise
             except SQLAlchemyError as exc:
+                if is_transient(exc):
+                    raise
                 self.dropped["rejected"] += 1
                 log.error("transcript tap: dropped a line the database refused (%s)", type(exc).__name__)
         await self._store([], its_ended)
