@@ -365,4 +365,7 @@ class TimelineRecorder:
                 await asyncio.wait_for(self._wake.wait(), UNSTARTED_INTERVAL if self._unstarted else None)
             self._wake.clear()
             await asyncio.sleep(FLUSH_INTERVAL)
-            await asyncio.shield(self.flush())
+            try:
+                await asyncio.shield(self.flush())
+            except Exception as exc:  # an unforeseen error loses this batch, never the writer itself
+                log.error("timeline: a write failed (%s); writing on", type(exc).__name__)

@@ -210,4 +210,9 @@ class TranscriptTap:
             await self._wake.wait()
             self._wake.clear()
             await asyncio.sleep(FLUSH_INTERVAL)  # gather a batch
-            await asyncio.shield(self.flush())  # stop() waits for a write in progress instead of cutting it
+            try:
+                await asyncio.shield(
+                    self.flush()
+                )  # stop() waits for a write in progress instead of cutting it
+            except Exception as exc:  # an unforeseen error loses this batch, never the writer itself
+                log.error("transcript tap: a write failed (%s); writing on", type(exc).__name__)
