@@ -73,6 +73,7 @@ bench: setup wrk nginx
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/relay.py
 	$(BIN)/python bench/simulator_load.py
+	$(BIN)/python bench/cluster_load.py
 
 # Regenerate requirements/*.lock from pyproject.toml with pip-tools (in a venv of its own), on Python 3.11.
 # Pins already in the locks are kept: `make lock LOCK_ARGS=--upgrade` moves everything to the newest releases.

@@ -133,24 +133,30 @@ class Caller:
     def __init__(self, http: aiohttp.ClientSession) -> None:
         self.http = http
         self.ws: aiohttp.ClientWebSocketResponse | None = None
+        self.sid = ""  # the Engine.IO session id (behind the cluster's nginx it starts with the instance id)
 
-    async def connect(self, url: str, client: str, flow: str) -> None:
+    async def connect(
+        self, url: str, client: str, flow: str, sticky_id: str = "b" * 16, extra: dict[str, str] | None = None
+    ) -> None:
         query = httpx.QueryParams(
-            {"client": client, "flowId": flow, "stickyId": "b" * 16, "EIO": "4", "transport": "websocket"}
-        )
+            {"client": client, "flowId": flow, "stickyId": sticky_id, **(extra or {}), "EIO": "4",
+             "transport": "websocket"}
+        )  # fmt: skip
         self.ws = await self.http.ws_connect(f"ws{url.removeprefix('http')}/socket.io/?{query}", compress=0)
-        await self.until("0")  # Engine.IO open
+        opened = await self.until("0")  # Engine.IO open
+        self.sid = str(json.loads(opened[1:]).get("sid", ""))
         await self.ws.send_str("40")
         await self.until('42["onServerConnected"')
 
-    async def until(self, prefix: str) -> None:
+    async def until(self, prefix: str) -> str:
+        """The next message starting with `prefix`, answering pings meanwhile."""
         assert self.ws is not None
         while True:
             message = await asyncio.wait_for(self.ws.receive_str(), None if prefix == "never" else 30)
             if message == "2":
                 await self.ws.send_str("3")  # Engine.IO pong
             elif message.startswith(prefix):
-                return
+                return message
 
     async def round_trips(self, count: int) -> list[float]:
         assert self.ws is not None
@@ -201,10 +207,15 @@ async def callers(
                 await caller.connect(url, await page_token(http, bff_url, slug), slug)
             made.append(caller)
             if keepers is not None:
-                keepers.append(asyncio.create_task(caller.until("never")))
+                keepers.append(asyncio.create_task(keep(caller)))
 
     await asyncio.gather(*(one() for _ in range(n)))
     return made
+
+
+async def keep(caller: Caller) -> None:
+    """Answer a caller's pings until cancelled."""
+    await caller.until("never")
 
 
 ROUNDS = 5
@@ -333,7 +344,7 @@ async def compare(
         for label, group in groups.items():
             # The other groups wait their turn answering pings: a round can outlast Engine.IO's ping timeout.
             keepers = [
-                asyncio.create_task(caller.until("never"))
+                asyncio.create_task(keep(caller))
                 for other, waiting in groups.items()
                 if other != label
                 for caller in waiting
