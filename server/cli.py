@@ -115,6 +115,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> None:
 
     from server.logs import logging_config
     from server.open_files import raise_open_files_limit
+    from server.relay.browser_websocket import WS_PROTOCOL
     from server.security.slow_clients import HTTP_PROTOCOL
 
     logging.config.dictConfig(logging_config(settings))  # uvicorn applies it again; this line logs first
@@ -127,6 +128,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> None:
         proxy_headers=True,
         forwarded_allow_ips=settings.forwarded_allow_ips,  # only the balancer may say who the client is
         http=HTTP_PROTOCOL,  # httptools with a deadline for request headers
+        ws=WS_PROTOCOL,  # uvicorn's default, keeping less per idle socket
         ws_max_size=4 * 1024 * 1024,
         ws_per_message_deflate=False,  # signaling is small JSON; deflate costs ~40 KB per idle socket
         # A request that never completes (a client that stops sending its body) must not hold a stop forever.

@@ -28,6 +28,7 @@ from server import migrate
 from server.db import Database
 from server.errors import NotFound
 from server.flows import demo_document, import_document
+from server.relay.browser_websocket import WS_PROTOCOL
 from server.settings import Settings, load_settings
 from server.transcripts.merge import CanonicalEntry
 from server.transcripts.store import transcript_of
@@ -176,6 +177,7 @@ class ServerThread:
             port=self.port,
             log_level="warning",
             lifespan="on",
+            ws=WS_PROTOCOL,  # the WebSocket protocol `serve` runs
             timeout_graceful_shutdown=max(int(stop_timeout) - 3, 1),  # like `serve`: a stop is bounded
         )
         self.server = uvicorn.Server(config)
