@@ -4,6 +4,7 @@ CSRF refused when missing, wrong or another session's; viewers refused; nobody s
 from __future__ import annotations
 
 import re
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,8 @@ def _api_routes(routes: list[Any], prefix: str = "") -> Iterator[tuple[str, APIR
 
 
 def _state_changing_routes() -> list[tuple[str, str]]:
-    app = create_app(make_settings(Path("unused")))
+    with tempfile.TemporaryDirectory() as data_dir:  # at collection: no test's tmp_path exists yet
+        app = create_app(make_settings(Path(data_dir)))
     found: list[tuple[str, str]] = []
     for path, route in _api_routes(app.routes):
         if path.startswith(ADMIN_PREFIX):
