@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TypeVar
 from urllib.parse import parse_qs, urlsplit
 
+import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
@@ -58,6 +59,14 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         in_a_thread(lambda: database.__exit__(None, None, None))
 
 
+def what_each_side_saw(page: Page, cluster: Cluster) -> str:
+    """For a failure's message: the SDK's state and the events each simulator session heard from the relay."""
+    state = page.evaluate("() => window.avatarPage.sdk.getState()")
+    sessions = httpx.get(f"http://127.0.0.1:{cluster.simulator_port}/_sim/sessions").json()
+    heard = [[e["event"] for e in s["events"] if e["dir"] == "in"] for s in sessions]
+    return f"SDK state {state!r}; each upstream session heard {heard}"
+
+
 def talk(page: Page, said: str, answer: str) -> None:
     page.get_by_label("Type a message").fill(said)
     page.get_by_role("button", name="Send").click()
@@ -88,7 +97,10 @@ def test_a_conversation_survives_its_instance_and_new_ones_start_after(
     assert instances[-1] != holder  # the other instance holds it now
     greetings = page.locator("#transcript li", has_text="Hello Ana!")
     expect(greetings).to_have_count(2, timeout=30_000)  # upstream re-opened there with the same page token
-    # Open (issue 15 note): a line typed right after this was not answered in most runs; not asserted yet.
+    try:
+        talk(page, "show me a table", "Here is a table.")  # typed right after the failover
+    except AssertionError as failed:
+        raise AssertionError(f"{failed}\n{what_each_side_saw(page, cluster)}") from None
 
     newcomer = page.context.new_page()
     newcomer.goto(f"{cluster.url}/a/demo?first_name=Bo")
