@@ -43,7 +43,7 @@ ERROR_MEANINGS = {
     401: "No token, or one that is not valid, expired or revoked.",
     403: "The token lacks the scope this operation needs.",
     404: "No such session.",
-    409: "The conversation has ended; nothing new can be added.",
+    409: "The conversation ended more than 2 minutes ago (or was erased); nothing new can be added.",
     413: "The request body is too large, or the session's transcript would exceed a cap.",
     415: "The body is not application/json.",
     429: "Too many lines for this session too quickly; the message says when to retry.",
@@ -164,7 +164,8 @@ async def ingest_from_page(batch: PageBatch, metrics: MetricsDep, request: Reque
 
     Idempotent per (session, seq): a retried batch stores nothing twice, a rejected batch stores nothing at
     all. The answer's `highest_seq` tells the page from where to resend. The first batch of a page starts
-    its session."""
+    its session. Lines still land for 2 minutes after the conversation ends (the relay, an operator or a
+    budget may end it while the page holds its last lines); after that they are refused with 409."""
     group: IngestGroup = request.app.state.ingest_group  # written with concurrent batches, one commit
     try:
         result = await group.submit(batch)

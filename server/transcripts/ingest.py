@@ -22,6 +22,9 @@ from server.shared_state import SharedState
 
 # How far a page's clock may be off ours: its timestamps are clamped to the conversation's life, plus this.
 CLOCK_SKEW = timedelta(minutes=2)
+# An ended conversation still takes a page's new lines this long after its end: when the relay, an operator,
+# a budget or the idle sweep ends it, the page still holds its last lines, and its final flush follows.
+LATE_LINES = CLOCK_SKEW
 NOT_STARTED = "not_started"  # the status answered while a page's conversation has not started
 MAX_ENTRIES_PER_BATCH = 500
 MAX_TEXT_CHARS = 10_000
@@ -128,6 +131,16 @@ async def insert_entries(session: AsyncSession, rows: list[dict[str, object]]) -
         keys = ["conversation_id", "source", "seq"]
         dialect = session.get_bind().dialect.name
         await session.execute(insert_many_ignoring_conflicts(dialect, TranscriptEntry, keys), rows)
+
+
+def refuse_if_long_ended(status: ConversationStatus, ended_at: datetime | None, now: datetime) -> None:
+    """New lines for a conversation that ended more than `LATE_LINES` ago are refused."""
+    if status == ConversationStatus.ENDED and (ended_at is None or now - ended_at > LATE_LINES):
+        minutes = int(LATE_LINES.total_seconds() // 60)
+        raise Conflict(
+            "session_ended",
+            f"this conversation ended more than {minutes} minutes ago; no new lines can be added",
+        )
 
 
 def _clamp(when: datetime, earliest: datetime, latest: datetime) -> datetime:
@@ -242,12 +255,12 @@ async def _ingest(
             ).scalars()
         )
         new = [entry for entry in batch.entries if entry.seq not in existing]
-        if conversation.status == ConversationStatus.ENDED and new:
-            raise Conflict("session_ended", "this conversation has ended; no new lines can be added")
+        now = utcnow()
+        if new:
+            refuse_if_long_ended(conversation.status, conversation.ended_at, now)
         await _check_caps(session, conversation.id, len(existing), new, limits)
         if limiter is not None and new:
             await limiter.charge(conversation.id, len(new))
-        now = utcnow()
         earliest = conversation.created_at - CLOCK_SKEW
         latest = (conversation.ended_at or now) + CLOCK_SKEW
         await insert_entries(

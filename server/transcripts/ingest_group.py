@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from server.conversations import lifecycle as conversations
 from server.conversations.page_token import read_page_token
 from server.db import Database
-from server.errors import AppError, Conflict
+from server.errors import AppError
 from server.models import Conversation, ConversationStatus, Flow, TranscriptEntry, utcnow
 from server.sdk_options import stored_options
 from server.security.signing import Signer
@@ -42,6 +42,7 @@ from server.transcripts.ingest import (
     entry_rows,
     ingest_page_batch,
     insert_entries,
+    refuse_if_long_ended,
     text_bytes,
 )
 
@@ -206,8 +207,8 @@ class IngestGroup:
         """`ingest_page_batch`'s checks and rows for one batch, against what the group holds so far."""
         conversation = known
         new = [entry for entry in item.batch.entries if entry.seq not in known.seqs]
-        if conversation.status == ConversationStatus.ENDED and new:
-            raise Conflict("session_ended", "this conversation has ended; no new lines can be added")
+        if new:
+            refuse_if_long_ended(conversation.status, conversation.ended_at, now)
         size = check_caps_in_memory(len(known.seqs), known.stored_bytes, new, self._limits)
         if self._limiter is not None and new:
             await self._limiter.charge(conversation.id, len(new))

@@ -4,7 +4,7 @@ after its lines are committed, and one bad batch fails alone (SQLite, then Postg
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import event, func, select, text
@@ -140,7 +140,7 @@ def test_refused_batches_fail_alone_and_the_rest_are_stored(backend: Settings) -
             good = [await factories.start_conversation(db, signer) for _ in range(3)]
             full = await factories.start_conversation(db, signer)
             ended = await factories.start_conversation(db, signer)
-            await factories.age_conversation(db, ended.id, ended_at=datetime.now(UTC))
+            await factories.age_conversation(db, ended.id, ended_at=datetime.now(UTC) - timedelta(minutes=3))
             fresh_id, fresh_token = issue_page_token(signer, "demo", None, {}, "http://page", 60)
             closing = await factories.start_conversation(db, signer)
             group = IngestGroup(db, signer, LIMITS, None)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -40,6 +40,11 @@ async def scenario(settings: Settings) -> None:
         assert (first.stored, first.highest_seq, again.stored, again.highest_seq) == (3, 2, 0, 2)
         assert [e.text for e in await transcript_of(db, conversation_id)] == ["line 1", "line 2", "line 4"]
         await ingest_page_batch(db, signer, PageBatch(token=token, entries=[], final=True), LIMITS)
+        late = PageBatch(token=token, entries=[lines[0].model_copy(update={"seq": 5})])
+        assert (await ingest_page_batch(db, signer, late, LIMITS)).stored == 1  # just after the end: kept
+        await factories.age_conversation(
+            db, conversation_id, ended_at=datetime.now(UTC) - timedelta(minutes=3)
+        )
         with pytest.raises(Conflict) as refused:
             await ingest_page_batch(
                 db, signer, PageBatch(token=token, entries=[lines[0].model_copy(update={"seq": 9})]), LIMITS

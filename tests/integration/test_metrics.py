@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -13,12 +14,14 @@ from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 
 from server.app import create_app
+from server.models import utcnow
 from server.relay.whep import whep_proxy_path
 from server.security.signing import Signer
 from server.settings import Settings
+from tests import factories
 from tests.integration.test_relay import FakeSdk, no_upstream_left, page_session, refused
 from tests.integration.test_whep_proxy import UPSTREAM, live_conversation, offer
-from tests.support import ServerThread, eventually_async, prepared_settings
+from tests.support import ServerThread, database, eventually_async, prepared_settings
 
 TOKEN = "metrics-" + "t" * 40
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -108,8 +111,8 @@ async def test_a_relayed_conversation_moves_each_counter_by_what_happened(
 async def test_page_ingest_counts_stored_and_refused_lines(
     watched: tuple[ServerThread, FastAPI, Settings],
 ) -> None:
-    server, _, _ = watched
-    _, token = page_session(server)
+    server, _, settings = watched
+    conversation_id, token = page_session(server)
     before = scrape(server)
     lines = [
         {"seq": seq, "role": "User", "text": f"line {seq}", "timestamp": "2026-01-01T00:00:00Z"}
@@ -119,6 +122,8 @@ async def test_page_ingest_counts_stored_and_refused_lines(
     assert answer.json()["stored"] == 3
     ended = {"token": token, "entries": [], "final": True}
     assert httpx.post(f"{server.url}/api/v1/page/transcript", json=ended).status_code == 200
+    async with database(settings) as db:  # ended long enough ago for late lines to be refused
+        await factories.age_conversation(db, conversation_id, ended_at=utcnow() - timedelta(minutes=3))
     late = [{**lines[0], "seq": 4}, {**lines[0], "seq": 5}]
     refused_batch = httpx.post(f"{server.url}/api/v1/page/transcript", json={"token": token, "entries": late})
     assert refused_batch.status_code == 409

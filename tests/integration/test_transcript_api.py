@@ -19,6 +19,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
+from server import budgets
 from server.app import create_app
 from server.db import Database
 from server.housekeeping import housekeeping_pass
@@ -102,14 +103,40 @@ def test_highest_seq_tells_the_page_what_to_resend(live_server: ServerThread) ->
     assert post(live_server, {"token": token, "entries": [entry(2)]}).json()["highest_seq"] == 3
 
 
-def test_final_flush_ends_the_session_and_later_lines_are_refused(live_server: ServerThread) -> None:
-    _, token = open_page(live_server)
+def test_final_flush_ends_the_session_and_lines_long_after_are_refused(
+    live_server: ServerThread, settings: Settings
+) -> None:
+    session_id, token = open_page(live_server)
     assert (
         post(live_server, {"token": token, "entries": [entry(1)], "final": True}).json()["status"] == "ended"
     )
     assert post(live_server, {"token": token, "entries": [entry(1)]}).status_code == 200  # a retry is fine
+    ended_at = utcnow() - timedelta(minutes=3)
+    with_database(settings, lambda db: factories.age_conversation(db, session_id, ended_at=ended_at))
     late = post(live_server, {"token": token, "entries": [entry(2)]})
     assert late.status_code == 409 and late.json()["code"] == "session_ended"
+    assert "ended more than 2 minutes ago" in late.json()["message"]
+    assert stored_count(settings, session_id) == 1
+
+
+def test_the_page_s_last_lines_land_after_an_end_it_did_not_see_coming(
+    live_server: ServerThread, settings: Settings
+) -> None:
+    """An operator (or a budget, or the relay) ends the conversation while the page still holds lines: its
+    final flush, seconds later, stores them, and the conversation stays ended for the operator's reason."""
+    session_id, token = open_page(live_server)
+    assert post(live_server, {"token": token, "entries": [entry(1)]}).status_code == 200
+    with_database(settings, lambda db: budgets.end_conversation(db, session_id, "admin"))
+    last = post(live_server, {"token": token, "entries": [entry(2, "User"), entry(3)], "final": True})
+    assert last.status_code == 200, last.text
+    assert last.json() == {"stored": 2, "highest_seq": 3, "status": "ended", "recorded": True}
+    assert stored_count(settings, session_id) == 3
+
+    async def reason() -> str | None:
+        async with db_session(settings) as db:
+            return await db.scalar(select(Conversation.end_reason).where(Conversation.id == session_id))
+
+    assert asyncio.run(reason()) == "ended_by_operator"
 
 
 @pytest.mark.parametrize(
