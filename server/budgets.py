@@ -145,6 +145,22 @@ async def end_conversation(db: Database, conversation_id: str, actor: str) -> bo
     return True
 
 
+async def ended_by_operator(db: Database, conversation_ids: list[str]) -> set[str]:
+    """Which of these conversations an operator ended. The relay's control message reaches every instance
+    at once; this read, at each budget check, ends the bridges of an instance that missed it (Redis down)."""
+    if not conversation_ids:
+        return set()
+    async with db.reading() as session:
+        found = await session.scalars(
+            select(Conversation.id).where(
+                Conversation.id.in_(conversation_ids),
+                Conversation.status == ConversationStatus.ENDED,
+                Conversation.end_reason == "ended_by_operator",
+            )
+        )
+        return set(found)
+
+
 # Usage, in shared state. Keys are namespaced here only; both the relay and the readers use these.
 
 

@@ -5,7 +5,8 @@ conversations-at-once cap; it holds the conversation's slot in shared state (hel
 reconnect, on any instance, does not count twice). Every `budget_check_seconds`, `check` re-reads budgets and
 switches from the database (so a switch used on any instance is seen everywhere within that interval), adds
 each live bridge's relayed seconds to its flow's counter of the day, renews the held slots (an instance that
-dies stops renewing, and its slots come back after the lease), and ends the bridges that went over a limit.
+dies stops renewing, and its slots come back after the lease), and ends the bridges that went over a limit or
+whose conversation an operator ended (in case this instance missed that message).
 """
 
 from __future__ import annotations
@@ -186,6 +187,7 @@ class BudgetGuard:
         ending: dict[str, list[Bridge]] = defaultdict(list)
         seconds: dict[int, float] = defaultdict(float)
         by_flow: dict[int, list[Bridge]] = defaultdict(list)
+        ended = await budgets.ended_by_operator(self.db, [bridge.conversation_id for bridge in live])
         for bridge in live:
             budget = self.budgets.flows.get(bridge.flow_slug)
             if budget is None:
@@ -193,7 +195,11 @@ class BudgetGuard:
             seconds[budget.flow_id] += now - bridge.counted
             bridge.counted = now
             by_flow[budget.flow_id].append(bridge)
-            reason = self._over(bridge, budget, now, wall)
+            reason = (
+                "ended_by_operator"
+                if bridge.conversation_id in ended
+                else self._over(bridge, budget, now, wall)
+            )
             if reason is not None:
                 ending[reason].append(bridge)
         day = budgets.today(wall)

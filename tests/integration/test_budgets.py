@@ -209,3 +209,16 @@ async def test_an_operator_ends_a_live_conversation_from_the_console(budget_rela
     assert heard and all(line in stored for line in heard)
     assert await refused(server, token) == STOP_SENTENCES["ended_by_operator"]
     await _no_upstreams(app)
+
+
+async def test_an_operator_s_end_reaches_a_relay_that_missed_the_message(budget_relay: Relay) -> None:
+    """Ended in the database only (as when Redis is down and the control message reaches no other instance):
+    the relay holding the conversation ends it at its next budget check."""
+    server, app, settings = budget_relay
+    sdk, conversation_id, token = await live_sdk(server)
+    async with database(settings) as db:
+        assert await budgets.end_conversation(db, conversation_id, "ops@example.com")
+    await asyncio.wait_for(sdk.disconnected.wait(), 10 * CHECK)
+    assert (await ended(settings, conversation_id)).end_reason == "ended_by_operator"
+    assert await refused(server, token) == STOP_SENTENCES["ended_by_operator"]
+    await _no_upstreams(app)
