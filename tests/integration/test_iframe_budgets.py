@@ -23,7 +23,7 @@ from server.models import Conversation, ConversationEvent
 from server.page_budgets import heartbeat_interval
 from server.security.signing import PAGE_SESSION, Signer
 from server.settings import Settings
-from tests.factories import change_flow
+from tests.factories import change_flow, create_api_token
 from tests.integration.test_relay import FakeSdk, page_session, refused
 from tests.support import ServerThread, database, db_session, eventually_async, prepared_settings
 
@@ -341,3 +341,31 @@ async def test_bad_questions_are_refused_with_a_clear_message_never_a_500(
     _, busy = iframe_page(server)
     statuses = [(await http.post(PATH, json={"token": busy, "action": "end"})).status_code for _ in range(14)]
     assert statuses[:10] == [200] * 10 and 429 in statuses
+
+
+async def test_the_usage_figures_include_iframe_conversations_and_the_endpoint_is_documented(
+    served: Served, http: httpx.AsyncClient
+) -> None:
+    server, _, settings = served
+    await set_budget(settings, max_concurrent=3)
+    await asyncio.sleep(CHECK)
+    async with database(settings) as db:
+        reader = await create_api_token(db, "budgets:read")
+    _, token = iframe_page(server)
+    assert (await ask(http, token))["go"]
+    await asyncio.sleep(BEAT)
+    assert (await ask(http, token, "beat"))["go"]
+    report = await http.get("/api/v1/budgets", headers={"Authorization": f"Bearer {reader}"})
+    (row,) = [flow for flow in report.json()["flows"] if flow["flow"] == "demo-iframe"]
+    assert row["live"] == 1 and row["max_concurrent"] == 3  # (its minutes: see the test of counting)
+    await ask(http, token, "end")
+    report = await http.get("/api/v1/budgets", headers={"Authorization": f"Bearer {reader}"})
+    (row,) = [flow for flow in report.json()["flows"] if flow["flow"] == "demo-iframe"]
+    assert row["live"] == 0
+
+    spec = (await http.get("/api/openapi.json")).json()
+    operation = spec["paths"][PATH]["post"]
+    errors = {status for status in operation["responses"] if status.startswith("4")}
+    assert errors == {"400", "401", "404", "409", "413", "415", "429"}
+    body = operation["requestBody"]["content"]["application/json"]["schema"]
+    assert body["properties"]["action"]["enum"] == ["admit", "beat", "end"]
