@@ -54,6 +54,16 @@ def clock_key(conversation_id: str) -> str:
     return f"budget:page-clock:{conversation_id}"
 
 
+def heard_key(conversation_id: str) -> str:
+    """When a beat last found a new line of the visitor's (seconds since the epoch, as a counter's total)."""
+    return f"budget:page-heard:{conversation_id}"
+
+
+def lines_key(conversation_id: str) -> str:
+    """How many of the visitor's lines the last beat found stored."""
+    return f"budget:page-lines:{conversation_id}"
+
+
 @dataclass(frozen=True)
 class Verdict:
     go: bool
@@ -99,10 +109,14 @@ class PageBudgets:
         return read_page_token(self.signer, token)  # Unauthenticated (401) naming why, for a bad token
 
     async def current(self) -> Budgets:
-        """Budgets and switches as read at most `check_seconds` ago: as fresh as the relay's."""
+        """Budgets and switches as read at most `check_seconds` ago: as fresh as the relay's (the last ones
+        read while the database does not answer)."""
         async with self._reading:
             if time.monotonic() - self._read_at >= self.check_seconds:
-                self._budgets = await budgets.load(self.db)
+                try:
+                    self._budgets = await budgets.load(self.db)
+                except Exception as exc:
+                    log.warning("budgets: could not be read for a page (%s)", type(exc).__name__)
                 self._read_at = time.monotonic()
         return self._budgets
 
@@ -130,7 +144,8 @@ class PageBudgets:
                 await self._let_go(budget, claims.conversation_id)
             raise
         # Time is counted from here; a Retry of the same conversation does not count the pause before it.
-        await self._reset_clock(claims.conversation_id)
+        await self._set_clock(clock_key(claims.conversation_id))
+        await self._set_clock(heard_key(claims.conversation_id))  # a Start or Retry is the visitor's doing
         return GO
 
     async def _refusal(self, state: Budgets, budget: FlowBudget | None, conversation_id: str) -> str | None:
@@ -156,6 +171,7 @@ class PageBudgets:
 
     async def beat(self, claims: PageClaims, token: str) -> Verdict:
         """A live page's heartbeat: its time counted, its slot renewed, or the reason it must stop."""
+        state, budget = await self._budget_of(claims.flow_slug)
         async with self.db.reading() as session:
             page = await lifecycle.resolve_page_token(
                 session, self.signer, token, start=False, late_lines=True
@@ -163,9 +179,9 @@ class PageBudgets:
             conversation = page.conversation
             if conversation is None:
                 raise Conflict("not_admitted", "This conversation was not started here. Reload the page.")
+            idle_cut = budget is not None and budget.idle_cut_seconds is not None
             recording = stored_options(page.flow.sdk_options).record_transcript
-            heard_at = await self._visitor_heard_at(session, conversation) if recording else None
-        state, budget = await self._budget_of(claims.flow_slug)
+            lines = await self._visitor_lines(session, conversation.id) if idle_cut and recording else None
         if conversation.status == ConversationStatus.ENDED:  # an operator ended it, or an earlier stop
             if budget is not None:
                 await self._let_go(budget, conversation.id)
@@ -173,7 +189,8 @@ class PageBudgets:
         if budget is None:
             return GO
         used = await self._count(budget, conversation.id)
-        reason = self._over(state, budget, conversation, used, heard_at)
+        silent = None if lines is None else await self._silent_for(conversation, lines)
+        reason = self._over(state, budget, conversation, used, silent)
         if reason is not None:
             await self._stop(budget, conversation.id, reason)
             return stop(reason)
@@ -204,7 +221,7 @@ class PageBudgets:
         budget: FlowBudget,
         conversation: Conversation,
         used: float | None,
-        heard_at: datetime | None,
+        silent: float | None,
     ) -> str | None:
         if state.all_killed or budget.killed:
             return "kill_switch"
@@ -216,25 +233,38 @@ class PageBudgets:
             return "budget_duration"
         if budget.minutes_per_day is not None and used is not None and used >= budget.minutes_per_day * 60:
             return "budget_minutes"
-        if (
-            budget.idle_cut_seconds is not None
-            and heard_at is not None
-            and (now - heard_at).total_seconds() >= budget.idle_cut_seconds
-        ):
+        if budget.idle_cut_seconds is not None and silent is not None and silent >= budget.idle_cut_seconds:
             return "budget_idle"
         return None
 
-    async def _visitor_heard_at(self, session: AsyncSession, conversation: Conversation) -> datetime:
-        """When the visitor last spoke or typed, as far as we can tell: their latest transcript line the page
-        posted (the page flushes its lines before each beat), else the conversation's start."""
-        latest = await session.scalar(
-            select(func.max(TranscriptEntry.timestamp)).where(
-                TranscriptEntry.conversation_id == conversation.id,
+    async def _visitor_lines(self, session: AsyncSession, conversation_id: str) -> int:
+        """How many lines of the visitor's (spoken or typed) the page has posted; it flushes them before each
+        beat. Their timestamps are the visitor's clock: when they arrived is told by the beats instead."""
+        count = await session.scalar(
+            select(func.count()).where(
+                TranscriptEntry.conversation_id == conversation_id,
                 TranscriptEntry.source == "page",
                 TranscriptEntry.role == "User",
             )
         )
-        return max(conversation.created_at, latest) if latest is not None else conversation.created_at
+        return int(count or 0)
+
+    async def _silent_for(self, conversation: Conversation, lines: int) -> float | None:
+        """Seconds since the visitor was last heard, by our clock: since the beat that found their newest
+        line, or the admission; None when shared state fails (no idle cut then)."""
+        try:
+            seen = await self.shared.total(lines_key(conversation.id))
+            if lines > seen:
+                await self.shared.add(
+                    lines_key(conversation.id), lines - seen, ttl_seconds=budgets.DAY_TTL_SECONDS
+                )
+                await self._set_clock(heard_key(conversation.id))
+            heard = await self.shared.total(heard_key(conversation.id))
+        except Exception:
+            return None
+        if not heard:  # admitted before shared state lost it: from the conversation's start
+            return (utcnow() - conversation.created_at).total_seconds()
+        return time.time() - heard
 
     async def _count(self, budget: FlowBudget, conversation_id: str) -> float | None:
         """Add the seconds since the page's time was last counted (at most a lease: a page asleep that long
@@ -252,12 +282,11 @@ class PageBudgets:
             log.warning("budgets: shared state failed at a page's heartbeat (%s)", type(exc).__name__)
             return None
 
-    async def _reset_clock(self, conversation_id: str) -> None:
+    async def _set_clock(self, key: str) -> None:
+        """Make the counter `key` read now (seconds since the epoch)."""
         with contextlib.suppress(Exception):
-            last = await self.shared.total(clock_key(conversation_id))
-            await self.shared.add(
-                clock_key(conversation_id), time.time() - last, ttl_seconds=budgets.DAY_TTL_SECONDS
-            )
+            last = await self.shared.total(key)
+            await self.shared.add(key, time.time() - last, ttl_seconds=budgets.DAY_TTL_SECONDS)
 
     async def _stop(self, budget: FlowBudget, conversation_id: str, reason: str) -> None:
         """The conversation ends for `reason`, durably, before the page hears of it (its lines said before

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -281,13 +281,15 @@ async def test_the_longest_conversation_idle_cut_and_operator_end_stop_a_live_pa
     assert ended is not None and ended.end_reason == "budget_duration"
 
     # The idle cut: what the server sees of the visitor is their transcript lines (the page flushes them
-    # before each beat). Speaking keeps it going past the cut; silence ends it.
+    # before each beat). Speaking keeps it going past the cut; silence ends it. The visitor's clock plays no
+    # part: these lines say they were typed an hour ago.
     await set_budget(settings, max_duration_seconds=None, idle_cut_seconds=2)
     await asyncio.sleep(CHECK)
     conversation_id, token = iframe_page(server)
     assert (await ask(http, token))["go"]
     for seq in range(1, 6):
-        line = {"seq": seq, "role": "User", "text": "still here", "timestamp": datetime.now(UTC).isoformat()}
+        typed = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
+        line = {"seq": seq, "role": "User", "text": "still here", "timestamp": typed}
         posted = await http.post("/api/v1/page/transcript", json={"token": token, "entries": [line]})
         assert posted.status_code == 200, posted.text
         assert (await ask(http, token, "beat"))["go"]
