@@ -29,6 +29,8 @@ from server.db import Database
 from server.errors import AppError
 from server.housekeeping import run_housekeeping
 from server.metrics import Metrics
+from server.page_budgets import PageBudgets
+from server.pages import budget as page_budget
 from server.pages import diagnostics
 from server.pages import router as pages
 from server.pages.assets import VERSIONED_PREFIX, ShortCacheStaticFiles, StaticAssets, VersionedStaticFiles
@@ -239,6 +241,8 @@ def create_app(settings: Settings, on_started: Callable[[], None] | None = None)
     app.state.ingest_limiter = IngestRateLimiter(
         shared, settings.transcript_lines_per_second, settings.transcript_line_burst
     )
+    # Iframe-mode pages ask here before and while their meeting runs (the relay never sees it).
+    app.state.page_budgets = PageBudgets(db, signer, shared, relay.timeline, settings.budget_check_seconds)
     app.state.pages = pages.HostedPages(settings, db, signer, templates, assets, shared)
     # Concurrent page batches share one transaction (group commit); each is answered after its commit.
     app.state.ingest_group = IngestGroup(
@@ -290,6 +294,7 @@ def create_app(settings: Settings, on_started: Callable[[], None] | None = None)
     app.include_router(pages.router)
     app.include_router(v1.router)
     app.include_router(diagnostics.router)
+    app.include_router(page_budget.router)
     app.include_router(docs.router)
     docs.install_openapi(app)
     app.include_router(whep.router)

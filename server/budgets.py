@@ -4,7 +4,8 @@ A flow's budget is part of its definition (`FlowSpec`: longest conversation, idl
 conversation minutes per UTC day). Kill switches are operational state: a row per engaged switch, changed
 from the console and audited. Usage lives in `SharedState`, so every instance counts against the same
 numbers: a held slot per live conversation of a capped flow, and a per-flow, per-day counter of relayed
-seconds. The relay enforces all of it (`server.relay.budgets`).
+seconds. The relay enforces all of it for Socket-mode conversations (`server.relay.budgets`); Iframe-mode
+pages ask `server.page_budgets`, which keeps the same keys.
 """
 
 from __future__ import annotations
@@ -179,8 +180,8 @@ def today(now: datetime | None = None) -> str:
 @dataclass(frozen=True)
 class Usage:
     budget: FlowBudget
-    live: int | None  # conversations relayed now, across instances (counted for capped flows only)
-    minutes_today: float  # relayed conversation minutes since midnight UTC, across instances
+    live: int | None  # conversations live now (relayed or beating), across instances (capped flows only)
+    minutes_today: float  # conversation minutes since midnight UTC (relayed and beating), across instances
 
 
 async def usage(shared: SharedState, budgets: Budgets) -> list[Usage]:

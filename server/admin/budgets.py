@@ -12,6 +12,7 @@ from fastapi.responses import HTMLResponse, Response
 from server import budgets
 from server.admin.console import ConsoleDep
 from server.dependencies import EnderDep, SharedDep
+from server.page_budgets import heartbeat_interval
 from server.security.headers import ADMIN_PREFIX
 
 router = APIRouter()
@@ -26,13 +27,16 @@ DONE = {  # ?done=… after a change: a fixed sentence, never text from the requ
 @router.get(BUDGETS, response_class=HTMLResponse)
 async def budget_page(console: ConsoleDep, shared: SharedDep) -> HTMLResponse:
     state = await budgets.load(console.db)
+    check = console.settings.budget_check_seconds
     return console.render(
         "budgets.html",
         section="budgets",
         rows=await budgets.usage(shared, state),
         global_switch=state.global_switch,
         flow_switches=state.flow_switches,
-        check_seconds=console.settings.budget_check_seconds,
+        check_seconds=check,
+        # A page hears a switch at its next beat, which sees switches at most a check old.
+        heartbeat_seconds=f"{heartbeat_interval(check) + check:.3g}",
         flash=DONE.get(console.request.query_params.get("done", "")),
     )
 

@@ -343,9 +343,15 @@ class FlowBudgetUsage(BaseModel):
 
     flow: str
     killed: bool = Field(description="The flow's own kill switch is on.")
-    live: int | None = Field(description="Conversations relayed now; counted for flows with a cap only.")
+    live: int | None = Field(
+        description="Conversations live now (relayed, or on an Iframe-mode page that keeps beating);"
+        " counted for flows with a cap only."
+    )
     max_concurrent: int | None
-    minutes_today: float = Field(description="Relayed conversation minutes since midnight UTC.")
+    minutes_today: float = Field(
+        description="Conversation minutes since midnight UTC: relayed, and counted by Iframe-mode pages'"
+        " beats."
+    )
     minutes_per_day: int | None
     max_duration_seconds: int | None
     idle_cut_seconds: int | None

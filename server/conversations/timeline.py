@@ -33,6 +33,7 @@ log = logging.getLogger("avatar_bff.timeline")
 # What the timeline records (kind: meaning).
 KINDS = {
     "relay_connect": "the browser's socket reached the relay",
+    "page_admitted": "an Iframe-mode page was let load its meeting (budgets and kill switches checked)",
     "reconnect": "a later browser socket for the same conversation",
     "upstream_connect": "the relay reached the avatar service (latency_ms)",
     "refused": "a connect was turned away (reason)",

@@ -1,6 +1,7 @@
 // Hosted page for the Iframe SDK: the meeting runs in a sandboxed iframe; we listen to its postMessages.
 import { addTranscriptEntry, readConfig } from './conversation-ui.js';
 import { reportDiagnostic, reportSdkError } from './diagnostics.js';
+import { PageBudget } from './page-budget.js';
 import { ENDED_MESSAGE, runPage } from './page-lifecycle.js';
 import { ScorePairing } from './pronunciation-scores.js';
 import { commandMatchers, matchesAny } from './visitor-state.js';
@@ -10,7 +11,10 @@ const DPP_DELAY_MS = 500; // the meeting page needs a moment after showing the a
 
 const config = readConfig();
 const meetOrigin = new URL(config.sdk.config.meetBaseUrl).origin;
-const page = runPage({ config, createSdk, connect, typing: false });
+// Budgets and kill switches: the relay never sees this meeting, so the page asks us before and while it runs.
+const budget = new PageBudget(config.session.token);
+const page = runPage({ config, createSdk, connect, typing: false, onFinish: () => budget.end() });
+window.addEventListener('pagehide', () => budget.end());
 const scores = new ScorePairing((entry) => page.transcript.isPending(entry));
 const endMatchers = commandMatchers(config.commands);
 const recording = !config.options || config.options.recordTranscript !== false;
@@ -24,13 +28,31 @@ function createSdk() {
 }
 
 async function connect(avatar) {
+  const admitted = await budget.admit();
+  if (page.sdk !== avatar || page.state.phase === 'ended') return; // Retry or End meanwhile
+  if (!admitted.go) {
+    // Refused as the relay refuses a socket page (kill switch, minutes of the day, conversations at once):
+    // the same sentence, and the meeting is never loaded.
+    page.dispatch('refused', { message: admitted.message });
+    page.discard();
+    return;
+  }
+  budget.run({ beforeBeat: () => page.transcript.flush(), onStop: stopped });
   try {
     await avatar.start();
     if (page.sdk === avatar) page.dispatch('joined');
   } catch (error) {
+    budget.end();
     reportSdkError(config.session.token, error);
     if (page.sdk === avatar) page.dispatch('error', { text: UNREACHABLE, recoverable: false, willRetry: false });
   }
+}
+
+// The server ended the conversation (a kill switch, a limit, an operator): the call ends, what was said is
+// flushed, and the visitor reads why.
+function stopped(message) {
+  if (page.sdk) page.sdk.end();
+  page.finish(message);
 }
 
 function recordLine(role, text) {
@@ -73,6 +95,7 @@ window.addEventListener('message', (event) => {
       break;
     case 'load-agent-error':
       reportDiagnostic(config.session.token, 'sdk_error', 'load_agent_error');
+      budget.end();
       page.dispatch('error', { text: 'The avatar could not be loaded. Please try again.', recoverable: false,
         willRetry: false });
       break;

@@ -13,7 +13,8 @@ const UNDER_WAY = ['connecting', 'joining', 'queued', 'reconnecting', 'live']; /
 // createSdk() builds a fresh SDK for each Start or Retry (a failed one is destroyed: neither SDK can be
 // started again from every failure); connect(sdk) starts the call.
 // `typing`: the page has its own text box (the Iframe SDK's meeting may or may not offer one).
-export function runPage({ config, createSdk, connect, typing = true }) {
+// `onFinish()`: the call ended, however (End, an end phrase, the service's end, a stop).
+export function runPage({ config, createSdk, connect, typing = true, onFinish = () => {} }) {
   const byId = (id) => document.getElementById(id);
   const sdkLoaded = () => typeof window.KalturaAvatarSDK === 'function';
   const options = config.options || {};
@@ -51,6 +52,7 @@ export function runPage({ config, createSdk, connect, typing = true }) {
   }
 
   function finish(message) {
+    onFinish();
     transcript.close(true);
     dispatch('ended');
     setConversationControls(false);

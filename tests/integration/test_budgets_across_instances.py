@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastapi import FastAPI
 
@@ -147,3 +148,32 @@ async def test_redis_going_away_mid_conversation_leaves_the_relay_serving_and_en
             await asyncio.to_thread(server.stop)
             redis_server.stop()
     assert any("Redis cannot be reached" in r.getMessage() for r in caplog.records)
+
+
+@needs_redis
+async def test_an_iframe_page_on_one_instance_and_a_socket_sdk_on_the_other_share_one_cap(
+    capped_pair: Pair,
+) -> None:
+    """A page admitted by A holds the flow's one slot in Redis: B's relay refuses a Socket SDK; the page's
+    beats and its end, answered by B, renew and free that same slot."""
+    (a, _), (b, _), _ = capped_pair
+    _, page_token = page_session(a)
+    async with httpx.AsyncClient(timeout=10) as http:
+
+        async def ask(server: ServerThread, action: str) -> dict[str, Any]:
+            answer = await http.post(
+                f"{server.url}/api/v1/page/budget", json={"token": page_token, "action": action}
+            )
+            assert answer.status_code == 200, answer.text
+            body: dict[str, Any] = answer.json()
+            return body
+
+        assert (await ask(a, "admit"))["go"]
+        assert await refused(b, page_session(b)[1]) == STOP_SENTENCES["budget_concurrent"]
+        assert (await ask(b, "beat"))["go"]
+        assert await refused(a, page_session(a)[1]) == STOP_SENTENCES["budget_concurrent"]
+        await ask(b, "end")
+        sdk = FakeSdk()
+        await sdk.connect(a.url, page_session(a)[1])
+        await sdk.wait_for("showAgent")
+        await sdk.client.disconnect()
