@@ -36,6 +36,7 @@ class FlowBudget:
     max_concurrent: int | None
     minutes_per_day: int | None
     killed: bool  # the flow's own kill switch is on
+    sdk_mode: str = "socket"  # socket: the relay enforces; iframe: the page asks (`server.page_budgets`)
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,7 @@ def _budget(flow: Flow, killed: bool) -> FlowBudget:
         flow.max_concurrent,
         flow.minutes_per_day,
         killed,
+        flow.sdk_mode,
     )
 
 

@@ -125,6 +125,13 @@ class PageBudgets:
         budget = state.flows.get(slug)
         if budget is None:  # a flow created since the last read
             budget = await budgets.flow_budget(self.db, slug)
+        if budget is not None and budget.sdk_mode != "iframe":
+            # The relay holds, counts and frees a Socket-mode conversation's slot: a page must not hold one
+            # with cheap HTTP beats, nor free the relay's.
+            raise Conflict(
+                "not_iframe_mode",
+                "This avatar's conversations go through the relay, which applies its budgets.",
+            )
         return state, budget
 
     async def admit(self, claims: PageClaims, token: str) -> Verdict:

@@ -10,10 +10,11 @@ import math
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from server.errors import Invalid, TooLarge, TooManyRequests, UnsupportedMediaType
+from server.errors import TooManyRequests
 from server.page_budgets import PageBudgets
+from server.pages.small_json import read_small_json
 
 router = APIRouter()
 PATH = "/api/v1/page/budget"
@@ -52,7 +53,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         400: "The body is malformed; the message names the part.",
         401: "The page token is not valid (forged, expired, not a page token).",
         404: "The flow is gone or disabled.",
-        409: "The conversation has ended or was erased (admit), or never started (beat).",
+        409: "The conversation has ended or was erased (admit), never started (beat), or its flow is in"
+        " Socket mode (the relay applies its budgets).",
         413: f"The body is over {MAX_BODY_BYTES} bytes.",
         415: "The body is not application/json.",
         429: "Too many questions for this conversation; the message says when to retry.",
@@ -77,19 +79,7 @@ async def ask(request: Request) -> BudgetAnswer:
 
     Refusals and stops are answers (`go: false`, with the reason and the visitor's sentence), not errors.
     A page that stops beating (its tab closed) gives its conversation's slot back after three heartbeats."""
-    if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
-        raise UnsupportedMediaType("unsupported_media_type", "send the question as application/json")
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BODY_BYTES:
-            raise TooLarge("question_too_large", f"a budget question may have at most {MAX_BODY_BYTES} bytes")
-    try:
-        sent = BudgetQuestion.model_validate_json(body)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "body"
-        raise Invalid("invalid_question", f"{where}: {first['msg']}") from None
+    sent = await read_small_json(request, BudgetQuestion, MAX_BODY_BYTES, "question")
     page_budgets: PageBudgets = request.app.state.page_budgets
     claims = page_budgets.claims(sent.token)
     wait = await page_budgets.limit(claims)

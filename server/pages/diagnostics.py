@@ -10,12 +10,13 @@ import math
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Request, Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from server.conversations import timeline
 from server.conversations.page_token import read_page_token
 from server.dependencies import DbDep, SharedDep, SignerDep
-from server.errors import Invalid, TooLarge, TooManyRequests, UnsupportedMediaType
+from server.errors import Invalid, TooManyRequests
+from server.pages.small_json import read_small_json
 
 router = APIRouter(include_in_schema=False)
 PATH = "/api/v1/page/diagnostics"
@@ -35,19 +36,7 @@ class PageReport(BaseModel):
 
 @router.post(PATH, status_code=204)
 async def report(request: Request, db: DbDep, signer: SignerDep, shared: SharedDep) -> Response:
-    if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
-        raise UnsupportedMediaType("unsupported_media_type", "send the report as application/json")
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BODY_BYTES:
-            raise TooLarge("report_too_large", f"a report may have at most {MAX_BODY_BYTES} bytes")
-    try:
-        sent = PageReport.model_validate_json(body)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "body"
-        raise Invalid("invalid_report", f"{where}: {first['msg']}") from None
+    sent = await read_small_json(request, PageReport, MAX_BODY_BYTES, "report")
     if sent.kind == "end" and sent.code not in timeline.PAGE_END_REASONS:
         raise Invalid(
             "invalid_report", f"code: an end report says one of {', '.join(timeline.PAGE_END_REASONS)}"

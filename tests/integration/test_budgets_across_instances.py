@@ -50,6 +50,13 @@ def capped_pair(tmp_path: Path, simulator: ServerThread) -> Iterator[Pair]:
 
 
 @pytest.fixture
+def iframe_capped_pair(tmp_path: Path, simulator: ServerThread) -> Iterator[Pair]:
+    """The demo flow in Iframe mode, capped at one conversation (its relay still takes a Socket SDK)."""
+    with two_instances(tmp_path, simulator, 0.2, max_concurrent=1, sdk_mode="iframe") as pair:
+        yield pair
+
+
+@pytest.fixture
 def slow_pair(tmp_path: Path, simulator: ServerThread) -> Iterator[Pair]:
     """B reads its database only every 30 s: what reaches it sooner came through Redis."""
     with two_instances(tmp_path, simulator, 30) as pair:
@@ -152,11 +159,11 @@ async def test_redis_going_away_mid_conversation_leaves_the_relay_serving_and_en
 
 @needs_redis
 async def test_an_iframe_page_on_one_instance_and_a_socket_sdk_on_the_other_share_one_cap(
-    capped_pair: Pair,
+    iframe_capped_pair: Pair,
 ) -> None:
     """A page admitted by A holds the flow's one slot in Redis: B's relay refuses a Socket SDK; the page's
     beats and its end, answered by B, renew and free that same slot."""
-    (a, _), (b, _), _ = capped_pair
+    (a, _), (b, _), _ = iframe_capped_pair
     _, page_token = page_session(a)
     async with httpx.AsyncClient(timeout=10) as http:
 

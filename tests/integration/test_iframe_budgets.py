@@ -164,7 +164,8 @@ async def _flow_refusals(settings: Settings, flow: int) -> set[str]:
 async def test_socket_and_iframe_conversations_of_a_flow_count_against_one_cap(
     served: Served, http: httpx.AsyncClient
 ) -> None:
-    """The relay's hold (a Socket SDK connected) and a page's hold (admitted) are slots under one key."""
+    """The relay's hold (a Socket SDK connected) and a page's hold (admitted) are slots under one key: an
+    operator who switches a flow from Socket to Iframe mode mid-conversation keeps one cap for both."""
     server, _, settings = served
     await set_budget(settings, "demo", max_concurrent=1)
     await asyncio.sleep(CHECK * 3)  # the relay's next check reads the cap
@@ -172,6 +173,12 @@ async def test_socket_and_iframe_conversations_of_a_flow_count_against_one_cap(
     _, socket_token = page_session(server)
     await sdk.connect(server.url, socket_token, "demo")
     await sdk.wait_for("showAgent")
+    # A Socket-mode flow's slots are the relay's to hold and free: a page cannot take or give one here.
+    for action in ("admit", "beat", "end"):
+        answer = await http.post(PATH, json={"token": socket_token, "action": action})
+        assert answer.status_code == 409 and answer.json()["code"] == "not_iframe_mode", answer.text
+    await set_budget(settings, "demo", sdk_mode="iframe")
+    await asyncio.sleep(CHECK)  # budgets are read at most this long ago
     _, page_token = page_session(server)
     answer = await ask(http, page_token)
     assert (answer["go"], answer["message"]) == (False, STOP_SENTENCES["budget_concurrent"])
