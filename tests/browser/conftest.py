@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, Route, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, Route, expect, sync_playwright
 
 from server.app import create_app
 from server.sdk import PINS, SdkError, SdkPin, fetch_pinned
@@ -172,3 +172,21 @@ def demo(tmp_path: Path, simulator: ServerThread) -> Iterator[tuple[ServerThread
     settings = prepared_settings(tmp_path, simulator_url=simulator.url)
     with ServerThread(create_app(settings)) as server:
         yield server, settings
+
+
+def iframe_call_under_way(page: Page, url: str) -> str:
+    """Open `url` (an Iframe-mode page), start, join the meeting, hear the greeting and have a typed question
+    answered; the conversation's id."""
+    page.goto(url)
+    session_id: str = page.evaluate(
+        "JSON.parse(document.getElementById('avatar-config').textContent).session.id"
+    )
+    page.get_by_role("button", name="Start conversation").click()
+    meeting = page.frame_locator("#kaltura-avatar-iframe")
+    meeting.get_by_role("button", name="Join the conversation").click()
+    transcript = page.locator("#transcript")
+    expect(transcript).to_contain_text("Hello Ana!", timeout=30_000)  # the injected DPP was applied
+    meeting.get_by_label("Type to the avatar").fill("show me a table")
+    meeting.get_by_role("button", name="Send").click()
+    expect(transcript).to_contain_text("Here is a table.", timeout=30_000)
+    return session_id

@@ -8,7 +8,7 @@ from playwright.sync_api import expect
 from server.sdk import PINS
 from server.settings import Settings
 from server.simulator.iframe import pronunciation_score
-from tests.browser.conftest import AVATAR_VIDEO, PageWatch, audio_peak
+from tests.browser.conftest import AVATAR_VIDEO, PageWatch, audio_peak, iframe_call_under_way
 from tests.support import (
     ServerThread,
     eventually,
@@ -93,16 +93,8 @@ def test_iframe_conversation_reaches_the_transcript_through_the_page(
 ) -> None:
     server, settings = demo
     page = watch.page
-    page.goto(f"{server.url}/a/demo-iframe?first_name=Ana")
-    session_id = page.evaluate("JSON.parse(document.getElementById('avatar-config').textContent).session.id")
-    page.get_by_role("button", name="Start conversation").click()
-    meeting = page.frame_locator("#kaltura-avatar-iframe")
-    meeting.get_by_role("button", name="Join the conversation").click()
-    transcript = page.locator("#transcript")
-    expect(transcript).to_contain_text("Hello Ana!", timeout=30_000)  # the injected DPP was applied
-    meeting.get_by_label("Type to the avatar").fill("show me a table")
-    meeting.get_by_role("button", name="Send").click()
-    expect(transcript).to_contain_text("Here is a table.", timeout=30_000)
+    session_id = iframe_call_under_way(page, f"{server.url}/a/demo-iframe?first_name=Ana")
+    meeting, transcript = page.frame_locator("#kaltura-avatar-iframe"), page.locator("#transcript")
     meeting.get_by_label("Type to the avatar").fill("bye")
     meeting.get_by_role("button", name="Send").click()
     expect(transcript).to_contain_text("Ending call now.", timeout=30_000)

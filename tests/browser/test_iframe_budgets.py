@@ -19,7 +19,7 @@ from server.conversations.lifecycle import STOP_SENTENCES
 from server.models import Conversation
 from server.page_budgets import heartbeat_interval
 from server.settings import Settings
-from tests.browser.conftest import PageWatch
+from tests.browser.conftest import PageWatch, iframe_call_under_way
 from tests.support import (
     ServerThread,
     database,
@@ -67,16 +67,7 @@ def test_a_kill_switch_ends_a_live_iframe_call_with_its_sentence_and_refuses_the
 ) -> None:
     server, settings = served
     page = watch.page
-    page.goto(f"{server.url}/a/demo-iframe?first_name=Ana")
-    session_id = page.evaluate("JSON.parse(document.getElementById('avatar-config').textContent).session.id")
-    page.get_by_role("button", name="Start conversation").click()
-    meeting = page.frame_locator("#kaltura-avatar-iframe")
-    meeting.get_by_role("button", name="Join the conversation").click()
-    transcript = page.locator("#transcript")
-    expect(transcript).to_contain_text("Hello Ana!", timeout=30_000)
-    meeting.get_by_label("Type to the avatar").fill("show me a table")
-    meeting.get_by_role("button", name="Send").click()
-    expect(transcript).to_contain_text("Here is a table.", timeout=30_000)
+    session_id = iframe_call_under_way(page, f"{server.url}/a/demo-iframe?first_name=Ana")
     live = meetings(simulator)[-1]
     assert not live["ended"]
 
