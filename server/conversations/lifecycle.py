@@ -137,9 +137,15 @@ async def _start(session: AsyncSession, flow: Flow, claims: PageClaims) -> Conve
 
 
 async def join(db: Database, signer: Signer, token: str, flow_slug: str) -> PageConversation:
-    """The relay's connect: resolve the token and start the conversation (committed before relaying)."""
+    """The relay's connect: resolve the token and start the conversation (committed before relaying).
+
+    Only a Socket-mode flow's conversations are relayed: an Iframe-mode flow's meeting talks to the service
+    from its frame, and its page token must not open relayed sessions beside it (refused, nothing started)."""
     async with db.transaction() as session:
-        return await resolve_page_token(session, signer, token, flow_slug=flow_slug)
+        page = await resolve_page_token(session, signer, token, flow_slug=flow_slug)
+        if page.flow.sdk_mode != "socket":
+            raise Conflict("not_socket_mode", "This avatar runs in a frame on its page. Reload the page.")
+        return page
 
 
 async def check_page_token(db: Database, signer: Signer, token: str, flow_slug: str) -> PageConversation:

@@ -270,6 +270,18 @@ async def test_forged_expired_and_foreign_flow_tokens_are_refused_with_a_reason(
     assert app.state.relay.open_upstreams == 0
 
 
+async def test_an_iframe_mode_flow_s_token_opens_no_relayed_session(
+    relay: tuple[ServerThread, FastAPI, Settings],
+) -> None:
+    """Its meeting talks to the service from its frame: the relay is not a second way in for its token."""
+    server, app, settings = relay
+    conversation_id, token = page_session(server, "demo-iframe")
+    assert "runs in a frame" in await refused(server, token, slug="demo-iframe")
+    assert app.state.relay.open_upstreams == 0
+    async with db_session(settings) as session:
+        assert await session.get(Conversation, conversation_id) is None  # nothing started
+
+
 async def test_foreign_origin_is_refused(relay: tuple[ServerThread, FastAPI, Settings]) -> None:
     server, app, _ = relay
     _, token = page_session(server)
