@@ -65,7 +65,7 @@ class DirectInbox:
         """Until there is a message or the end."""
         if self.messages or self.reason is not None:
             return
-        self._waiter = asyncio.get_running_loop().create_future()
+        self._waiter = self.protocol.loop.create_future()
         try:
             await self._waiter
         finally:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -29,17 +30,17 @@ log = logging.getLogger("avatar_bff.relay")
 
 
 class SinkQueue(LeanQueue[Any]):
-    """A socket's packets to send; with a `sink`, a packet that would be first in line is handed to it
-    instead, and kept in the queue only if the sink declines (returns False)."""
+    """A socket's packets to send; on a direct WebSocket (`session`), a packet that would be first in line is
+    sent at once instead, and kept in the queue only if it cannot be (closing, or a browser slow to read)."""
 
-    __slots__ = ("sink",)
+    __slots__ = ("session",)
 
     def __init__(self) -> None:
         super().__init__()
-        self.sink: Callable[[Any], bool] | None = None
+        self.session: _Session | None = None
 
     def put_nowait(self, item: Any) -> None:
-        if self.sink is not None and not self._items and self.sink(item):
+        if self.session is not None and not self._items and self.session.sink(item):
             return
         super().put_nowait(item)
 
@@ -54,6 +55,20 @@ class LeanEngineIOServer(engineio.AsyncServer):  # type: ignore[misc]
     def create_queue(self, *args: Any, **kwargs: Any) -> SinkQueue:
         """Each browser socket's queue of packets to send: ~3 KB less per idle socket than asyncio.Queue."""
         return SinkQueue()
+
+    async def send(self, sid: str, data: Any) -> None:
+        """A message to one browser: on a direct WebSocket with nothing queued, written now, without
+        python-engineio's packet object and the three coroutines between here and the queue."""
+        socket = self.sockets.get(sid)
+        session = None if socket is None else socket.queue.session
+        if (
+            session is None
+            or not isinstance(data, str)
+            or socket.closed
+            or (socket.last_ping and time.time() - socket.last_ping > self.ping_timeout)  # its ping check
+            or not session.send_message(data)
+        ):
+            await super().send(sid, data)
 
 
 class DirectWebSocket:
@@ -151,7 +166,7 @@ class _Session:
         socket, server = self._socket, self._server
         inbox = self._inbox = self._protocol.go_direct()
         queue: SinkQueue = socket.queue
-        queue.sink = self._sink
+        queue.session = self
         if not queue.empty():  # sent during the upgrade: these go first
             self._start_drain()
         loop = asyncio.get_running_loop()
@@ -192,7 +207,7 @@ class _Session:
         finally:
             if self._timer is not None:
                 self._timer.cancel()
-            queue.sink = None
+            queue.session = None
         # As python-engineio's handler ends: its writer gets None, closes the WebSocket after what is queued.
         queue.put_nowait(None)
         self._start_drain()
@@ -210,11 +225,16 @@ class _Session:
         elif self._inbox is not None:
             self._inbox.end("silent")
 
-    def _sink(self, item: packet.Packet | None) -> bool:
+    def sink(self, item: packet.Packet | None) -> bool:
+        """Send a packet now if it may go before nothing else; else make sure the queue is written."""
         if item is None or self._drain is not None or not self._protocol.send_frame(item.encode()):
             self._start_drain()
             return False
         return True
+
+    def send_message(self, data: str) -> bool:
+        """An Engine.IO message, now, if nothing waits before it; False: nothing was sent."""
+        return self._drain is None and self._protocol.send_frame("4" + data)
 
     def _start_drain(self) -> None:
         if self._drain is None:
@@ -231,10 +251,10 @@ class _Session:
                 if item is None:
                     with contextlib.suppress(Exception):  # already closed: nothing to say
                         await self._send({"type": "websocket.close"})
-                    queue.sink = None
+                    queue.session = None
                     return
                 if not protocol.send_frame(item.encode()):
-                    queue.sink = None  # closing: what is left is not sent, as python-engineio's writer
+                    queue.session = None  # closing: what is left is not sent, as python-engineio's writer
                     return
         finally:
             self._drain = None

@@ -80,6 +80,7 @@ class UpstreamSocket(asyncio.Protocol):
         self._lost = False
         self._error = ""
         self._state: Literal["connecting", "open", "ended"] = "connecting"
+        self._loop = asyncio.get_running_loop()
         self.sid = ""  # the Socket.IO id upstream gave this connection
 
     @property
@@ -180,7 +181,7 @@ class UpstreamSocket(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         assert self._ws is not None
-        self._heard = asyncio.get_running_loop().time()
+        self._heard = self._loop.time()  # not get_running_loop(): on Python 3.11 it costs a getpid() call
         self._ws.receive_data(data)
         for event in self._ws.events_received():
             if isinstance(event, Frame):
@@ -268,7 +269,7 @@ class UpstreamSocket(asyncio.Protocol):
     def _deliver(self, item: str | bytes) -> None:
         self._inbox.append(item)
         if self._pump is None:
-            self._pump = asyncio.get_running_loop().create_task(self._drain())
+            self._pump = self._loop.create_task(self._drain())
 
     async def _drain(self) -> None:
         try:
