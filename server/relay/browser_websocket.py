@@ -15,6 +15,7 @@ events, through the same inbox. Offered to the app as the scope extension `DIREC
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
@@ -31,16 +32,22 @@ READ_AHEAD = 64 * 1024  # characters or bytes of received messages held before r
 class DirectInbox:
     """A direct-mode socket's received messages and its end, for one reader (`wait`, then `take`)."""
 
-    __slots__ = ("_waiter", "held", "messages", "protocol", "reason")
+    __slots__ = ("_waiter", "busy", "handle_now", "held", "messages", "protocol", "reason")
 
     def __init__(self, protocol: LeanWebSocketProtocol) -> None:
         self.protocol = protocol
+        # Takes a message at once, in the read, when nothing before it is still being handled; False: the
+        # reader gets it. Set by the reader, as `busy` while it handles messages.
+        self.handle_now: Callable[[str | bytes], bool] | None = None
+        self.busy = False
         self.messages: list[str | bytes] = []
         self.held = 0  # their size
         self.reason: str | None = None  # why reading ended: "disconnect", or the reader's own (`end`)
         self._waiter: asyncio.Future[None] | None = None
 
     def add(self, message: str | bytes) -> None:
+        if self.handle_now is not None and not self.busy and not self.messages and self.handle_now(message):
+            return
         self.messages.append(message)
         self.held += len(message)
         if self.held > READ_AHEAD:  # the reader is behind (upstream slow): the browser waits in TCP
