@@ -235,17 +235,23 @@ class _Session:
 
     def _handle_now(self, message: str | bytes) -> bool:
         """A message the server's `handle_now` (BrowserServer's) can relay without waiting, in the read."""
+        handle_now = self._server.handle_now
         if (
-            isinstance(message, str)
-            and message[:1] == "4"
-            and message[1:2].isdigit()
-            and len(message) <= self._server.max_http_buffer_size
-            and self._server.handle_now is not None
-            and self._server.handle_now(self._socket.sid, message[1:])
+            handle_now is None
+            or not isinstance(message, str)
+            or message[:1] != "4"
+            or not message[1:2].isdigit()
+            or len(message) > self._server.max_http_buffer_size
         ):
+            return False
+        try:
+            handled = handle_now(self._socket.sid, message[1:])
+        except Exception:  # as in `run`: logged, and the socket carries on (here, in the transport's read)
+            log.exception("relay: a browser message could not be handled")
+            handled = True  # it may be half done: not handled a second time
+        if handled:
             self._heard = self._protocol.loop.time()
-            return True
-        return False
+        return handled
 
     def _silent(self) -> None:
         """Nothing from the browser for a ping interval and timeout: python-engineio's read times out.
