@@ -4,6 +4,7 @@ own cost is what differs); then the relay's memory per idle relayed session.
 
     .venv/bin/python bench/relay.py [IDLE_SESSIONS]     # 5,000 by default
     .venv/bin/python bench/relay.py 5000 --idle-only    # just the memory figure
+    .venv/bin/python bench/relay.py --fast-only         # just the fast upstream's comparison (no memory)
 """
 
 from __future__ import annotations
@@ -363,13 +364,15 @@ async def compare(
     return medians
 
 
-async def main(idle_sessions: int, idle_only: bool) -> None:
+async def main(idle_sessions: int, idle_only: bool, fast_only: bool) -> None:
     # The callers' own sockets: one per idle session, raised like `serve` raises its own.
     resource.setrlimit(resource.RLIMIT_NOFILE, (resource.getrlimit(resource.RLIMIT_NOFILE)[1],) * 2)
     with tempfile.TemporaryDirectory() as tmp, processes(Path(tmp)) as svc:
         http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
         summary = []
         upstreams = [("simulator", svc.sim_url, "bench"), ("fast upstream", svc.fast_url, "fast")]
+        if fast_only:
+            upstreams = upstreams[1:]
         for upstream, upstream_url, slug in [] if idle_only else upstreams:
             name = "simulator" if slug == "bench" else "fast"
             pids = {name: svc.pids[name], "relay": svc.pids["relay"]}
@@ -390,7 +393,8 @@ async def main(idle_sessions: int, idle_only: bool) -> None:
             else:
                 line += "; nginx not installed (apt-get install nginx-light), so no relay / nginx ratio"
             summary.append(line)
-        await idle(http, svc, idle_sessions)
+        if not fast_only:
+            await idle(http, svc, idle_sessions)
         await http.close()
         limits = read_lines(Path(f"/proc/{svc.pids['relay']}/limits"))
         summary += [" ".join(line.split()) + " (the relay's, as `serve` set it)" for line in limits
@@ -435,4 +439,6 @@ async def idle(http: aiohttp.ClientSession, svc: Services, sessions: int) -> Non
 
 if __name__ == "__main__":
     numbers = [arg for arg in sys.argv[1:] if arg.isdigit()]
-    asyncio.run(main(int(numbers[0]) if numbers else 5000, "--idle-only" in sys.argv))
+    asyncio.run(
+        main(int(numbers[0]) if numbers else 5000, "--idle-only" in sys.argv, "--fast-only" in sys.argv)
+    )

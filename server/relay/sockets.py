@@ -65,6 +65,7 @@ DIALLING_PER_CONVERSATION = 2  # connects of one conversation dialling at once (
 MAX_ATTACHMENTS = 4  # binary attachments one browser packet may declare (the SDK itself sends none)
 GOODBYE_SECONDS = 0.5  # at shutdown, how long a browser may take to collect its goodbye and close
 CAPACITY_GOODBYE_SECONDS = 1.0  # waiting room full: a refused socket closes this long after `throwToNoAgent`
+WAITING_EVENTS = frozenset(("join", "setDynamicPrompt"))  # browser events whose relaying awaits something
 
 
 class Refused(socketio.exceptions.ConnectionRefusedError):  # type: ignore[misc]
@@ -135,9 +136,15 @@ class BrowserServer(socketio.AsyncServer):  # type: ignore[misc]
     def __init__(self, hub: RelayHub, **options: Any) -> None:
         super().__init__(**options)
         self._hub = hub
+        self.eio.handle_now = self._handle_now  # called by the Engine.IO server for direct WebSockets
 
     def _engineio_server_class(self) -> type[LeanEngineIOServer]:
         return LeanEngineIOServer
+
+    def _handle_now(self, eio_sid: str, data: str) -> bool:
+        """A bridged browser's event or ack, relayed without a wait if it needs none (`from_browser_now`)."""
+        bridge = self._hub.by_eio.get(eio_sid)
+        return bridge is not None and data[:1] in RELAYED_TYPES and self._hub.from_browser_now(bridge, data)
 
     async def _handle_eio_message(self, eio_sid: str, data: str | bytes) -> None:
         bridge = self._hub.by_eio.get(eio_sid)
@@ -412,11 +419,15 @@ class RelayHub:
             if bridge is not None and bridge.upstream is upstream:
                 await self._from_upstream(bridge, data)
 
+        def from_upstream_now(data: str) -> bool:
+            bridge = self.bridges.get(sid)
+            return bridge is not None and bridge.upstream is upstream and self._to_browser_now(bridge, data)
+
         async def upstream_gone() -> None:
             # After everything upstream said before hanging up (the closing sentence, conversationEnded).
             await from_upstream(UPSTREAM_GONE)
 
-        upstream = UpstreamSocket(from_upstream, upstream_gone)
+        upstream = UpstreamSocket(from_upstream, upstream_gone, from_upstream_now)
         endpoints = endpoints_for(flow.upstream, flow.custom_endpoints, settings.simulator_url)
         placeholder = RelayContext(flow.client_id, flow.flow_id, "", lambda url: url)
         try:
@@ -551,6 +562,25 @@ class RelayHub:
                     self._tap_upstream(bridge, event)
         await self.sio.eio.send(bridge.eio_sid, data)
 
+    def _to_browser_now(self, bridge: Bridge, data: str) -> bool:
+        """`_from_upstream` for a text packet that can be written to the browser's WebSocket at once, done in
+        the upstream socket's read. False: nothing was done or changed, `_from_upstream` takes it."""
+        if (
+            bridge.closing
+            or not bridge.live
+            or bridge.rejoin is not None
+            or not self.sio.eio.can_send_now(bridge.eio_sid)
+        ):
+            return False
+        packet = parse_packet(data)
+        self.metrics.relayed(TO_BROWSER, None if packet is None else packet.event)
+        if packet is not None and bridge.context is not None:
+            data, event = upstream_packet_for_browser(packet, data, bridge.context)
+            if event is not None:
+                self._tap_upstream(bridge, event)
+        self.sio.eio.send_now(bridge.eio_sid, data)
+        return True
+
     async def _rejoined(self, bridge: Bridge) -> None:
         """Upstream greets a socket that left the queue: the SDK already sent its `join` and will not answer
         a greeting again, so the relay sends what the SDK sends on one (S:3750-3783), from that `join`."""
@@ -602,27 +632,12 @@ class RelayHub:
             # Text while a relayed packet's attachments are due is not Socket.IO: upstream would misread it.
             self.dropped["malformed"] += 1
             return
-        reason = None
-        if packet.attachments > MAX_ATTACHMENTS:
-            reason = "attachments"
-        elif not bridge.allow(rate, byte_rate, 1 + packet.attachments, len(data)):
-            reason = "rate"
-        elif packet.kind in (EVENT, BINARY_EVENT) and packet.event not in CLIENT_EVENTS:
-            reason = "disallowed"
-        elif packet.event == "setDynamicPrompt":
+        reason = self._screen(bridge, packet, len(data))
+        if reason is None and packet.event == "setDynamicPrompt":
             reason = await self._page_context(bridge, packet)
-        if (
-            reason is None
-        ):  # an allowed event, or an ack: credentials in either are the flow's, never the page's
-            rewritten = client_packet_for_upstream(packet, data, bridge.context)
-            reason, data = ("malformed", data) if rewritten is None else (None, rewritten)
-        if reason is not None:
-            self.dropped[reason] += 1
-            bridge.skip_attachments = packet.attachments
+        sent = self._pass_up(bridge, packet, data, reason)
+        if sent is None:
             return
-        bridge.expect_attachments = packet.attachments
-        if packet.event in VISITOR_EVENTS:
-            bridge.visitor_at = time.monotonic()
         if packet.event == "join":
             await self._joined_socket(bridge.socket_key)
         elif packet.event == "approvedPermissions" and bridge.dpp is not None:
@@ -632,7 +647,60 @@ class RelayHub:
             bridge.dpp = None
             await self._to_upstream(bridge, EVENT + injected)
         self.metrics.relayed(TO_UPSTREAM, packet.event)
-        await self._to_upstream(bridge, data)
+        await self._to_upstream(bridge, sent)
+
+    def from_browser_now(self, bridge: Bridge, data: str) -> bool:
+        """`from_browser` for a text packet whose handling holds no wait, done at once, in the caller's turn
+        of the event loop (the browser socket's read) instead of a task's. False: nothing was done or changed,
+        `from_browser` takes the packet."""
+        packet = parse_packet(data)
+        if (
+            packet is None
+            or bridge.closing
+            or bridge.context is None
+            or packet.event in WAITING_EVENTS
+            or (packet.event == "approvedPermissions" and bridge.dpp is not None)
+            or packet.namespace != "/"
+            or bridge.expect_attachments
+            or packet.attachments
+            or not bridge.upstream.ready()
+        ):
+            return False
+        bridge.skip_attachments = 0
+        sent = self._pass_up(bridge, packet, data, self._screen(bridge, packet, len(data)))
+        if sent is not None:
+            self.metrics.relayed(TO_UPSTREAM, packet.event)
+            bridge.upstream.send_nowait(sent)
+        return True
+
+    def _screen(self, bridge: Bridge, packet: Packet, size: int) -> str | None:
+        """Why a well-formed packet from the browser is dropped (taking its share of the rate if not), or
+        None; a page's `setDynamicPrompt` is yet to be checked."""
+        rate, byte_rate = self.settings.relay_events_per_second, self.settings.relay_max_payload_bytes
+        if packet.attachments > MAX_ATTACHMENTS:
+            return "attachments"
+        if not bridge.allow(rate, byte_rate, 1 + packet.attachments, size):
+            return "rate"
+        if packet.kind in (EVENT, BINARY_EVENT) and packet.event not in CLIENT_EVENTS:
+            return "disallowed"
+        return None
+
+    def _pass_up(self, bridge: Bridge, packet: Packet, data: str, reason: str | None) -> str | None:
+        """The packet to send upstream, rewritten; None: dropped (counted, its attachments skipped)."""
+        if (
+            reason is None
+        ):  # an allowed event, or an ack: credentials in either are the flow's, never the page's
+            assert bridge.context is not None
+            rewritten = client_packet_for_upstream(packet, data, bridge.context)
+            reason, data = ("malformed", data) if rewritten is None else (None, rewritten)
+        if reason is not None:
+            self.dropped[reason] += 1
+            bridge.skip_attachments = packet.attachments
+            return None
+        bridge.expect_attachments = packet.attachments
+        if packet.event in VISITOR_EVENTS:
+            bridge.visitor_at = time.monotonic()
+        return data
 
     async def _page_context(self, bridge: Bridge, packet: Packet) -> str | None:
         """Why a page's own `setDynamicPrompt` is dropped, or None once it is recorded and may go upstream.

@@ -35,6 +35,7 @@ MAX_MESSAGE = 4 * 1024 * 1024  # like the browser leg (`serve`)
 GONE = "\0gone"  # ends the inbox; no packet starts with NUL
 Forward = Callable[[str | bytes], Awaitable[None]]
 Gone = Callable[[], Awaitable[None]]
+ForwardNow = Callable[[str], bool]
 
 
 class UpstreamError(Exception):
@@ -63,8 +64,9 @@ class UpstreamSocket(asyncio.Protocol):
     short inbox that a task drains only while there is something in it.
     """
 
-    def __init__(self, forward: Forward, gone: Gone) -> None:
+    def __init__(self, forward: Forward, gone: Gone, forward_now: ForwardNow | None = None) -> None:
         self._forward = forward
+        self._forward_now = forward_now  # a packet forwarded at once, in the read; False: `forward` takes it
         self._gone = gone
         self._ws: ClientProtocol | None = None
         self._transport: asyncio.Transport | None = None
@@ -80,6 +82,7 @@ class UpstreamSocket(asyncio.Protocol):
         self._lost = False
         self._error = ""
         self._state: Literal["connecting", "open", "ended"] = "connecting"
+        self._loop = asyncio.get_running_loop()
         self.sid = ""  # the Socket.IO id upstream gave this connection
 
     @property
@@ -139,6 +142,16 @@ class UpstreamSocket(asyncio.Protocol):
 
     async def send(self, data: str | bytes) -> None:
         """Send one encoded Socket.IO packet (text) or one of its attachments (bytes)."""
+        self.send_nowait(data)
+        while self._paused and self.connected:  # upstream reads slower than the browser talks
+            await self._wait()
+
+    def ready(self) -> bool:
+        """Open, and upstream keeps up: `send` would not wait."""
+        return self.connected and not self._paused and self._writable()
+
+    def send_nowait(self, data: str | bytes) -> None:
+        """`send` without waiting for upstream to read: for a caller that checked `ready`."""
         if not (self.connected and self._writable()):
             raise ConnectionError("upstream is not connected")
         assert self._ws is not None
@@ -147,8 +160,6 @@ class UpstreamSocket(asyncio.Protocol):
         else:
             self._ws.send_binary(data)
             self._flush()
-        while self._paused and self.connected:  # upstream reads slower than the browser talks
-            await self._wait()
 
     async def disconnect(self) -> None:
         """Leave politely and close; safe to call more than once, and from `gone`."""
@@ -180,7 +191,7 @@ class UpstreamSocket(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         assert self._ws is not None
-        self._heard = asyncio.get_running_loop().time()
+        self._heard = self._loop.time()  # not get_running_loop(): on Python 3.11 it costs a getpid() call
         self._ws.receive_data(data)
         for event in self._ws.events_received():
             if isinstance(event, Frame):
@@ -266,9 +277,23 @@ class UpstreamSocket(asyncio.Protocol):
         self._state = "ended"
 
     def _deliver(self, item: str | bytes) -> None:
+        if (
+            self._pump is None
+            and self._forward_now is not None
+            and isinstance(item, str)
+            and item is not GONE
+        ):
+            try:
+                if self._forward_now(item):
+                    return  # forwarded in this read: no task, nothing was waiting before it
+            except Exception:  # as in `_drain`
+                log.exception("relay: a packet from upstream could not be delivered; closing")
+                if self.connected:
+                    self._hang_up()
+                return
         self._inbox.append(item)
         if self._pump is None:
-            self._pump = asyncio.get_running_loop().create_task(self._drain())
+            self._pump = self._loop.create_task(self._drain())
 
     async def _drain(self) -> None:
         try:
