@@ -175,8 +175,8 @@ async def test_socket_and_iframe_conversations_of_a_flow_count_against_one_cap(
     await sdk.wait_for("showAgent")
     # A Socket-mode flow's slots are the relay's to hold and free: a page cannot take or give one here.
     for action in ("admit", "beat", "end"):
-        answer = await http.post(PATH, json={"token": socket_token, "action": action})
-        assert answer.status_code == 409 and answer.json()["code"] == "not_iframe_mode", answer.text
+        response = await http.post(PATH, json={"token": socket_token, "action": action})
+        assert response.status_code == 409 and response.json()["code"] == "not_iframe_mode", response.text
     await set_budget(settings, "demo", sdk_mode="iframe")
     await asyncio.sleep(CHECK)  # budgets are read at most this long ago
     _, page_token = page_session(server)
