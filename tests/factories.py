@@ -65,13 +65,22 @@ async def start_conversation(
     visitor: dict[str, str] | None = None,
     page_url: str = "http://127.0.0.1/a/demo",
 ) -> StartedConversation:
-    """A conversation started as a visitor starts one: a page view's token, then the relay's join."""
+    """A conversation started as a visitor starts one: a page view's token, then the start its page makes."""
     _, version = await page_flow(db, flow_slug)
     conversation_id, token = issue_page_token(
         signer, flow_slug, version.id if version else None, visitor or {}, page_url, 3600
     )
-    await lifecycle.join(db, signer, token, flow_slug)
+    await start_with_token(db, signer, token, flow_slug)
     return StartedConversation(conversation_id, token)
+
+
+async def start_with_token(
+    db: Database, signer: Signer, token: str, flow_slug: str
+) -> lifecycle.PageConversation:
+    """Start the conversation a page token names, in either mode: the relay's join starts a Socket-mode one
+    (and refuses an Iframe-mode token), an Iframe-mode page's admission or first transcript line the other."""
+    async with db.transaction() as session:
+        return await lifecycle.resolve_page_token(session, signer, token, flow_slug=flow_slug)
 
 
 async def age_conversation(

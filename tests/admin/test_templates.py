@@ -19,6 +19,7 @@ from server.dpp.checks import dpp_text
 from server.models import Conversation
 from server.security.signing import Signer
 from server.settings import Settings
+from tests import factories
 from tests.admin.console_client import ConsoleClient
 from tests.support import ServerThread, prepared_settings, with_database
 
@@ -280,13 +281,17 @@ def test_the_preview_link_opens_only_for_a_signed_in_admin_and_marks_its_convers
 
     signer = Signer(console_settings.secret)
     token = config["session"]["token"]
-    joined = with_database(console_settings, lambda db: lifecycle.join(db, signer, token, "demo-iframe"))
+    joined = with_database(
+        console_settings, lambda db: factories.start_with_token(db, signer, token, "demo-iframe")
+    )
     conversation: Conversation | None = joined.conversation
     assert conversation is not None and conversation.preview is True
     assert conversation.rendered_dpp["user"]["first_name"] == "Draft Ann"
     published = httpx.get(f"{console.url}/a/demo-iframe")
     ordinary = json.loads(PAGE_CONFIG.search(published.text).group(1))["session"]["token"]  # type: ignore[union-attr]
-    plain = with_database(console_settings, lambda db: lifecycle.join(db, signer, ordinary, "demo-iframe"))
+    plain = with_database(
+        console_settings, lambda db: factories.start_with_token(db, signer, ordinary, "demo-iframe")
+    )
     assert plain.conversation is not None and plain.conversation.preview is False
     assert plain.conversation.template_version_id != conversation.template_version_id
 
