@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 from server import budgets
 from server.api.auth import require_scope
 from server.conversations import lifecycle, listing
+from server.conversations.lifecycle import STOP_SENTENCES
 from server.conversations.listing import ConversationFilter
 from server.dependencies import DbDep, MetricsDep, SharedDep
 from server.errors import AppError, UnsupportedMediaType
@@ -65,6 +66,11 @@ class IngestAnswer(BaseModel):
     status: str
     recorded: bool = Field(
         default=True, description="False: this flow keeps no transcript (privacy); lines were discarded."
+    )
+    message: str | None = Field(
+        default=None,
+        description="The conversation was stopped for a reason its visitor should read (a budget, a kill"
+        " switch, an operator): that sentence, for the page to show.",
     )
 
 
@@ -174,7 +180,11 @@ async def ingest_from_page(batch: PageBatch, metrics: MetricsDep, request: Reque
         raise
     metrics.page_lines(result.stored, 0 if result.recorded else len(batch.entries), "not_recorded")
     return IngestAnswer(
-        stored=result.stored, highest_seq=result.highest_seq, status=result.status, recorded=result.recorded
+        stored=result.stored,
+        highest_seq=result.highest_seq,
+        status=result.status,
+        recorded=result.recorded,
+        message=STOP_SENTENCES.get(result.end_reason or ""),
     )
 
 

@@ -80,6 +80,7 @@ class IngestResult:
     highest_seq: int  # every seq from 1 to this one is stored: the page resends only what follows
     status: str  # the conversation's status, or NOT_STARTED
     recorded: bool = True  # False: the flow keeps no transcript, and this batch's lines were discarded
+    end_reason: str | None = None  # why the conversation ended, once it has
 
 
 @dataclass(frozen=True)
@@ -244,7 +245,7 @@ async def _ingest(
             if batch.final:
                 conversations.end(conversation, "page_closed", now)
             highest = max((entry.seq for entry in batch.entries), default=0)
-            return IngestResult(0, highest, conversation.status, recorded=False)
+            return IngestResult(0, highest, conversation.status, False, conversation.end_reason)
         existing = set(
             (
                 await session.execute(
@@ -284,5 +285,7 @@ async def _ingest(
         if reason is not None:
             conversations.end(conversation, reason, now)
             await timeline.record(session, conversation.id, "end", {"reason": reason, "by": "page"}, now)
-        status = conversation.status
-    return IngestResult(len(new), contiguous_high_water(existing | {e.seq for e in new}), status)
+        status, end_reason = conversation.status, conversation.end_reason
+    return IngestResult(
+        len(new), contiguous_high_water(existing | {e.seq for e in new}), status, end_reason=end_reason
+    )

@@ -68,6 +68,7 @@ class _Known:
     status: ConversationStatus
     created_at: datetime
     ended_at: datetime | None
+    end_reason: str | None
     seqs: set[int] = field(default_factory=set)
     stored_bytes: int = 0
 
@@ -173,6 +174,7 @@ class IngestGroup:
                 c.status,
                 c.created_at,
                 c.ended_at,
+                c.end_reason,
                 Flow.slug,
                 Flow.sdk_options,
                 totals.c.lines,
@@ -185,10 +187,12 @@ class IngestGroup:
         )
         known: dict[tuple[str, str], _Known] = {}
         gaps: dict[str, _Known] = {}
-        for cid, status, created, ended, slug, options, count, highest, size in found:
+        for cid, status, created, ended, reason, slug, options, count, highest, size in found:
             if not stored_options(options).record_transcript:
                 continue  # written alone: `ingest_page_batch` answers for a flow that keeps no transcript
-            entry = known[(cid, slug)] = _Known(cid, status, created, ended, stored_bytes=int(size or 0))
+            entry = known[(cid, slug)] = _Known(
+                cid, status, created, ended, reason, stored_bytes=int(size or 0)
+            )
             if count == highest:
                 entry.seqs = set(range(1, (highest or 0) + 1))
             else:
@@ -230,7 +234,12 @@ class IngestGroup:
         )
         known.seqs.update(e.seq for e in new)
         known.stored_bytes += size
-        return IngestResult(len(new), contiguous_high_water(known.seqs), conversation.status)
+        return IngestResult(
+            len(new),
+            contiguous_high_water(known.seqs),
+            conversation.status,
+            end_reason=conversation.end_reason,
+        )
 
 
 def _settle(answer: asyncio.Future[IngestResult], outcome: IngestResult | BaseException) -> None:

@@ -80,6 +80,7 @@ function watchAudio(avatar) {
 // No free avatar (queue off), the plan's minutes used up, the queue's limit reached: the SDK would go on
 // reconnecting (into the queue again) behind a page that already gave the visitor the reason.
 const CAPACITY_CODES = [6001, 6002, 6003];
+const CONNECTION_LOST = 1003; // the SDK's ErrorCode.CONNECTION_LOST: a live connection dropped
 
 function onError(avatar, error) {
   if (page.sdk !== avatar) return;
@@ -94,10 +95,21 @@ function onError(avatar, error) {
   }
   const sdk = config.sdk;
   const connecting = ['connecting', 'joining', 'queued', 'reconnecting'].includes(page.state.phase);
-  const connectionFailure = connecting || error.code === 1003;
+  const connectionFailure = connecting || error.code === CONNECTION_LOST;
   const willRetry = connectionFailure && sdk.autoReconnect !== false && error.code !== 6002
     && attempts < (sdk.maxReconnectAttempts || 5) && error.recoverable !== false;
   page.dispatch('error', { code: error.code, recoverable: error.recoverable, text: errorMessage(error), willRetry });
+  if (error.code === CONNECTION_LOST && !willRetry) explainLostConnection(avatar);
+}
+
+// The SDK reconnects by default, and the relay's refusal then says why a conversation was stopped (a budget, a
+// kill switch, an operator). With autoReconnect off nothing reconnects: the page asks the server instead.
+async function explainLostConnection(avatar) {
+  const answer = await page.transcript.status();
+  if (answer && answer.message && page.sdk === avatar) {
+    page.dispatch('refused', { message: answer.message });
+    page.discard();
+  }
 }
 
 async function connect(avatar) {

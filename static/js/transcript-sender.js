@@ -54,6 +54,24 @@ export class TranscriptSender {
     if (this.pending.length) this.timer = setTimeout(() => this.flush(), FLUSH_DELAY_MS * 3);
   }
 
+  // The server's answer about this conversation (sending what is pending, if anything): e.g. the sentence for a
+  // conversation the server stopped (`message`); null when it cannot be had.
+  async status() {
+    const entries = this.refused ? [] : this.pending.slice(0, 200);
+    try {
+      const response = await fetch(ENDPOINT, {
+        method: 'POST', headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ token: this.token, entries }),
+      });
+      if (!response.ok) return null;
+      const answer = await response.json();
+      this.acknowledge(answer.highest_seq);
+      return answer;
+    } catch {
+      return null;
+    }
+  }
+
   // What is pending would be refused again: drop it, take no more lines; closing still sends the final beacon.
   refuse() {
     this.refused = true;

@@ -21,6 +21,7 @@ from sqlalchemy import func, select
 
 from server import budgets
 from server.app import create_app
+from server.conversations.lifecycle import STOP_SENTENCES
 from server.db import Database
 from server.housekeeping import housekeeping_pass
 from server.models import Conversation, TranscriptEntry, utcnow
@@ -91,9 +92,16 @@ def test_a_retried_batch_stores_nothing_twice(live_server: ServerThread, setting
         "highest_seq": 2,
         "status": "active",
         "recorded": True,
+        "message": None,
     }
     again = post(live_server, batch)
-    assert again.json() == {"stored": 0, "highest_seq": 2, "status": "active", "recorded": True}
+    assert again.json() == {
+        "stored": 0,
+        "highest_seq": 2,
+        "status": "active",
+        "recorded": True,
+        "message": None,
+    }
     assert stored_count(settings, session_id) == 2
 
 
@@ -127,9 +135,18 @@ def test_the_page_s_last_lines_land_after_an_end_it_did_not_see_coming(
     session_id, token = open_page(live_server)
     assert post(live_server, {"token": token, "entries": [entry(1)]}).status_code == 200
     with_database(settings, lambda db: budgets.end_conversation(db, session_id, "admin"))
+    held = post(live_server, {"token": token, "entries": [entry(2, "User")]})  # the group commit's path
+    assert held.status_code == 200, held.text
+    assert held.json()["message"] == STOP_SENTENCES["ended_by_operator"]  # the page can tell its visitor why
     last = post(live_server, {"token": token, "entries": [entry(2, "User"), entry(3)], "final": True})
     assert last.status_code == 200, last.text
-    assert last.json() == {"stored": 2, "highest_seq": 3, "status": "ended", "recorded": True}
+    assert last.json() == {
+        "stored": 1,
+        "highest_seq": 3,
+        "status": "ended",
+        "recorded": True,
+        "message": STOP_SENTENCES["ended_by_operator"],
+    }
     assert stored_count(settings, session_id) == 3
 
     async def reason() -> str | None:
@@ -183,7 +200,13 @@ def test_an_empty_batch_starts_no_conversation(live_server: ServerThread, settin
     session_id, token = open_page(live_server)
     # What a page left without a word sends from `pagehide`.
     answer = post(live_server, {"token": token, "entries": [], "final": True})
-    assert answer.json() == {"stored": 0, "highest_seq": 0, "status": "not_started", "recorded": True}
+    assert answer.json() == {
+        "stored": 0,
+        "highest_seq": 0,
+        "status": "not_started",
+        "recorded": True,
+        "message": None,
+    }
     auth = {"authorization": f"Bearer {make_token(settings, 'transcripts:read')}"}
     assert httpx.get(f"{live_server.url}/api/v1/sessions/{session_id}", headers=auth).status_code == 404
 
@@ -539,7 +562,13 @@ def test_a_flow_with_transcript_recording_off_stores_no_lines_and_the_api_says_s
     session_id, token = open_page(live_server, "private")
     answer = post(live_server, {"token": token, "entries": [entry(1), entry(2, "User", "my card number")]})
     assert answer.status_code == 200
-    assert answer.json() == {"stored": 0, "highest_seq": 2, "status": "active", "recorded": False}
+    assert answer.json() == {
+        "stored": 0,
+        "highest_seq": 2,
+        "status": "active",
+        "recorded": False,
+        "message": None,
+    }
     assert stored_count(settings, session_id) == 0
     auth = {"authorization": f"Bearer {make_token(settings, 'transcripts:read')}"}
     url = f"{live_server.url}/api/v1/sessions/{session_id}/transcript"

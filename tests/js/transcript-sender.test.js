@@ -231,3 +231,19 @@ test('leaving the page sends the final beacon; hiding it sends pending lines wit
     delete globalThis.document;
   }
 });
+
+test('status() asks even with nothing pending, sends what is pending, and gives back the answer', async () => {
+  const sender = new TranscriptSender('tok');
+  const idle = await sender.status();
+  assert.deepEqual(requests.map((r) => seqs(r.batch)), [[]]);
+  assert.equal(idle.highest_seq, 0);
+  sender.add('User', 'hello');
+  const answer = await sender.status();
+  assert.deepEqual(seqs(requests[1].batch), [1]);
+  assert.equal(answer.highest_seq, 1);
+  assert.equal(sender.pending.length, 0); // acknowledged: not sent again
+  failWith = 'offline';
+  assert.equal(await sender.status(), null);
+  failWith = 409;
+  assert.equal(await sender.status(), null);
+});
