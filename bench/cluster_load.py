@@ -65,6 +65,7 @@ LOAD_FLOWS = {
 INSTANCE_SETTINGS = {  # every visitor is 127.0.0.1, and one instance may hold them all
     "AVATAR_BFF_RELAY_MAX_PER_FLOW": "5000",
     "AVATAR_BFF_RELAY_MAX_TOTAL": "5000",
+    "AVATAR_BFF_RELAY_MAX_PER_ADDRESS": "5000",  # every client here is 127.0.0.1
     "AVATAR_BFF_PAGE_VIEWS_PER_SECOND": "100000",
     "AVATAR_BFF_PAGE_VIEWS_BURST": "100000",
     "AVATAR_BFF_LOG_LEVEL": "warning",

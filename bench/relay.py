@@ -90,6 +90,7 @@ def processes(data_dir: Path) -> Iterator[Services]:
         "AVATAR_BFF_RELAY_EVENTS_PER_SECOND": "1000000",
         "AVATAR_BFF_RELAY_MAX_PER_FLOW": "100000",
         "AVATAR_BFF_RELAY_MAX_TOTAL": "100000",
+        "AVATAR_BFF_RELAY_MAX_PER_ADDRESS": "100000",  # every client here is 127.0.0.1
         # Every caller loads its page from this one address: lift the per-address page limit.
         "AVATAR_BFF_PAGE_VIEWS_PER_SECOND": "1000000",
         "AVATAR_BFF_PAGE_VIEWS_BURST": "1000000",

@@ -153,6 +153,8 @@ def make_settings(data_dir: Path, **overrides: Any) -> Settings:
         # AVATAR_BFF_REDIS_URL names the test Redis (.ci/run sets it), the same name as the app's setting:
         # a test app shares state through Redis only when its test asks for it.
         "redis_url": "",
+        # Every test client is 127.0.0.1: the per-address cap is tested where a test sets it.
+        "relay_max_per_address": 1000,
     }
     values.update(overrides)
     return load_settings(**values)

@@ -24,6 +24,7 @@ Fault = Callable[[Cluster, ThrowawayPostgres, ThrowawayRedis], None]
 LOAD_SETTINGS = {  # one instance must be able to take every conversation; every visitor is 127.0.0.1
     "AVATAR_BFF_RELAY_MAX_PER_FLOW": "1000",
     "AVATAR_BFF_RELAY_MAX_TOTAL": "1000",
+    "AVATAR_BFF_RELAY_MAX_PER_ADDRESS": "1000",  # every client here is 127.0.0.1
     "AVATAR_BFF_PAGE_VIEWS_PER_SECOND": "1000",
     "AVATAR_BFF_PAGE_VIEWS_BURST": "1000",
     "AVATAR_BFF_LOG_LEVEL": "warning",

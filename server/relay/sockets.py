@@ -101,6 +101,7 @@ class Bridge:
     page_context_sent: list[float] = field(default_factory=list)  # when, within the last minute
     rejoin: dict[str, Any] | None = None  # a queued SDK's `join`, sent up once upstream greets
     token: str = ""  # the page token it was opened with
+    address: str = ""  # the client address its connect came from, counted in `per_address` ("" : not)
     socket_key: str = ""  # from page token + the SDK's stickyId (new each time the SDK connects)
     tokens: float = 0.0
     byte_tokens: float = 0.0
@@ -196,6 +197,7 @@ class RelayHub:
         self.bridges: dict[str, Bridge] = {}  # by browser socket id
         self.by_eio: dict[str, Bridge] = {}  # by browser Engine.IO id, for the packet path
         self.per_flow: Counter[str] = Counter()  # bridges and connects under way, by flow slug
+        self.per_address: Counter[str] = Counter()  # the same, by client address (queued sockets' not)
         # One live bridge per conversation: a newer connect replaces the older bridge.
         self.by_conversation: dict[str, str] = {}  # conversation id → browser socket id of its bridge
         self.by_token: dict[str, str] = {}  # page token → browser socket id of its bridge
@@ -301,7 +303,14 @@ class RelayHub:
         # Capacity first: a caller turned away starts no conversation. The slot is taken before anything is
         # awaited, so parallel connects cannot all pass the check. A reconnect of a bridged page needs no
         # room: its bridge's slot comes free as the new one takes over.
-        if not self._has_room(slug) and query.get("client", "") not in self.by_token:
+        reconnect = query.get("client", "") in self.by_token
+        address = _client_address(environ)
+        if self.per_address[address] >= settings.relay_max_per_address and not reconnect:
+            self._note_refusal(query.get("client", ""), "per_address")
+            raise Refused(
+                "Too many conversations are open from your network. End one, then try again.", "per_address"
+            )
+        if not self._has_room(slug) and not reconnect:
             # The SDK understands this as "no agent available": its queue polls this socket (or error 6001).
             self.dropped["capacity"] += 1
             self._note_refusal(query.get("client", ""), "capacity")
@@ -316,9 +325,10 @@ class RelayHub:
             return
         self.connecting += 1
         self.per_flow[slug] += 1
+        self.per_address[address] += 1
         bridged = False
         try:
-            bridged = await self._bridge(sid, query, slug)
+            bridged = await self._bridge(sid, query, slug, address=address)
         except Refused as exc:
             self._note_refusal(query.get("client", ""), exc.reason)
             raise
@@ -326,6 +336,7 @@ class RelayHub:
             self.connecting -= 1
             if not bridged:
                 _release(self.per_flow, slug)
+                _release(self.per_address, address)
 
     def _has_room(self, slug: str) -> bool:
         settings = self.settings
@@ -368,7 +379,12 @@ class RelayHub:
                 _release(self.per_flow, entry.slug)
 
     async def _bridge(
-        self, sid: str, query: dict[str, str], slug: str, rejoin: dict[str, Any] | None = None
+        self,
+        sid: str,
+        query: dict[str, str],
+        slug: str,
+        rejoin: dict[str, Any] | None = None,
+        address: str = "",
     ) -> bool:
         """Join the conversation and open its upstream; refusals raise. The flow's slot is already taken."""
         await self._admit(query.get("client", ""), slug)
@@ -397,7 +413,7 @@ class RelayHub:
             if self.newest[conversation_id] != number:  # a newer connect of this conversation is on its way
                 await upstream.disconnect()
                 raise Refused("A newer connection to this conversation took its place.", "replaced")
-            replaced = self._open(sid, conversation_id, flow, dpp, slug, upstream, query, rejoin)
+            replaced = self._open(sid, conversation_id, flow, dpp, slug, upstream, query, rejoin, address)
         finally:
             _release(self.dialling, conversation_id)
             if conversation_id not in self.dialling:
@@ -457,6 +473,7 @@ class RelayHub:
         upstream: UpstreamSocket,
         query: dict[str, str],
         rejoin: dict[str, Any] | None = None,
+        address: str = "",
     ) -> Bridge | None:
         """Register the bridge, in place of the conversation's older one (returned, detached, to be closed).
 
@@ -478,6 +495,7 @@ class RelayHub:
             live=rejoin is not None,  # a queued socket's connect was acknowledged long ago
             token=token,
             socket_key=_socket_key(query),
+            address=address,
         )
         signer = self.signer
         bridge.context = RelayContext(
@@ -763,6 +781,8 @@ class RelayHub:
         if self.by_token.get(bridge.token) == sid:
             del self.by_token[bridge.token]
         _release(self.per_flow, bridge.flow_slug)
+        if bridge.address:
+            _release(self.per_address, bridge.address)
         bridge.early.clear()
         self.budgets.closed(bridge, lambda conversation_id: conversation_id in self.by_conversation)
         return bridge
@@ -842,6 +862,13 @@ class RelayHub:
             *(bridge.upstream.disconnect() for bridge in stopped),
             *(self.sio.disconnect(bridge.browser_sid) for bridge in stopped),
         )
+
+
+def _client_address(environ: dict[str, Any]) -> str:
+    """The browser's address, as uvicorn made it (the balancer's X-Forwarded-For, when it is trusted);
+    python-engineio's own REMOTE_ADDR is always 127.0.0.1."""
+    client = environ.get("asgi.scope", {}).get("client")
+    return str(client[0]) if client else ""
 
 
 def _socket_key(query: dict[str, str]) -> str:

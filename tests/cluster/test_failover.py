@@ -28,6 +28,7 @@ KILLED = "1"
 LOAD_SETTINGS = {  # one instance must be able to take every conversation once the other is gone
     "AVATAR_BFF_RELAY_MAX_PER_FLOW": "1000",
     "AVATAR_BFF_RELAY_MAX_TOTAL": "1000",
+    "AVATAR_BFF_RELAY_MAX_PER_ADDRESS": "1000",  # every client here is 127.0.0.1
     "AVATAR_BFF_PAGE_VIEWS_PER_SECOND": "1000",  # every visitor comes from 127.0.0.1
     "AVATAR_BFF_PAGE_VIEWS_BURST": "1000",
     "AVATAR_BFF_LOG_LEVEL": "warning",

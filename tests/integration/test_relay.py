@@ -787,3 +787,40 @@ async def test_shutdown_does_not_wait_long_on_upstreams_that_never_answer_a_good
         assert app.state.relay.open_upstreams == 3
         await asyncio.to_thread(server.stop)
         assert not server.thread.is_alive()
+
+
+async def test_one_client_address_holds_only_so_many_conversations(
+    tmp_path: Path, simulator: ServerThread
+) -> None:
+    """Past the cap the next conversation from that address is refused with a sentence; a reconnect of one
+    it holds is not; another address is not held back; ending one makes room (addresses from the trusted
+    balancer's X-Forwarded-For, as behind nginx)."""
+    settings = prepared_settings(tmp_path, simulator_url=simulator.url, relay_max_per_address=2)
+    app = create_app(settings)
+    one, other = {"X-Forwarded-For": "203.0.113.5"}, {"X-Forwarded-For": "198.51.100.7"}
+    with ServerThread(app) as server:
+        tokens = [page_session(server)[1] for _ in range(4)]
+        first, second = FakeSdk(), FakeSdk()
+        await first.connect(server.url, tokens[0], headers=one)
+        await second.connect(server.url, tokens[1], headers=one)
+        await asyncio.gather(first.wait_for("showAgent"), second.wait_for("showAgent"))
+        assert "Too many conversations" in await refused(server, tokens[2], headers=one)
+        elsewhere = FakeSdk()
+        await elsewhere.connect(server.url, tokens[2], headers=other)
+        await elsewhere.wait_for("showAgent")
+        again = FakeSdk()  # the first page's SDK reconnecting: its conversation is already counted
+        await again.connect(server.url, tokens[0], headers=one)
+        await again.wait_for("showAgent")
+        await second.client.disconnect()
+        await eventually_async(lambda: _held(app, "203.0.113.5"), lambda held: held == 1, what="one held")
+        third = FakeSdk()
+        await third.connect(server.url, tokens[3], headers=one)
+        await third.wait_for("showAgent")
+        for sdk in (first, elsewhere, again, third):
+            await sdk.client.disconnect()
+        await eventually_async(lambda: _held(app, "203.0.113.5"), lambda held: held == 0, what="none held")
+
+
+async def _held(app: FastAPI, address: str) -> int:
+    held: int = app.state.relay.per_address[address]
+    return held
