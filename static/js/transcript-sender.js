@@ -40,16 +40,23 @@ export class TranscriptSender {
     this.pending = this.pending.filter((entry) => entry.seq > highestSeq);
   }
 
+  // Posts `entries`; the server's answer once it is read (its lines acknowledged), else the response.
+  async send(entries) {
+    const response = await fetch(ENDPOINT, {
+      method: 'POST', keepalive: true, headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ token: this.token, entries }),
+    });
+    if (!response.ok) return { response, answer: null };
+    const answer = await response.json();
+    this.acknowledge(answer.highest_seq);
+    return { response, answer };
+  }
+
   async flush() {
     if (!this.pending.length) return;
-    const entries = this.pending.slice(0, 200);
     try {
-      const response = await fetch(ENDPOINT, {
-        method: 'POST', keepalive: true, headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({ token: this.token, entries }),
-      });
-      if (response.ok) this.acknowledge((await response.json()).highest_seq);
-      else if (FINAL_REFUSALS.has(response.status)) this.refuse();
+      const { response } = await this.send(this.pending.slice(0, 200));
+      if (!response.ok && FINAL_REFUSALS.has(response.status)) this.refuse();
     } catch { /* offline: kept for the next flush or the final beacon */ }
     if (this.pending.length) this.timer = setTimeout(() => this.flush(), FLUSH_DELAY_MS * 3);
   }
@@ -57,16 +64,8 @@ export class TranscriptSender {
   // The server's answer about this conversation (sending what is pending, if anything): e.g. the sentence for a
   // conversation the server stopped (`message`); null when it cannot be had.
   async status() {
-    const entries = this.refused ? [] : this.pending.slice(0, 200);
     try {
-      const response = await fetch(ENDPOINT, {
-        method: 'POST', headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({ token: this.token, entries }),
-      });
-      if (!response.ok) return null;
-      const answer = await response.json();
-      this.acknowledge(answer.highest_seq);
-      return answer;
+      return (await this.send(this.refused ? [] : this.pending.slice(0, 200))).answer;
     } catch {
       return null;
     }

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from playwright.sync_api import expect
@@ -14,22 +13,15 @@ from server import budgets
 from server.app import create_app
 from server.conversations.lifecycle import STOP_SENTENCES
 from server.settings import Settings
-from tests import factories
 from tests.browser.conftest import PageWatch
-from tests.support import ServerThread, database, prepared_settings, run_async, with_database
-
-LOCAL_TURN = {"urls": ["stun:127.0.0.1:3478"], "iceTransportPolicy": "all"}  # as the demo flow's
+from tests.browser.test_sdk_fidelity import add_flow, start
+from tests.support import ServerThread, database, prepared_settings, run_async
 
 
 @pytest.fixture
 def served(tmp_path: Path, simulator: ServerThread) -> Iterator[tuple[ServerThread, Settings]]:
     settings = prepared_settings(tmp_path, simulator_url=simulator.url, budget_check_seconds=0.5)
-    flow: dict[str, Any] = {
-        "upstream": "simulator",
-        "turn_override": LOCAL_TURN,
-        "sdk_options": {"reconnect": {"auto": False}},
-    }
-    with_database(settings, lambda db: factories.create_flow(db, "steady", **flow))
+    add_flow(settings, "steady", sdk_options={"reconnect": {"auto": False}})
     with ServerThread(create_app(settings)) as server:
         yield server, settings
 
@@ -39,10 +31,7 @@ def test_a_kill_switch_tells_a_visitor_whose_sdk_does_not_reconnect(
 ) -> None:
     server, settings = served
     page = watch.page
-    page.goto(f"{server.url}/a/steady")
-    page.get_by_role("button", name="Start conversation").click()
-    status = page.locator("#status")
-    expect(status).to_contain_text("In conversation", timeout=30_000)
+    start(page, f"{server.url}/a/steady")
 
     async def engage() -> None:
         async with database(settings) as db:
