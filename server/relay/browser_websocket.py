@@ -5,6 +5,9 @@ Measured per idle relayed session, 6.8 KB less in all: its receive queue, an asy
 (~3.4 KB; `lean_queue` instead), and the opening handshake's request and response objects with their headers,
 kept as long as the socket lives though nothing reads them after the handshake.
 
+Frames are cut by `frames.FrameReader` from the end of the opening request on: a whole text message is read
+there, any other frame is handed whole to websockets and uvicorn's handlers as before.
+
 Direct mode (`go_direct`, used by `engineio_server` once a browser socket speaks Engine.IO over WebSocket):
 received messages go to a `DirectInbox` as they are, instead of an ASGI event dict each in the receive queue
 with reading paused after every one (two epoll changes per message); frames are sent by `send_frame`, a plain
@@ -22,6 +25,7 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 from websockets.http11 import Request
 from websockets.protocol import State
 
+from server.relay.frames import FrameReader, HeaderEnd, text_frame
 from server.relay.lean_queue import LeanQueue
 
 WS_PROTOCOL = "server.relay.browser_websocket:LeanWebSocketProtocol"
@@ -84,11 +88,48 @@ class DirectInbox:
 
 
 class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
-    direct: DirectInbox | None = None  # a class default: an idle socket's attribute dict stays as it was
+    # Class defaults: an idle socket's attribute dict stays as it was.
+    direct: DirectInbox | None = None
+    reader: FrameReader | None = None  # the quick framing, from the end of the opening request
+    head: HeaderEnd | None = None  # until the opening request has been read
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.queue = LeanQueue()  # type: ignore[assignment]  # put_nowait, get and empty are all it uses
+        self.head = HeaderEnd()
+
+    def data_received(self, data: bytes) -> None:
+        reader = self.reader
+        if reader is not None:
+            rest = reader.feed(data, self._take_text, self._take_frame)
+            if rest is not None:  # websockets reads everything from here on
+                self.reader = None
+                if rest:
+                    super().data_received(rest)
+            return
+        head = self.head
+        end = -1 if head is None else head.find(data)
+        if end < 0:
+            super().data_received(data)
+            return
+        self.head = None
+        super().data_received(data[:end])
+        if self.handshake_initiated and not self.close_sent and self.conn.parser_exc is None:
+            limit = self.conn.max_message_size
+            self.reader = FrameReader(masked=True, limit=2**63 if limit is None else limit)
+        if end < len(data):
+            self.data_received(data[end:])
+
+    def _take_text(self, text: str) -> bool:
+        inbox = self.direct
+        if inbox is None or self.conn.state is not State.OPEN or self.conn.current_size is not None:
+            return False  # not yet direct, closing, or inside a fragmented message: websockets judges it
+        inbox.add(text)
+        return True
+
+    def _take_frame(self, frame: bytes) -> bool:
+        super().data_received(frame)
+        return self.conn.parser_exc is None and self.conn.state is State.OPEN
 
     def start_keepalive(self) -> None:
         # Called once, when the handshake's answer is sent: nothing reads its request or response again.
@@ -155,12 +196,11 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
         """Send one message now, unless the socket is closing or its write buffer is full (then False)."""
         if not self.can_send():
             return False
-        if isinstance(message, str):
-            self.conn.send_text(message.encode())
-        else:
-            self.conn.send_binary(message)
-        chunks = self.conn.data_to_send()
-        self.transport.write(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+        if isinstance(message, str):  # uvicorn writes what websockets holds at once: nothing waits before it
+            self.transport.write(text_frame(message.encode()))
+            return True
+        self.conn.send_binary(message)
+        self.transport.write(b"".join(self.conn.data_to_send()))
         return True
 
     def pause_app_reading(self) -> None:

@@ -27,6 +27,7 @@ from websockets.protocol import State
 from websockets.uri import parse_uri
 
 from server.relay.events import RELAYED_TYPES
+from server.relay.frames import FrameReader, HeaderEnd, masked_text_frame
 
 log = logging.getLogger("avatar_bff.relay")
 
@@ -69,6 +70,10 @@ class UpstreamSocket(asyncio.Protocol):
         self._forward_now = forward_now  # a packet forwarded at once, in the read; False: `forward` takes it
         self._gone = gone
         self._ws: ClientProtocol | None = None
+        # Quick framing (`frames`): `_head` until the answer to our upgrade request has been read, then
+        # `_reader`; both None: websockets reads everything.
+        self._head: HeaderEnd | None = HeaderEnd()
+        self._reader: FrameReader | None = None
         self._transport: asyncio.Transport | None = None
         self._inbox: list[str | bytes] = []  # handshake replies while connecting, then packets for `forward`
         self._fragments: list[Frame] = []  # of a message that came in several frames
@@ -190,8 +195,47 @@ class UpstreamSocket(asyncio.Protocol):
         self._flush()  # the opening handshake request
 
     def data_received(self, data: bytes) -> None:
-        assert self._ws is not None
         self._heard = self._loop.time()  # not get_running_loop(): on Python 3.11 it costs a getpid() call
+        if self._reader is not None:
+            self._read_frames(data)
+        elif self._head is not None:
+            self._read_head(data)
+        else:
+            self._websocket_reads(data)
+        self._wake()
+
+    def _read_head(self, data: bytes) -> None:
+        assert self._head is not None and self._ws is not None
+        end = self._head.find(data)
+        if end < 0:
+            self._websocket_reads(data)
+            return
+        self._head = None
+        self._websocket_reads(data[:end])
+        if self._ws.state is State.OPEN:  # upgraded: the frames are cut here from now on
+            self._reader = FrameReader(masked=False, limit=MAX_MESSAGE)
+            self._read_frames(data[end:])
+        elif end < len(data):
+            self._websocket_reads(data[end:])
+
+    def _read_frames(self, data: bytes) -> None:
+        assert self._reader is not None
+        rest = self._reader.feed(data, self._take_text, self._websocket_reads)
+        if rest is not None:  # websockets reads everything from here on
+            self._reader = None
+            if rest:
+                self._websocket_reads(rest)
+
+    def _take_text(self, text: str) -> bool:
+        assert self._ws is not None
+        if self._ws.state is not State.OPEN or self._ws.current_size is not None:
+            return False  # closing, or inside a fragmented message: websockets judges it
+        self._on_message(text)
+        return True
+
+    def _websocket_reads(self, data: bytes) -> bool:
+        """websockets reads `data`; False once it stopped reading frames (closed or failed)."""
+        assert self._ws is not None
         self._ws.receive_data(data)
         for event in self._ws.events_received():
             if isinstance(event, Frame):
@@ -202,7 +246,7 @@ class UpstreamSocket(asyncio.Protocol):
                     "refused the connection" if refused else "did not answer like a Socket.IO service"
                 )
         self._flush()  # pongs to WebSocket pings, the answer to a closing frame
-        self._wake()
+        return self._ws.state is State.OPEN and self._ws.parser_exc is None
 
     def eof_received(self) -> None:
         if self._ws is not None:
@@ -330,9 +374,9 @@ class UpstreamSocket(asyncio.Protocol):
     def _send_text(self, text: str) -> None:
         if not self._writable():
             return  # a pong or goodbye to a socket that is closing: nobody is listening
-        assert self._ws is not None
-        self._ws.send_text(text.encode())
-        self._flush()
+        assert self._transport is not None
+        # Every use of websockets' protocol is followed by `_flush`: nothing of it waits before this frame.
+        self._transport.write(masked_text_frame(text.encode()))
 
     def _flush(self) -> None:
         assert self._ws is not None
