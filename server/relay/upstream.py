@@ -159,9 +159,9 @@ class UpstreamSocket(asyncio.Protocol):
         """`send` without waiting for upstream to read: for a caller that checked `ready`."""
         if not (self.connected and self._writable()):
             raise ConnectionError("upstream is not connected")
-        assert self._ws is not None
+        assert self._ws is not None and self._transport is not None
         if isinstance(data, str):
-            self._send_text("4" + data)
+            self._transport.write(masked_text_frame(("4" + data).encode()))
         else:
             self._ws.send_binary(data)
             self._flush()
