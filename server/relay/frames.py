@@ -64,9 +64,7 @@ def cut(buffer: bytes, start: int, masked: bool, limit: int) -> tuple[int, str |
         return end, None
 
 
-def _header(first: int, length: int) -> bytes:
-    if length < 126:
-        return bytes((TEXT_WHOLE, first | length))
+def _long_header(first: int, length: int) -> bytes:
     if length < 65536:
         return bytes((TEXT_WHOLE, first | 126)) + length.to_bytes(2, "big")
     return bytes((TEXT_WHOLE, first | 127)) + length.to_bytes(8, "big")
@@ -74,23 +72,18 @@ def _header(first: int, length: int) -> bytes:
 
 def text_frame(payload: bytes) -> bytes:
     """A server's frame of one whole text message (UTF-8 `payload`): not masked."""
-    return _header(0, len(payload)) + payload
+    length = len(payload)
+    return (bytes((TEXT_WHOLE, length)) if length < 126 else _long_header(0, length)) + payload
 
 
 class _MaskKeys:
     """Masking keys for a client's frames, from the OS's random source, 4 KiB per system call."""
 
-    __slots__ = ("_at", "_pool")
+    __slots__ = ("at", "pool")
 
     def __init__(self) -> None:
-        self._pool = b""
-        self._at = 0
-
-    def next(self) -> bytes:
-        if self._at >= len(self._pool):
-            self._pool, self._at = os.urandom(4096), 0
-        self._at += 4
-        return self._pool[self._at - 4 : self._at]
+        self.pool = b""
+        self.at = 4096
 
 
 _keys = _MaskKeys()
@@ -98,8 +91,14 @@ _keys = _MaskKeys()
 
 def masked_text_frame(payload: bytes) -> bytes:
     """A client's frame of one whole text message: masked, with a fresh random key."""
-    key = _keys.next()
-    return _header(0x80, len(payload)) + key + apply_mask(payload, key)
+    keys = _keys
+    if keys.at >= 4096:
+        keys.pool, keys.at = os.urandom(4096), 0
+    key = keys.pool[keys.at : keys.at + 4]
+    keys.at += 4
+    length = len(payload)
+    header = bytes((TEXT_WHOLE, 0x80 | length)) if length < 126 else _long_header(0x80, length)
+    return header + key + apply_mask(payload, key)
 
 
 class FrameReader:
