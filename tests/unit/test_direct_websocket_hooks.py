@@ -1,5 +1,5 @@
-"""Canary for the python-engineio and uvicorn internals the browser leg's direct WebSocket mode builds on
-(server/relay/engineio_server.py and server/relay/browser_websocket.py).
+"""Canary for the python-engineio, uvicorn and websockets internals the browser leg's direct WebSocket mode
+and the relay's quick framing build on (server/relay/engineio_server.py, browser_websocket.py, frames.py).
 
 `DirectWebSocket` stands in for python-engineio's ASGI WebSocket driver and runs the Engine.IO session the way
 `AsyncSocket._websocket_handler` does; `LeanWebSocketProtocol` takes over uvicorn's receive path. None of that
@@ -15,6 +15,11 @@ import engineio
 from engineio import async_socket, base_socket
 from engineio.async_drivers import asgi
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.client import ClientProtocol
+from websockets.protocol import State
+from websockets.server import ServerProtocol
+from websockets.uri import parse_uri
+from websockets.utils import accept_key
 
 from server.relay.engineio_server import DirectWebSocket, LeanEngineIOServer, SinkQueue
 
@@ -125,3 +130,36 @@ def test_uvicorn_protocol_parts_direct_mode_takes_over() -> None:
         assert attribute in source(WebSocketsSansIOProtocol.__init__), moved(
             f"WebSocketsSansIOProtocol.__init__ has no {attribute}", "LeanWebSocketProtocol.can_send"
         )
+
+
+def test_the_quick_framing_s_hooks_into_uvicorn_and_websockets() -> None:
+    """server/relay/frames.py hands websockets whole frames and writes its own next to websockets' output."""
+    look = "frames.py, LeanWebSocketProtocol.data_received and UpstreamSocket.data_received"
+    received = source(WebSocketsSansIOProtocol.data_received)
+    assert "self.conn.receive_data(data)" in received and "self.handle_events()" in received, moved(
+        "uvicorn's data_received no longer feeds websockets and handles its events", look
+    )
+    # Whatever websockets queues to send, uvicorn writes at once: a frame written beside it keeps its place.
+    whole = inspect.getsource(WebSocketsSansIOProtocol)
+    operations = sum(
+        whole.count(f"self.conn.{op}(") for op in ("send_text", "send_binary", "send_close", "send_ping")
+    )
+    assert operations and whole.count("self.conn.data_to_send()") >= operations, moved(
+        "uvicorn queues frames in websockets without writing them at once", "LeanWebSocketProtocol.send_frame"
+    )
+    server = ServerProtocol()
+    client = ClientProtocol(parse_uri("ws://localhost/"))
+    for protocol in (server, client):
+        for attribute in ("current_size", "max_message_size", "parser_exc", "state"):
+            assert hasattr(protocol, attribute), moved(f"websockets' protocol has no {attribute}", look)
+    # A 101 answer's head is all websockets reads of it: the quick framing starts right after its blank line.
+    client.send_request(client.connect())
+    request = client.data_to_send()[0].decode()
+    key = next(line.split(": ")[1] for line in request.split("\r\n") if line.startswith("Sec-WebSocket-Key"))
+    client.receive_data(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Accept: " + accept_key(key).encode() + b"\r\n\r\n"
+    )
+    assert client.state is State.OPEN, moved(
+        "websockets' client is not open after the 101 answer's head", look
+    )
