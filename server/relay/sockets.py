@@ -145,7 +145,17 @@ class BrowserServer(socketio.AsyncServer):  # type: ignore[misc]
     def _handle_now(self, eio_sid: str, data: str) -> bool:
         """A bridged browser's event or ack, relayed without a wait if it needs none (`from_browser_now`)."""
         bridge = self._hub.by_eio.get(eio_sid)
-        return bridge is not None and data[:1] in RELAYED_TYPES and self._hub.from_browser_now(bridge, data)
+        if bridge is None or data[:1] not in RELAYED_TYPES:
+            return False
+        try:
+            return self._hub.from_browser_now(bridge, data)
+        except Exception:  # logged here, in the browser socket's read, with the conversation it belongs to
+            token = request_context.conversation_id.set(bridge.conversation_id)
+            try:
+                log.exception("relay: a browser message could not be handled")
+            finally:
+                request_context.conversation_id.reset(token)
+            return True  # it may be half done: not handled a second time
 
     async def _handle_eio_message(self, eio_sid: str, data: str | bytes) -> None:
         bridge = self._hub.by_eio.get(eio_sid)
