@@ -104,14 +104,15 @@ def masked_text_frame(payload: bytes) -> bytes:
 class FrameReader:
     """Cuts one connection's received bytes into frames, holding a frame that is not all there yet."""
 
-    __slots__ = ("_chunks", "_have", "_need", "limit", "masked")
+    __slots__ = ("_held", "_need", "limit", "masked")
 
     def __init__(self, masked: bool, limit: int) -> None:
         self.masked = masked  # a server's reader: the peer's frames must be masked
         self.limit = limit
-        self._chunks: list[bytes] = []
-        self._have = 0
-        self._need = 0
+        # The start of a frame still coming, in one buffer (a list of reads would let a peer sending a
+        # frame a byte at a time cost ~40 bytes of memory per byte).
+        self._held: bytearray | None = None
+        self._need = 0  # the bytes it must reach before the frame is cut again
 
     def feed(
         self, data: bytes, take_text: Callable[[str], bool], take_frame: Callable[[bytes], bool]
@@ -119,21 +120,20 @@ class FrameReader:
         """Each whole text message goes to `take_text` (False: it cannot take it now), any other frame to
         `take_frame` (False: websockets stopped reading frames). None, or the bytes websockets reads from now
         on: the quick framing is over for this connection."""
-        if self._chunks:
-            self._chunks.append(data)
-            self._have += len(data)
-            if self._have < self._need:
+        held = self._held
+        if held is not None:
+            held += data
+            if len(held) < self._need:
                 return None
-            data = b"".join(self._chunks)
-            self._chunks = []
+            data, self._held = bytes(held), None
         start, have = 0, len(data)
         while start < have:
             end, text = cut(data, start, self.masked, self.limit)
             if end == GIVE_UP:
                 return data[start:]
             if end > have:
-                self._chunks = [data[start:]]
-                self._have, self._need = have - start, end - start
+                self._held = bytearray(data[start:])
+                self._need = end - start
                 return None
             if (text is None or not take_text(text)) and not take_frame(data[start:end]):
                 return data[end:]
