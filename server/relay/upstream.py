@@ -246,7 +246,14 @@ class UpstreamSocket(asyncio.Protocol):
                     "refused the connection" if refused else "did not answer like a Socket.IO service"
                 )
         self._flush()  # pongs to WebSocket pings, the answer to a closing frame
-        return self._ws.state is State.OPEN and self._ws.parser_exc is None
+        if self._ws.parser_exc is not None:
+            # websockets failed the connection (a bad frame; its closing frame is written above) and reads
+            # no more: waiting for upstream to close the socket would leave the browser hearing nothing.
+            if self._transport is not None and not self._transport.is_closing():
+                log.warning("relay: upstream broke the WebSocket protocol (%s); closing", self._ws.parser_exc)
+                self._hang_up()
+            return False
+        return self._ws.state is State.OPEN
 
     def eof_received(self) -> None:
         if self._ws is not None:
