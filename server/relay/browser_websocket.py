@@ -104,7 +104,7 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
             rest = reader.feed(data, self._take_text, self._take_frame)
             if rest is not None:  # websockets reads everything from here on
                 self.reader = None
-                if rest:
+                if rest and self.conn.parser_exc is None:  # a failed parser reads nothing more
                     super().data_received(rest)
             return
         head = self.head

@@ -87,6 +87,8 @@ class _MaskKeys:
 
 
 _keys = _MaskKeys()
+# A process forked from this one must not reuse the keys left in the pool.
+os.register_at_fork(after_in_child=lambda: setattr(_keys, "at", 4096))
 
 
 def masked_text_frame(payload: bytes) -> bytes:

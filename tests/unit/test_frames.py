@@ -10,6 +10,7 @@ frames and fail the same way as websockets alone fed the whole stream.
 from __future__ import annotations
 
 import itertools
+import os
 import random
 from collections.abc import Iterator, Sequence
 
@@ -512,3 +513,17 @@ def test_text_frame_is_the_server_frame_websockets_writes_and_reads(payload: byt
     client = Protocol(Side.CLIENT, max_size=None)
     assert read_back(client, data) == [(Opcode.TEXT, True, payload)]
     assert client.parser_exc is None
+
+
+def test_a_forked_process_masks_with_keys_of_its_own() -> None:
+    masked_text_frame(b"x")  # the pool is filled
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child's side
+        os.write(write, masked_text_frame(b"x")[2:6])
+        os._exit(0)
+    os.close(write)
+    os.waitpid(child, 0)
+    childs = os.read(read, 4)
+    os.close(read)
+    assert len(childs) == 4 and childs != masked_text_frame(b"x")[2:6]
