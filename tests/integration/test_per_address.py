@@ -245,6 +245,31 @@ async def test_a_page_that_stops_beating_frees_its_address_slot_after_the_lease(
     assert await held(app, ONE) == 1
 
 
+async def test_a_page_conversation_a_beat_stops_gives_its_address_slot_back_at_once(
+    one_per_address: Served, http: httpx.AsyncClient
+) -> None:
+    server, app, settings = one_per_address
+    first = iframe_token(server)
+    assert (await ask(http, server, first, ONE))["go"]
+    async with database(settings) as db:
+        await budgets.set_switch(db, "demo-iframe", True, "ops@example.com")
+    answer = await eventually_async(
+        lambda: ask(http, server, first, ONE, "beat"), lambda a: not a["go"], timeout=3, interval=0.4
+    )
+    assert answer["reason"] == "kill_switch"
+    assert await held(app, ONE) == 0  # not after the lease: the stop lets it go
+    async with database(settings) as db:
+        await budgets.set_switch(db, "demo-iframe", False, "ops@example.com")
+    # An operator's end, heard at the next beat, lets it go as well.
+    conversation_id, second = page_session(server, "demo-iframe")
+    await eventually_async(lambda: ask(http, server, second, ONE), lambda a: a["go"], timeout=3, interval=0.4)
+    assert await held(app, ONE) == 1
+    async with database(settings) as db:
+        assert await budgets.end_conversation(db, conversation_id, "ops@example.com")
+    assert (await ask(http, server, second, ONE, "beat"))["reason"] == "ended_by_operator"
+    assert await held(app, ONE) == 0
+
+
 @needs_redis
 async def test_two_instances_sharing_redis_share_one_count_per_address(
     tmp_path: Path, simulator: ServerThread, http: httpx.AsyncClient
