@@ -3,11 +3,11 @@
 An Iframe SDK meeting talks to the avatar service directly, so the relay never sees it. What we do see is the
 page we serve, and it asks us: before it loads the meeting (`admit`), every `heartbeat_seconds` while it runs
 (`beat`) and when its call ends (`end`). Each answer says go on or stop, with the reason's sentence from
-`STOP_SENTENCES`. The usage is kept in the relay's shared-state keys (`server.budgets`), so socket and iframe
-conversations of a flow count against one cap and one day's minutes, and a client address's conversations of
-either mode against one cap (`relay_max_per_address`, `budgets.address_key`): the address is the request's, so
-a page that changes network renews under its new one while the old slot's lease runs out. Someone who embeds
-the vendor's iframe without our page is out of reach of all this.
+`REFUSAL_SENTENCES`. The usage is kept in the relay's shared-state keys (`server.budgets`), so socket and
+iframe conversations of a flow count against one cap and one day's minutes, and a client address's
+conversations of either mode against one cap (`relay_max_per_address`, `budgets.address_key`): the address is
+the request's, so a page that changes network renews under its new one while the old slot's lease runs out.
+Someone who embeds the vendor's iframe without our page is out of reach of all this.
 """
 
 from __future__ import annotations
