@@ -242,7 +242,9 @@ def create_app(settings: Settings, on_started: Callable[[], None] | None = None)
         shared, settings.transcript_lines_per_second, settings.transcript_line_burst
     )
     # Iframe-mode pages ask here before and while their meeting runs (the relay never sees it).
-    app.state.page_budgets = PageBudgets(db, signer, shared, relay.timeline, settings.budget_check_seconds)
+    app.state.page_budgets = PageBudgets(
+        db, signer, shared, relay.timeline, settings.budget_check_seconds, settings.relay_max_per_address
+    )
     app.state.pages = pages.HostedPages(settings, db, signer, templates, assets, shared)
     # Concurrent page batches share one transaction (group commit); each is answered after its commit.
     app.state.ingest_group = IngestGroup(

@@ -175,6 +175,11 @@ def seconds_key(flow_id: int, day: str) -> str:
     return f"budget:seconds:{flow_id}:{day}"
 
 
+def address_key(address: str) -> str:
+    """Conversations live from one client address, in either mode, on every instance (a slot each)."""
+    return f"budget:per-address:{address}"
+
+
 def today(now: datetime | None = None) -> str:
     return (now or datetime.now(UTC)).strftime("%Y-%m-%d")
 

@@ -3,9 +3,11 @@
 An Iframe SDK meeting talks to the avatar service directly, so the relay never sees it. What we do see is the
 page we serve, and it asks us: before it loads the meeting (`admit`), every `heartbeat_seconds` while it runs
 (`beat`) and when its call ends (`end`). Each answer says go on or stop, with the reason's sentence from
-`STOP_SENTENCES`. The usage is kept in the relay's shared-state keys (`server.budgets`), so socket and iframe
-conversations of a flow count against one cap and one day's minutes. Someone who embeds the vendor's iframe
-without our page is out of reach of all this.
+`REFUSAL_SENTENCES`. The usage is kept in the relay's shared-state keys (`server.budgets`), so socket and
+iframe conversations of a flow count against one cap and one day's minutes, and a client address's
+conversations of either mode against one cap (`relay_max_per_address`, `budgets.address_key`): the address is
+the request's, so a page that changes network renews under its new one while the old slot's lease runs out.
+Someone who embeds the vendor's iframe without our page is out of reach of all this.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from server import budgets
 from server.budgets import Budgets, FlowBudget
 from server.conversations import lifecycle, timeline
-from server.conversations.lifecycle import ENDED_SENTENCE, STOP_SENTENCES
+from server.conversations.lifecycle import ENDED_SENTENCE, REFUSAL_SENTENCES
 from server.conversations.page_token import PageClaims, read_page_token
 from server.conversations.timeline import TimelineRecorder
 from server.db import Database
@@ -67,7 +69,7 @@ def lines_key(conversation_id: str) -> str:
 @dataclass(frozen=True)
 class Verdict:
     go: bool
-    reason: str | None = None  # why not: a key of STOP_SENTENCES (or the end reason of an ended conversation)
+    reason: str | None = None  # why not: a key of REFUSAL_SENTENCES (or an ended conversation's end reason)
     message: str | None = None  # what the visitor reads
 
 
@@ -75,7 +77,7 @@ GO = Verdict(True)
 
 
 def stop(reason: str) -> Verdict:
-    return Verdict(False, reason, STOP_SENTENCES.get(reason, ENDED_SENTENCE))
+    return Verdict(False, reason, REFUSAL_SENTENCES.get(reason, ENDED_SENTENCE))
 
 
 class PageBudgets:
@@ -88,9 +90,11 @@ class PageBudgets:
         shared: SharedState,
         recorder: TimelineRecorder,
         check_seconds: float,
+        max_per_address: int,
     ) -> None:
         self.db, self.signer, self.shared, self.recorder = db, signer, shared, recorder
         self.check_seconds = check_seconds
+        self.max_per_address = max_per_address
         self.heartbeat_seconds = heartbeat_interval(check_seconds)
         self.lease = self.heartbeat_seconds * LEASE_BEATS
         self._budgets: Budgets = budgets.NO_BUDGETS
@@ -134,10 +138,11 @@ class PageBudgets:
             )
         return state, budget
 
-    async def admit(self, claims: PageClaims, token: str) -> Verdict:
-        """Before the page loads the meeting: refused, or its slot held and its conversation started."""
+    async def admit(self, claims: PageClaims, token: str, address: str) -> Verdict:
+        """Before the page loads the meeting: refused, or its slots held and its conversation started.
+        `address` is the client's (empty: unknown, not capped)."""
         state, budget = await self._budget_of(claims.flow_slug)
-        refusal = await self._refusal(state, budget, claims.conversation_id)
+        refusal = await self._refusal(state, budget, claims.conversation_id, address)
         if refusal is not None:
             self.recorder.refused(claims.conversation_id, claims.flow_slug, refusal)
             return stop(refusal)
@@ -146,16 +151,17 @@ class PageBudgets:
                 page = await lifecycle.resolve_page_token(session, self.signer, token)
                 assert page.conversation is not None  # started, or a refusal raised
                 await timeline.record(session, page.conversation.id, "page_admitted", {})
-        except AppError:  # ended, erased, the flow gone: the slot held above comes free at once
-            if budget is not None:
-                await self._let_go(budget, claims.conversation_id)
+        except AppError:  # ended, erased, the flow gone: the slots held above come free at once
+            await self._let_go(budget, claims.conversation_id, address)
             raise
         # Time is counted from here; a Retry of the same conversation does not count the pause before it.
         await self._set_clock(clock_key(claims.conversation_id))
         await self._set_clock(heard_key(claims.conversation_id))  # a Start or Retry is the visitor's doing
         return GO
 
-    async def _refusal(self, state: Budgets, budget: FlowBudget | None, conversation_id: str) -> str | None:
+    async def _refusal(
+        self, state: Budgets, budget: FlowBudget | None, conversation_id: str, address: str
+    ) -> str | None:
         if state.all_killed or (budget is not None and budget.killed):
             return "kill_switch"
         if budget is None:
@@ -165,19 +171,22 @@ class PageBudgets:
                 used = await self.shared.total(budgets.seconds_key(budget.flow_id, budgets.today()))
                 if used >= budget.minutes_per_day * 60:
                     return "budget_minutes"
+            if not await self._hold_address(address, conversation_id):
+                return "per_address"
             if budget.max_concurrent is not None and not await self.shared.hold(
                 budgets.live_key(budget.flow_id),
                 conversation_id,
                 limit=budget.max_concurrent,
                 lease_seconds=self.lease,
             ):
+                await self._let_go(None, conversation_id, address)  # the address's slot, held just above
                 return "budget_concurrent"
         except Exception as exc:  # shared state failing: budgets fail open, as at the relay
             log.warning("budgets: shared state failed at a page's admission (%s)", type(exc).__name__)
         return None
 
-    async def beat(self, claims: PageClaims, token: str) -> Verdict:
-        """A live page's heartbeat: its time counted, its slot renewed, or the reason it must stop."""
+    async def beat(self, claims: PageClaims, token: str, address: str) -> Verdict:
+        """A live page's heartbeat: its time counted, its slots renewed, or the reason it must stop."""
         state, budget = await self._budget_of(claims.flow_slug)
         async with self.db.reading() as session:
             page = await lifecycle.resolve_page_token(
@@ -190,8 +199,7 @@ class PageBudgets:
             recording = stored_options(page.flow.sdk_options).record_transcript
             lines = await self._visitor_lines(session, conversation.id) if idle_cut and recording else None
         if conversation.status == ConversationStatus.ENDED:  # an operator ended it, or an earlier stop
-            if budget is not None:
-                await self._let_go(budget, conversation.id)
+            await self._let_go(budget, conversation.id, address)
             return stop(conversation.end_reason or "")
         if budget is None:
             return GO
@@ -199,28 +207,28 @@ class PageBudgets:
         silent = None if lines is None else await self._silent_for(conversation, lines)
         reason = self._over(state, budget, conversation, used, silent)
         if reason is not None:
-            await self._stop(budget, conversation.id, reason)
+            await self._stop(budget, conversation.id, reason, address)
             return stop(reason)
-        if budget.max_concurrent is not None:
-            # A renewal refused (the lease lapsed and others took the slots) stops nothing, as at the relay.
-            with contextlib.suppress(Exception):
+        # A renewal refused (the lease lapsed and others took the slots) stops nothing, as at the relay.
+        with contextlib.suppress(Exception):
+            if budget.max_concurrent is not None:
                 await self.shared.hold(
                     budgets.live_key(budget.flow_id),
                     conversation.id,
                     limit=budget.max_concurrent,
                     lease_seconds=self.lease,
                 )
+            await self._hold_address(address, conversation.id)
         return GO
 
-    async def end(self, claims: PageClaims) -> None:
+    async def end(self, claims: PageClaims, address: str) -> None:
         """The page's call ended (End, an end phrase, the meeting's own end, the page closing): its time up
-        to now is counted and its slot comes free at once. The conversation's end is the final transcript
+        to now is counted and its slots come free at once. The conversation's end is the final transcript
         flush's, with its reason."""
         _state, budget = await self._budget_of(claims.flow_slug)
-        if budget is None:
-            return
-        await self._count(budget, claims.conversation_id)
-        await self._let_go(budget, claims.conversation_id)
+        if budget is not None:
+            await self._count(budget, claims.conversation_id)
+        await self._let_go(budget, claims.conversation_id, address)
 
     def _over(
         self,
@@ -295,7 +303,7 @@ class PageBudgets:
             last = await self.shared.total(key)
             await self.shared.add(key, time.time() - last, ttl_seconds=budgets.DAY_TTL_SECONDS)
 
-    async def _stop(self, budget: FlowBudget, conversation_id: str, reason: str) -> None:
+    async def _stop(self, budget: FlowBudget, conversation_id: str, reason: str, address: str) -> None:
         """The conversation ends for `reason`, durably, before the page hears of it (its lines said before
         this beat are stored: the page flushes them first)."""
         async with self.db.transaction() as session:
@@ -305,9 +313,23 @@ class PageBudgets:
                 await timeline.record(
                     session, conversation_id, "end", {"reason": reason, "by": "page_budget"}
                 )
-        await self._let_go(budget, conversation_id)
+        await self._let_go(budget, conversation_id, address)
 
-    async def _let_go(self, budget: FlowBudget, conversation_id: str) -> None:
-        if budget.max_concurrent is not None:
-            with contextlib.suppress(Exception):
+    async def _hold_address(self, address: str, conversation_id: str) -> bool:
+        """Hold (or renew) the conversation's slot among its client address's; False when all are held."""
+        if not address:
+            return True  # no address to group by (a Unix socket without a balancer)
+        return await self.shared.hold(
+            budgets.address_key(address),
+            conversation_id,
+            limit=self.max_per_address,
+            lease_seconds=self.lease,
+        )
+
+    async def _let_go(self, budget: FlowBudget | None, conversation_id: str, address: str) -> None:
+        """The conversation's slots come free: its flow's (None: not that one) and its address's."""
+        with contextlib.suppress(Exception):  # failing, the leases free them
+            if budget is not None and budget.max_concurrent is not None:
                 await self.shared.let_go(budgets.live_key(budget.flow_id), conversation_id)
+            if address:
+                await self.shared.let_go(budgets.address_key(address), conversation_id)

@@ -59,8 +59,9 @@ class Settings(BaseSettings):
     relay_events_per_second: float = Field(default=50, gt=0)
     relay_max_per_flow: int = Field(default=50, ge=1)
     relay_max_total: int = Field(default=500, ge=1)
-    # Conversations one client address may hold on one instance at once (reconnects of one it holds are
-    # free): one visitor cannot take a flow's or the relay's whole capacity.
+    # Conversations one client address may hold at once, relayed (Socket mode) and admitted (Iframe mode)
+    # together, across every instance sharing state (Redis); a reconnect or Retry of one it holds is free:
+    # one visitor cannot take a flow's or the relay's whole capacity. The name is older than the iframe cap.
     relay_max_per_address: int = Field(default=10, ge=1)
     whep_timeout_seconds: float = Field(default=10.0, gt=0)
     # Per conversation and per source (the page, the relay tap): bounds what one visitor can make us store.

@@ -10,6 +10,8 @@ import time
 from collections import OrderedDict
 from typing import Protocol
 
+SWEEP_MIN_KEYS = 1024
+
 
 class SharedState(Protocol):
     """What every backend offers. Keys are short strings the caller namespaces (`"views:<address>"`)."""
@@ -59,6 +61,7 @@ class InProcessState:
         self.max_keys = max_keys
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # key -> (tokens, at)
         self._slots: dict[str, dict[str, float]] = {}  # key -> member -> lease end
+        self._sweep_at = SWEEP_MIN_KEYS  # past this many slot keys, those with only lapsed leases go
         self._counters: OrderedDict[str, tuple[float, float]] = OrderedDict()  # key -> (total, expires)
         self._marks: OrderedDict[str, float] = OrderedDict()  # key -> expires
 
@@ -80,7 +83,16 @@ class InProcessState:
             return False
         slots[member] = now + lease_seconds
         self._slots[key] = slots
+        if len(self._slots) > self._sweep_at:
+            self._sweep(now)
         return True
+
+    def _sweep(self, now: float) -> None:
+        """Forget keys whose leases all lapsed unread (a slot per client address, say, whose page closed
+        without a word): a sweep each time the keys double, so each hold pays a constant share."""
+        for key in [k for k, slots in self._slots.items() if max(slots.values(), default=now) <= now]:
+            del self._slots[key]
+        self._sweep_at = max(SWEEP_MIN_KEYS, 2 * len(self._slots))
 
     async def let_go(self, key: str, member: str) -> None:
         slots = self._slots.get(key)

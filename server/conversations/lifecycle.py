@@ -42,6 +42,11 @@ STOP_SENTENCES = {
     "ended_by_operator": "This conversation was ended by the site's operator. Reload the page to start a new"
     " one.",
 }
+# Refusals that end nothing (the visitor's other conversations go on), at a connect or a page's admission.
+REFUSAL_SENTENCES = {
+    **STOP_SENTENCES,
+    "per_address": "Too many conversations are open from your network. End one, then try again.",
+}
 
 
 @dataclass(frozen=True)

@@ -35,8 +35,9 @@ class BudgetAnswer(BaseModel):
     go: bool = Field(description="true: start (admit) or go on (beat); false: do not start, or stop now")
     reason: str | None = Field(
         default=None,
-        description="why not: kill_switch, budget_minutes, budget_concurrent, budget_duration,"
-        " budget_idle, ended_by_operator, or the end reason of a conversation that has ended",
+        description="why not: kill_switch, budget_minutes, budget_concurrent, per_address (too many"
+        " conversations from the client's address, in either mode, at admit), budget_duration, budget_idle,"
+        " ended_by_operator, or the end reason of a conversation that has ended",
     )
     message: str | None = Field(default=None, description="the sentence the page shows its visitor")
     heartbeat_seconds: float = Field(description="how often a live page beats")
@@ -78,7 +79,9 @@ async def ask(request: Request) -> BudgetAnswer:
     """Iframe-mode pages ask here before loading the meeting, then beat while it runs, and say when it ended.
 
     Refusals and stops are answers (`go: false`, with the reason and the visitor's sentence), not errors.
-    A page that stops beating (its tab closed) gives its conversation's slot back after three heartbeats."""
+    A page that stops beating (its tab closed) gives its conversation's slots back after three heartbeats.
+    The client address that the slot per address is held under is the request's (the trusted balancer's
+    X-Forwarded-For)."""
     sent = await read_small_json(request, BudgetQuestion, MAX_BODY_BYTES, "question")
     page_budgets: PageBudgets = request.app.state.page_budgets
     claims = page_budgets.claims(sent.token)
@@ -89,11 +92,13 @@ async def ask(request: Request) -> BudgetAnswer:
             f"too many budget questions for this conversation; retry in {math.ceil(wait)} s",
         )
     every = page_budgets.heartbeat_seconds
+    # As uvicorn gives it (X-Forwarded-For only from the trusted balancer), like the relay's connects.
+    address = request.client.host if request.client else ""
     if sent.action == "end":
-        await page_budgets.end(claims)
+        await page_budgets.end(claims, address)
         return BudgetAnswer(go=False, heartbeat_seconds=every)
     ask_ = page_budgets.admit if sent.action == "admit" else page_budgets.beat
-    verdict = await ask_(claims, sent.token)
+    verdict = await ask_(claims, sent.token, address)
     return BudgetAnswer(
         go=verdict.go, reason=verdict.reason, message=verdict.message, heartbeat_seconds=every
     )

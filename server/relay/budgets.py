@@ -7,6 +7,10 @@ switches from the database (so a switch used on any instance is seen everywhere 
 each live bridge's relayed seconds to its flow's counter of the day, renews the held slots (an instance that
 dies stops renewing, and its slots come back after the lease), and ends the bridges that went over a limit or
 whose conversation an operator ended (in case this instance missed that message).
+
+Conversations per client address (`relay_max_per_address`) are slots too, under `budgets.address_key`, which
+Iframe-mode pages hold as well: one cap per address for the whole deployment and both modes. The hub holds one
+at its connect (`hold_address`), the check renews it with the flow's, and it goes with the bridge.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from server import budgets
 from server.budgets import NO_BUDGETS, Budgets, FlowBudget
-from server.conversations.lifecycle import STOP_SENTENCES
+from server.conversations.lifecycle import REFUSAL_SENTENCES
 from server.db import Database
 from server.errors import AppError
 from server.shared_state import SharedState
@@ -53,9 +57,9 @@ class BudgetRefused(Exception):
     """A connect turned away by a budget or a kill switch; the relay turns it into its `Refused`."""
 
     def __init__(self, reason: str) -> None:
-        super().__init__(STOP_SENTENCES[reason])
+        super().__init__(REFUSAL_SENTENCES[reason])
         self.reason = reason
-        self.message = STOP_SENTENCES[reason]
+        self.message = REFUSAL_SENTENCES[reason]
 
 
 # Ends the given bridges with a reason (the hub's `stop_bridges`).
@@ -64,11 +68,17 @@ Stopper = Callable[[Iterable["Bridge"], str], Awaitable[None]]
 
 class BudgetGuard:
     def __init__(
-        self, db: Database, shared: SharedState, read_token: Callable[[str], tuple[str, str]], interval: float
+        self,
+        db: Database,
+        shared: SharedState,
+        read_token: Callable[[str], tuple[str, str]],
+        interval: float,
+        max_per_address: int,
     ) -> None:
         self.db = db
         self.shared = shared
         self.interval = interval
+        self.max_per_address = max_per_address
         self.lease = interval * LEASE_CHECKS
         self.budgets: Budgets = NO_BUDGETS
         self._read_token = read_token  # page token -> (conversation id, flow slug); raises AppError
@@ -132,6 +142,36 @@ class BudgetGuard:
             return
         self.pending[conversation_id] = (budget.flow_id, time.monotonic())
 
+    async def hold_address(self, address: str, token: str) -> str | None:
+        """Hold a slot among `address`'s conversations for the one `token` names: its id, or None when none
+        is held (no address, a token the join will refuse, shared state failing). A conversation renews its
+        own slot, so its reconnect, on any instance, is free. Raises `BudgetRefused` when all are held."""
+        if not address:
+            return None  # no address to group by (a Unix socket without a balancer)
+        try:
+            conversation_id, _slug = self._read_token(token)
+        except AppError:
+            return None
+        try:
+            held = await self.shared.hold(
+                budgets.address_key(address),
+                conversation_id,
+                limit=self.max_per_address,
+                lease_seconds=self.lease,
+            )
+        except Exception as exc:  # shared state failing: fail open, as the flows' budgets do
+            self._warn(f"shared state failed at a connect ({type(exc).__name__}); budgets not enforced")
+            return None
+        if not held:
+            raise BudgetRefused("per_address")
+        return conversation_id
+
+    def address_free(self, address: str, conversation_id: str, live: Callable[[str], bool]) -> None:
+        """A connect that held `address`'s slot did not become a bridge: the slot comes free now unless the
+        conversation is bridged (or dialling) here meanwhile."""
+        if not live(conversation_id):
+            self._background(self._let_go_key(budgets.address_key(address), conversation_id))
+
     def not_joined(self, token: str, live: Callable[[str], bool]) -> None:
         """The join refused the connect admitted: its slot comes free now rather than after the lease."""
         try:
@@ -154,8 +194,9 @@ class BudgetGuard:
             self.started.pop(bridge.conversation_id, None)
             budget = self.budgets.flows.get(bridge.flow_slug)
             if budget is not None:
-                with contextlib.suppress(Exception):
-                    await self.shared.let_go(budgets.live_key(budget.flow_id), bridge.conversation_id)
+                await self._let_go_key(budgets.live_key(budget.flow_id), bridge.conversation_id)
+            if bridge.address:
+                await self._let_go_key(budgets.address_key(bridge.address), bridge.conversation_id)
 
         self._background(let_go())
 
@@ -234,17 +275,25 @@ class BudgetGuard:
     async def _renew(self, live: list[Bridge], ending: dict[str, list[Bridge]]) -> None:
         gone = {id(b) for b in _flat(ending)}
         for bridge in live:
-            budget = self.budgets.flows.get(bridge.flow_slug)
-            if budget is None or budget.max_concurrent is None or id(bridge) in gone:
+            if id(bridge) in gone:
                 continue
             # A renewal refused (the lease lapsed and others took the slots) ends nothing: it is counted
             # again on the next renewal that fits.
-            await self.shared.hold(
-                budgets.live_key(budget.flow_id),
-                bridge.conversation_id,
-                limit=budget.max_concurrent,
-                lease_seconds=self.lease,
-            )
+            budget = self.budgets.flows.get(bridge.flow_slug)
+            if budget is not None and budget.max_concurrent is not None:
+                await self.shared.hold(
+                    budgets.live_key(budget.flow_id),
+                    bridge.conversation_id,
+                    limit=budget.max_concurrent,
+                    lease_seconds=self.lease,
+                )
+            if bridge.address:
+                await self.shared.hold(
+                    budgets.address_key(bridge.address),
+                    bridge.conversation_id,
+                    limit=self.max_per_address,
+                    lease_seconds=self.lease,
+                )
 
     def _forget_pending(self, now: float, bridged: set[str]) -> None:
         """Connects admitted that never became bridges: their slots and start times go."""
@@ -264,8 +313,11 @@ class BudgetGuard:
         task.add_done_callback(self._tasks.discard)
 
     async def _let_go(self, flow_id: int, conversation_id: str) -> None:
-        with contextlib.suppress(Exception):
-            await self.shared.let_go(budgets.live_key(flow_id), conversation_id)
+        await self._let_go_key(budgets.live_key(flow_id), conversation_id)
+
+    async def _let_go_key(self, key: str, conversation_id: str) -> None:
+        with contextlib.suppress(Exception):  # failing, the lease frees it
+            await self.shared.let_go(key, conversation_id)
 
     def _warn(self, message: str) -> None:
         if not self._failing:

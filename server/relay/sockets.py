@@ -101,7 +101,7 @@ class Bridge:
     page_context_sent: list[float] = field(default_factory=list)  # when, within the last minute
     rejoin: dict[str, Any] | None = None  # a queued SDK's `join`, sent up once upstream greets
     token: str = ""  # the page token it was opened with
-    address: str = ""  # the client address its connect came from, counted in `per_address` ("" : not)
+    address: str = ""  # the client address its connect came from, whose slot it holds ("": none)
     socket_key: str = ""  # from page token + the SDK's stickyId (new each time the SDK connects)
     tokens: float = 0.0
     byte_tokens: float = 0.0
@@ -207,7 +207,6 @@ class RelayHub:
         self.bridges: dict[str, Bridge] = {}  # by browser socket id
         self.by_eio: dict[str, Bridge] = {}  # by browser Engine.IO id, for the packet path
         self.per_flow: Counter[str] = Counter()  # bridges and connects under way, by flow slug
-        self.per_address: Counter[str] = Counter()  # the same, by client address (queued sockets' not)
         # One live bridge per conversation: a newer connect replaces the older bridge.
         self.by_conversation: dict[str, str] = {}  # conversation id → browser socket id of its bridge
         self.by_token: dict[str, str] = {}  # page token → browser socket id of its bridge
@@ -220,7 +219,13 @@ class RelayHub:
         self.waiting = WaitingRoom(lambda sid: asyncio.ensure_future(self.sio.disconnect(sid)))
         self.timeline = TimelineRecorder(db)
         self.metrics = Metrics()  # create_app puts in the one /metrics shows
-        self.budgets = BudgetGuard(db, self.shared, self._token_ids, settings.budget_check_seconds)
+        self.budgets = BudgetGuard(
+            db,
+            self.shared,
+            self._token_ids,
+            settings.budget_check_seconds,
+            settings.relay_max_per_address,
+        )
         self.sio.on("connect", self._on_connect)
         self.sio.on("disconnect", self._on_disconnect)
         # Bridged sockets' events go upstream before python-socketio sees them: these are queued sockets'.
@@ -310,22 +315,21 @@ class RelayHub:
         # An SDK reconnecting leaves its queued socket behind (S:3327-3333): the new one takes over.
         for stale in self.waiting.with_token(query.get("client", "")):
             await self.sio.disconnect(stale.sid)
-        # Capacity first: a caller turned away starts no conversation. The slot is taken before anything is
-        # awaited, so parallel connects cannot all pass the check. A reconnect of a bridged page needs no
-        # room: its bridge's slot comes free as the new one takes over.
-        reconnect = query.get("client", "") in self.by_token
+        # The address's slot first (in shared state, held per conversation: a reconnect renews its own, on
+        # any instance), then capacity: a caller turned away starts no conversation. The capacity slot is
+        # taken with nothing awaited after the check, so parallel connects cannot all pass it. A reconnect
+        # of a bridged page needs no room: its bridge's slot comes free as the new one takes over.
         address = _client_address(environ)
-        if self.per_address[address] >= settings.relay_max_per_address and not reconnect:
-            self._note_refusal(query.get("client", ""), "per_address")
-            raise Refused(
-                "Too many conversations are open from your network. End one, then try again.", "per_address"
-            )
+        held = await self._hold_address(address, query.get("client", ""), note=True)
+        reconnect = query.get("client", "") in self.by_token
         if not self._has_room(slug) and not reconnect:
+            if held is not None:  # queued sockets hold none: the address's slot is taken again at `join`
+                self._address_free(address, held)
             # The SDK understands this as "no agent available": its queue polls this socket (or error 6001).
             self.dropped["capacity"] += 1
             self._note_refusal(query.get("client", ""), "capacity")
             if len(self.waiting) < settings.relay_max_total:
-                self.waiting.add(sid, slug, query)
+                self.waiting.add(sid, slug, query, address)
                 goodbye = None
             else:  # too many waiting already: the SDK tries again later with a new socket
                 goodbye = CAPACITY_GOODBYE_SECONDS
@@ -335,7 +339,6 @@ class RelayHub:
             return
         self.connecting += 1
         self.per_flow[slug] += 1
-        self.per_address[address] += 1
         bridged = False
         try:
             bridged = await self._bridge(sid, query, slug, address=address)
@@ -346,7 +349,24 @@ class RelayHub:
             self.connecting -= 1
             if not bridged:
                 _release(self.per_flow, slug)
-                _release(self.per_address, address)
+                if held is not None:
+                    self._address_free(address, held)
+
+    async def _hold_address(self, address: str, token: str, *, note: bool = False) -> str | None:
+        """The address's slot for this connect's conversation (its id; None: none held), or `Refused`."""
+        try:
+            return await self.budgets.hold_address(address, token)
+        except BudgetRefused as exc:
+            if note:
+                self._note_refusal(token, exc.reason)
+            raise Refused(exc.message, exc.reason) from None
+
+    def _address_free(self, address: str, conversation_id: str) -> None:
+        self.budgets.address_free(
+            address,
+            conversation_id,
+            lambda c: c in self.by_conversation or c in self.dialling,  # bridged, or about to be, here
+        )
 
     def _has_room(self, slug: str) -> bool:
         settings = self.settings
@@ -376,9 +396,11 @@ class RelayHub:
         self.waiting.remove(sid)
         await self._joined_socket(_socket_key(entry.query))
         bridged = False
+        held = None
         try:
+            held = await self._hold_address(entry.address, entry.token)
             rejoin = payload if isinstance(payload, dict) else {}
-            bridged = await self._bridge(sid, entry.query, entry.slug, rejoin)
+            bridged = await self._bridge(sid, entry.query, entry.slug, rejoin, entry.address)
         except Refused as exc:
             # The SDK hears of it as a lost connection and connects again, which is refused with the reason.
             log.info("relay: a queued socket of flow %s could not join: %s", entry.slug, exc)
@@ -387,6 +409,8 @@ class RelayHub:
             self.connecting -= 1
             if not bridged:
                 _release(self.per_flow, entry.slug)
+                if held is not None:
+                    self._address_free(entry.address, held)
 
     async def _bridge(
         self,
@@ -791,8 +815,6 @@ class RelayHub:
         if self.by_token.get(bridge.token) == sid:
             del self.by_token[bridge.token]
         _release(self.per_flow, bridge.flow_slug)
-        if bridge.address:
-            _release(self.per_address, bridge.address)
         bridge.early.clear()
         self.budgets.closed(bridge, lambda conversation_id: conversation_id in self.by_conversation)
         return bridge

@@ -25,6 +25,7 @@ class Waiting:
     sid: str
     slug: str
     query: dict[str, str]
+    address: str = ""  # the client address it connected from (its slot is taken once it is admitted)
     admitted: bool = False  # a slot is held for it, until its `join` or JOIN_GRACE_SECONDS
     timer: asyncio.TimerHandle | None = field(default=None, repr=False)
 
@@ -48,8 +49,8 @@ class WaitingRoom:
     def get(self, sid: str) -> Waiting | None:
         return self.sockets.get(sid)
 
-    def add(self, sid: str, slug: str, query: dict[str, str]) -> Waiting:
-        entry = self.sockets[sid] = Waiting(sid, slug, query)
+    def add(self, sid: str, slug: str, query: dict[str, str], address: str = "") -> Waiting:
+        entry = self.sockets[sid] = Waiting(sid, slug, query, address)
         self.heard(entry)
         return entry
 

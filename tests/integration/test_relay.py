@@ -26,6 +26,7 @@ from fastapi import FastAPI
 from sqlalchemy import select
 from websockets.asyncio.server import ServerConnection, serve
 
+from server import budgets
 from server.app import create_app
 from server.models import Conversation
 from server.relay.sockets import RelayHub
@@ -822,5 +823,6 @@ async def test_one_client_address_holds_only_so_many_conversations(
 
 
 async def _held(app: FastAPI, address: str) -> int:
-    held: int = app.state.relay.per_address[address]
+    """Slots the address holds in the app's shared state (in process: no I/O, read from any loop)."""
+    held: int = await app.state.shared.held(budgets.address_key(address))
     return held

@@ -84,6 +84,23 @@ async def test_slots_are_limited_leased_renewed_and_given_back(instances: Instan
     assert not await other.hold("live:flow-c", "more", limit=2, lease_seconds=1.5)  # "lives" still holds
 
 
+async def test_in_process_slot_keys_whose_leases_all_lapsed_unread_are_forgotten() -> None:
+    """A slot per client address whose page closed without a word is never read again: a stream of new
+    addresses must not grow the table for good (Redis forgets such keys by their TTL)."""
+    state = InProcessState()
+    for n in range(3000):
+        assert await state.hold(
+            f"budget:per-address:10.0.{n // 256}.{n % 256}", "c", limit=1, lease_seconds=0.2
+        )
+    await asyncio.sleep(0.3)
+    for n in range(3000):
+        assert await state.hold(
+            f"budget:per-address:10.1.{n // 256}.{n % 256}", "c", limit=1, lease_seconds=60
+        )
+    assert len(state._slots) <= 3000  # the lapsed thousands went; every live one is kept
+    assert await state.held("budget:per-address:10.1.11.183") == 1
+
+
 async def test_a_counter_adds_up_and_is_forgotten_its_ttl_after_it_was_created(instances: Instances) -> None:
     one, other = instances
     started = time.monotonic()
