@@ -77,12 +77,18 @@ class InProcessState:
         return 0.0
 
     async def hold(self, key: str, member: str, *, limit: int, lease_seconds: float) -> bool:
+        # Lapsed leases are cleared only when they stand in the way: a renewal costs O(1) however many
+        # slots a key has (the relay renews every bridge's slots at each budget check).
         now = time.monotonic()
-        slots = self._live_slots(key, now)
-        if member not in slots and len(slots) >= limit:
-            return False
+        slots = self._slots.setdefault(key, {})
+        if slots.get(member, now) <= now and len(slots) >= limit:  # a new or lapsed member, no room in sight
+            for lapsed in [m for m, end in slots.items() if end <= now]:
+                del slots[lapsed]
+            if len(slots) >= limit:
+                if not slots:
+                    del self._slots[key]
+                return False
         slots[member] = now + lease_seconds
-        self._slots[key] = slots
         if len(self._slots) > self._sweep_at:
             self._sweep(now)
         return True
@@ -102,15 +108,8 @@ class InProcessState:
                 del self._slots[key]
 
     async def held(self, key: str) -> int:
-        return len(self._live_slots(key, time.monotonic()))
-
-    def _live_slots(self, key: str, now: float) -> dict[str, float]:
-        slots = {m: end for m, end in self._slots.get(key, {}).items() if end > now}
-        if slots:
-            self._slots[key] = slots
-        else:
-            self._slots.pop(key, None)
-        return slots
+        now = time.monotonic()
+        return sum(1 for end in self._slots.get(key, {}).values() if end > now)
 
     async def add(self, key: str, amount: float, *, ttl_seconds: int) -> float:
         now = time.monotonic()
