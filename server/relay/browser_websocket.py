@@ -196,12 +196,17 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
         """Send one message now, unless the socket is closing or its write buffer is full (then False)."""
         if not self.can_send():
             return False
-        if isinstance(message, str):  # uvicorn writes what websockets holds at once: nothing waits before it
-            self.transport.write(text_frame(message.encode()))
+        if isinstance(message, str):
+            self.write_text(message)
             return True
         self.conn.send_binary(message)
         self.transport.write(b"".join(self.conn.data_to_send()))
         return True
+
+    def write_text(self, message: str) -> None:
+        """One text message, now, for a caller that saw `can_send` in this same turn of the event loop.
+        uvicorn writes whatever websockets queues at once, so nothing of websockets' waits before it."""
+        self.transport.write(text_frame(message.encode()))
 
     def pause_app_reading(self) -> None:
         if not self.read_paused:

@@ -82,7 +82,7 @@ class LeanEngineIOServer(engineio.AsyncServer):  # type: ignore[misc]
 
     def send_now(self, sid: str, data: str) -> None:
         """Write a message to a socket `can_send_now` said yes to, in the same turn of the event loop."""
-        self.sockets[sid].queue.session.send_message(data)
+        self.sockets[sid].queue.session.write_message(data)
 
 
 class DirectWebSocket:
@@ -273,9 +273,9 @@ class _Session:
     def can_send(self) -> bool:
         return self._drain is None and self._protocol.can_send()
 
-    def send_message(self, data: str) -> bool:
-        """An Engine.IO message, now, if nothing waits before it; False: nothing was sent."""
-        return self._drain is None and self._protocol.send_frame("4" + data)
+    def write_message(self, data: str) -> None:
+        """An Engine.IO message, now, for a caller that saw `can_send` in this same turn of the event loop."""
+        self._protocol.write_text("4" + data)
 
     def _start_drain(self) -> None:
         if self._drain is None:

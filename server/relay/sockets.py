@@ -626,11 +626,12 @@ class RelayHub:
             return False
         packet = parse_packet(data)
         self.metrics.relayed(TO_BROWSER, None if packet is None else packet.event)
+        event = None
         if packet is not None and bridge.context is not None:
             data, event = upstream_packet_for_browser(packet, data, bridge.context)
-            if event is not None:
-                self._tap_upstream(bridge, event)
-        self.sio.eio.send_now(bridge.eio_sid, data)
+        self.sio.eio.send_now(bridge.eio_sid, data)  # nothing since `can_send_now` could have changed it
+        if event is not None:
+            self._tap_upstream(bridge, event)
         return True
 
     async def _rejoined(self, bridge: Bridge) -> None:
