@@ -54,20 +54,21 @@ def capped_settings(data_dir: Path, simulator: ServerThread, cap: int, **more: A
     )
 
 
-@pytest.fixture
-def two_per_address(tmp_path: Path, simulator: ServerThread) -> Iterator[Served]:
-    settings = capped_settings(tmp_path, simulator, 2)
+def serve_capped(data_dir: Path, simulator: ServerThread, cap: int) -> Iterator[Served]:
+    settings = capped_settings(data_dir, simulator, cap)
     app = create_app(settings)
     with ServerThread(app) as server:
         yield server, app, settings
+
+
+@pytest.fixture
+def two_per_address(tmp_path: Path, simulator: ServerThread) -> Iterator[Served]:
+    yield from serve_capped(tmp_path, simulator, 2)
 
 
 @pytest.fixture
 def one_per_address(tmp_path: Path, simulator: ServerThread) -> Iterator[Served]:
-    settings = capped_settings(tmp_path, simulator, 1)
-    app = create_app(settings)
-    with ServerThread(app) as server:
-        yield server, app, settings
+    yield from serve_capped(tmp_path, simulator, 1)
 
 
 @pytest.fixture
