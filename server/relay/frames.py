@@ -19,7 +19,6 @@ try:
 except ImportError:  # websockets built without its C extension
     from websockets.utils import apply_mask
 
-NEED_MORE = 0
 GIVE_UP = -1
 TEXT_WHOLE = 0x81  # FIN, no reserved bits, opcode 1
 
